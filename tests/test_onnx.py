@@ -1,0 +1,56 @@
+"""ONNX export: runs in onnxruntime (CPU) with torch's numbers and carries the model's description."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from core.checkpoint import ModelInfo, load_model, save_model
+from core.cli import main
+from core.model import ModelConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(2)
+    config = ModelConfig(backbone="resnet18", attention="psa")
+    model_file = save_model(folder / "m.pt", build_model(config),
+                            ModelInfo(config=config, gsd_m=1.0, metrics={"road_iou": 0.5}))
+    out = folder / "m.onnx"
+    assert main(["export", str(model_file), "--onnx", str(out), "--opset", "18"]) == 0
+    return load_model(model_file), out
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 128, 128), (2, 3, 67, 45)])
+def test_onnxruntime_matches_torch(exported, shape):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        expected = model.network(x).numpy()
+    actual = session.run(None, {"image": x.numpy()})[0]
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_metadata_is_embedded(exported):
+    model, path = exported
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    description = json.loads(metadata["road_extractor"])
+    assert description["config"] == model.info.config.to_dict()
+    assert description["metrics"] == {"road_iou": 0.5}
+    assert json.loads(metadata["class_names"]) == ["background", "road"]
+    assert json.loads(metadata["gsd_m"]) == 1.0
+
+
+def test_old_opset_is_refused(exported, tmp_path, capsys):
+    model, _ = exported
+    assert main(["export", model.report.source, "--onnx", str(tmp_path / "x.onnx"), "--opset", "13"]) == 2
+    assert "opset 13 is too old" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,1 @@
+"""Headless training of road models (`python -m training`). Needs no QGIS."""
