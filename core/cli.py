@@ -91,6 +91,58 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .area import area_from_bbox, area_from_vector
+    from .extract import Cancelled, CancelToken, ExtractParams, extract_roads
+    from .raster import RasterioSource
+
+    if args.bbox and args.aoi:
+        raise CheckpointError("give --bbox or --aoi, not both")
+    params = ExtractParams(tile=args.tile, overlap=args.overlap, scales=args.tta_scales,
+                           augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"),
+                           device=args.device, precision=args.precision, batch_size=args.batch_size,
+                           threshold=args.threshold, output_resolution=args.output_resolution,
+                           overwrite=args.overwrite)
+    model = load_model(args.model)
+    with RasterioSource(args.input, bands=args.bands, gsd_m=args.gsd, value_scale=args.value_scale) as source:
+        area = None
+        if args.bbox:
+            area = area_from_bbox(source.info, args.bbox, args.bbox_crs)
+        elif args.aoi:
+            area = area_from_vector(source.info, args.aoi)
+        cancel = CancelToken()
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {postfix}", disable=args.quiet, file=sys.stderr)
+
+        def show(progress) -> None:
+            bar.n = round(progress.fraction * 100)
+            eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s else ""
+            bar.set_postfix_str(f"{progress.stage}: {progress.tiles_done}/{progress.tiles_total} tiles, "
+                                f"{progress.megapixels_per_s:.2f} MP/s{eta}")
+
+        try:
+            result = extract_roads(source, model, args.out, params, area, progress=show, cancel=cancel,
+                                   log=lambda message: bar.write(f"note: {message}", file=sys.stderr))
+        except KeyboardInterrupt:
+            raise Cancelled("interrupted") from None
+        finally:
+            bar.close()
+    print(f"probability {result.probability}")
+    print(f"mask        {result.mask}")
+    print(f"{result.tiles} tiles, {result.input_megapixels:.2f} MP in {result.seconds:.1f} s "
+          f"({result.input_megapixels / result.seconds:.3f} MP/s); roads cover {result.road_fraction:.1%} of the "
+          f"valid area")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -126,6 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
     _architecture_flags(export)
     export.set_defaults(func=cmd_export)
 
+    extract = sub.add_parser("extract", help="road probability and mask GeoTIFFs from a raster")
+    extract.add_argument("input", help="a raster GDAL reads (GeoTIFF, VRT, JPEG2000, PNG with --gsd, ...)")
+    extract.add_argument("--model", required=True, help="model file (road-extractor inspect says if it is usable)")
+    extract.add_argument("--out", required=True, help="output folder")
+    extract.add_argument("--tile", type=int, default=512, help="tile side in pixels at the model's GSD (512)")
+    extract.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (64)")
+    extract.add_argument("--tta-scales", type=_floats, default=(0.75, 1.0, 1.25),
+                         help="comma-separated scales of multi-scale inference (0.75,1,1.25; 1 for one pass)")
+    extract.add_argument("--flip-tta", action="store_true", help="also average the horizontally mirrored image")
+    extract.add_argument("--d4-tta", action="store_true", help="average all 8 flips and 90-degree rotations")
+    extract.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    extract.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                         help="autocast on GPU (auto: bf16 where supported, else fp16); the CPU runs fp32")
+    extract.add_argument("--batch-size", type=int, default=1, help="tiles per batch (halved on CUDA out-of-memory)")
+    extract.add_argument("--threshold", type=float, default=0.5, help="road probability for the mask (0.5)")
+    extract.add_argument("--output-resolution", choices=("input", "model"), default="input",
+                         help="write results on the input's pixel grid (default) or at the model's GSD")
+    extract.add_argument("--bbox", type=_floats, help="xmin,ymin,xmax,ymax to extract (in --bbox-crs)")
+    extract.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
+    extract.add_argument("--aoi", help="vector file with polygons: only tiles touching them run, results are clipped")
+    extract.add_argument("--gsd", type=float, help="input metres per pixel (overrides the georeferencing; needed "
+                                                   "for rasters without it)")
+    extract.add_argument("--bands", help="bands fed as red,green,blue: 1-based numbers (3,2,1) or rgb, bgr, rgbnir")
+    extract.add_argument("--value-scale", choices=("auto", "percentile", "none"), default="auto",
+                         help="auto: 8-bit as is, other types by 2-98%% percentiles to 0..255")
+    extract.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.set_defaults(func=cmd_extract)
+
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     demo.set_defaults(func=cmd_demo)
@@ -140,8 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"road-extractor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("road-extractor: interrupted", file=sys.stderr)
+        print("road-extractor: interrupted; no output was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, with the type, and status 1
+        from .extract import Cancelled
+
+        if isinstance(exc, Cancelled):
+            print("road-extractor: cancelled; no output was written", file=sys.stderr)
+            return 130
+        print(f"road-extractor: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

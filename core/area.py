@@ -1,0 +1,93 @@
+"""The area to extract: a bounding box in any CRS, or polygons from a vector file, as a window of the raster."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from .extract import Area
+from .raster import RasterError, RasterInfo
+
+
+def _to_window(info: RasterInfo, bounds: Sequence[float], what: str) -> Area:
+    from rasterio.transform import Affine
+
+    inverse = ~Affine.from_gdal(*info.transform)
+    xmin, ymin, xmax, ymax = bounds
+    corners = [inverse * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    x0, x1 = max(0.0, min(cols)), min(float(info.width), max(cols))
+    y0, y1 = max(0.0, min(rows)), min(float(info.height), max(rows))
+    if x1 <= x0 or y1 <= y0:
+        raster = [Affine.from_gdal(*info.transform) * c for c in ((0, 0), (info.width, info.height))]
+        raise RasterError(f"the {what} ({', '.join(f'{v:.6g}' for v in bounds)}) does not overlap the raster "
+                          f"({raster[0][0]:.6g}, {raster[1][1]:.6g}, {raster[1][0]:.6g}, {raster[0][1]:.6g} in its "
+                          f"CRS); check the coordinates and their CRS")
+    return Area(math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+
+
+def area_from_bbox(info: RasterInfo, bbox: Sequence[float], bbox_crs: str | None = None) -> Area:
+    """`bbox` = (xmin, ymin, xmax, ymax) in `bbox_crs` (any CRS rasterio understands; default: the raster's)."""
+    if len(bbox) != 4 or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]:
+        raise RasterError(f"--bbox needs xmin,ymin,xmax,ymax with xmin < xmax and ymin < ymax, not "
+                          f"{','.join(str(v) for v in bbox)}")
+    if info.transform is None:
+        if bbox_crs:
+            raise RasterError("--bbox-crs needs a georeferenced raster; this one has none (give --bbox in pixels)")
+        x0, y0, x1, y1 = bbox
+        return _to_window_pixels(info, (x0, y0, x1, y1))
+    if bbox_crs:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+        from rasterio.warp import transform_bounds
+
+        try:
+            source_crs = CRS.from_user_input(bbox_crs)
+        except CRSError:
+            raise RasterError(f"--bbox-crs {bbox_crs!r} is not a CRS; give e.g. EPSG:4326") from None
+        bbox = transform_bounds(source_crs, CRS.from_wkt(info.crs_wkt), *bbox, densify_pts=21)
+    return _to_window(info, bbox, "bounding box")
+
+
+def _to_window_pixels(info: RasterInfo, bbox: Sequence[float]) -> Area:
+    x0, y0 = max(0, math.floor(bbox[0])), max(0, math.floor(bbox[1]))
+    x1, y1 = min(info.width, math.ceil(bbox[2])), min(info.height, math.ceil(bbox[3]))
+    if x1 <= x0 or y1 <= y0:
+        raise RasterError(f"the bounding box {list(bbox)} (pixels) does not overlap the {info.width}x{info.height} "
+                          f"raster")
+    return Area(x0, y0, x1, y1)
+
+
+def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
+    """Polygons of a vector file (any OGR format), reprojected to the raster's CRS; lines and points are refused."""
+    import pyogrio
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+
+    path = Path(path)
+    if not path.exists():
+        raise RasterError(f"--aoi {path}: no such file; check the path")
+    if info.transform is None:
+        raise RasterError("--aoi needs a georeferenced raster; this one has none (use --bbox in pixels)")
+    try:
+        meta, _, geometries, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
+    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
+        raise RasterError(f"--aoi {path} is not a vector file OGR can read ({str(exc).splitlines()[0]}); give a "
+                          f"GeoPackage, shapefile or GeoJSON with polygons") from None
+    shapes = [g for g in shapely.from_wkb(geometries) if g is not None and not g.is_empty] if geometries is not None \
+        else []
+    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polygons:
+        kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
+        raise RasterError(f"--aoi {path} has no polygons ({', '.join(kinds)}); give polygons of the area to extract")
+    if meta.get("crs"):
+        source_crs, target_crs = CRS.from_user_input(meta["crs"]), CRS.from_wkt(info.crs_wkt)
+        if source_crs != target_crs:
+            polygons = [shapely.geometry.shape(transform_geom(source_crs, target_crs, shapely.geometry.mapping(p)))
+                        for p in polygons]
+    union = shapely.union_all(polygons)
+    area = _to_window(info, union.bounds, f"area of interest in {path.name}")
+    area.polygons = polygons
+    return area

@@ -1,0 +1,436 @@
+"""Georeferenced extraction: raster windows -> model -> blended probabilities -> probability and mask GeoTIFFs.
+
+The raster is processed in rows of overlapping tiles on a grid at the model's ground sample distance. Each row's
+predictions are blended into a band of rows; the rows that no later tile can touch are written out and dropped,
+so memory holds one band of rows, whatever the raster's size. The outputs are then resampled to the input's grid
+(or kept at the model's), masked where the input has no data, and written as Cloud Optimized GeoTIFFs through
+temporary files that are renamed only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+
+from . import __version__
+from .checkpoint import RoadModel
+from .inference import DEFAULT_SCALES, normalize, predict_probabilities
+from .raster import RasterError, RasterInfo, Window, WindowSource
+from .tiling import Tile, TileGrid, blend_weights
+
+GSD_WARN_FACTOR = 4.0
+OUTPUT_BLOCK = 512
+
+
+class Cancelled(Exception):
+    """The run was cancelled; nothing was written."""
+
+
+class CancelToken:
+    """Set from any thread (a GUI's cancel button, a signal handler); the engine checks it between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    tiles_done: int
+    tiles_total: int
+    megapixels_per_s: float
+    eta_s: float | None
+    stage: str = "inference"
+
+
+@dataclass
+class ExtractParams:
+    tile: int = 512
+    overlap: int = 64
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    augment: str = "none"
+    device: str = "auto"
+    precision: str = "auto"  # auto, fp32, bf16, fp16
+    batch_size: int = 1
+    threshold: float = 0.5
+    output_resolution: str = "input"  # input or model
+    overwrite: bool = False
+
+
+@dataclass
+class Area:
+    """What to compute, in input pixels: a window and, optionally, polygons (in the raster's CRS) to clip to."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    polygons: list = field(default_factory=list)  # shapely geometries in the raster's CRS
+
+
+@dataclass
+class ExtractResult:
+    probability: Path
+    mask: Path
+    tiles: int
+    seconds: float
+    input_megapixels: float
+    road_fraction: float
+    notes: list[str]
+
+
+# ------------------------------------------------------------------------------------------------- devices
+
+
+def resolve_device(spec: str) -> torch.device:
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RasterError(f"--device {spec}: torch sees no CUDA GPU (this torch {torch.__version__} "
+                              f"{'has no CUDA support' if torch.version.cuda is None else 'finds no driver or GPU'});"
+                              f" use --device cpu or auto")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise RasterError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+        return torch.device("cuda", index)
+    raise RasterError(f"--device {spec!r} is not known; use auto, cpu, cuda or cuda:N")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. bf16/fp16 only on GPUs: on CPUs without bf16 arithmetic (most) torch
+    falls back to a reference convolution tens of times slower than fp32 (see the README's benchmark)."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise RasterError(f"--precision {precision!r} is not known; use auto, fp32, bf16 or fp16")
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise RasterError(f"--precision {precision} runs on a GPU only; on the CPU use fp32 (or auto)")
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+def output_paths(source_path: str, out_dir: Path) -> tuple[Path, Path]:
+    stem = Path(source_path).stem if source_path != "<array>" else "array"
+    return out_dir / f"{stem}_road_probability.tif", out_dir / f"{stem}_road_mask.tif"
+
+
+class _Predictor:
+    """Batches of tiles -> road probabilities, halving the batch on CUDA out-of-memory."""
+
+    def __init__(self, model: RoadModel, params: ExtractParams, log: Callable[[str], None]) -> None:
+        self.device = resolve_device(params.device)
+        self.autocast = resolve_precision(params.precision, self.device)
+        self.network = model.network.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.normalization = model.info.normalization
+        self.params = params
+        self.batch_size = max(1, params.batch_size)
+        self.log = log
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        start = 0
+        while start < len(images):
+            chunk = images[start:start + self.batch_size]
+            try:
+                out.append(self._run(chunk))
+                start += len(chunk)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise RasterError("the GPU ran out of memory with one tile per batch; use a smaller --tile or "
+                                      "--device cpu") from None
+                self.batch_size //= 2
+                torch.cuda.empty_cache()
+                self.log(f"CUDA out of memory: batch size halved to {self.batch_size}, continuing")
+        return np.concatenate(out)
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(self.device)
+        x = normalize(x, self.normalization)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.autocast is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast):
+                    probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment)
+            else:
+                probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment)
+        return probabilities[:, 1].float().cpu().numpy()
+
+
+@dataclass
+class _Grid:
+    """The processing grid: the input's pixel grid scaled so that a pixel is the model's GSD on the ground."""
+
+    scale_x: float  # processing pixels per input pixel
+    scale_y: float
+    width: int
+    height: int
+
+    def to_input(self, x: float, y: float, w: float, h: float) -> Window:
+        return Window(x / self.scale_x, y / self.scale_y, w / self.scale_x, h / self.scale_y)
+
+
+def processing_grid(info: RasterInfo, model_gsd: float | None, notes: list[str]) -> _Grid:
+    if info.gsd_m is None:
+        raise RasterError(f"{info.path} has no georeferencing, so its ground sample distance is unknown; give "
+                          f"--gsd METRES_PER_PIXEL (1.0 for the Massachusetts Roads tiles)")
+    if model_gsd is None:
+        notes.append("the model file does not say its training GSD: processing at the input's own resolution "
+                     "(record it with road-extractor export MODEL --model-file OUT --gsd M)")
+        return _Grid(1.0, 1.0, info.width, info.height)
+    sx, sy = info.gsd_m[0] / model_gsd, info.gsd_m[1] / model_gsd
+    ratio = max(sx, sy, 1 / sx, 1 / sy)
+    if ratio > GSD_WARN_FACTOR:
+        notes.append(f"warning: the input is {info.gsd_m[0]:.3g} m/px and the model was trained at {model_gsd:g} "
+                     f"m/px ({ratio:.1f}x apart): expect poorer roads; a model trained nearer this resolution "
+                     f"will do better")
+    if abs(sx - 1) < 1e-3 and abs(sy - 1) < 1e-3:
+        return _Grid(1.0, 1.0, info.width, info.height)
+    return _Grid(sx, sy, max(1, round(info.width * sx)), max(1, round(info.height * sy)))
+
+
+def _tile_touches(tile: Tile, grid: _Grid, info: RasterInfo, polygons: Sequence) -> bool:
+    if not polygons:
+        return True
+    from shapely.geometry import box
+
+    window = grid.to_input(tile.x, tile.y, tile.width, tile.height)
+    x0, dx, _, y0, _, dy = info.transform or (0, 1, 0, 0, 0, 1)
+    xa, xb = x0 + window.x * dx, x0 + (window.x + window.width) * dx
+    ya, yb = y0 + window.y * dy, y0 + (window.y + window.height) * dy
+    footprint = box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb))
+    return any(footprint.intersects(p) for p in polygons)
+
+
+def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, params: ExtractParams | None = None,
+                  area: Area | None = None, progress: Callable[[Progress], None] | None = None,
+                  cancel: CancelToken | None = None, log: Callable[[str], None] = lambda message: None
+                  ) -> ExtractResult:
+    """Runs the model over `area` of `source` and writes `<name>_road_probability.tif` and `<name>_road_mask.tif`
+    in `out_dir`. Raises RasterError on bad input before any work, Cancelled when `cancel` is set; in both
+    cases no output file is left behind."""
+    params = params or ExtractParams()
+    info = source.info
+    out_dir = Path(out_dir)
+    probability_path, mask_path = output_paths(info.path, out_dir)
+    _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
+    if not 0 < params.threshold < 1:
+        raise RasterError(f"--threshold must be between 0 and 1, not {params.threshold}")
+    if params.output_resolution not in ("input", "model"):
+        raise RasterError(f"output resolution {params.output_resolution!r} is not known; use input or model")
+    notes = list(info.notes)
+    grid = processing_grid(info, model.info.gsd_m, notes)
+    area = area or Area(0, 0, info.width, info.height)
+    ax0, ay0 = max(0, math.floor(area.x0 * grid.scale_x)), max(0, math.floor(area.y0 * grid.scale_y))
+    ax1, ay1 = min(grid.width, math.ceil(area.x1 * grid.scale_x)), min(grid.height, math.ceil(area.y1 * grid.scale_y))
+    try:
+        tiling = TileGrid(ax0, ay0, ax1, ay1, params.tile, params.overlap)
+    except ValueError as exc:
+        raise RasterError(f"{info.path}: {exc}") from None
+    predictor = _Predictor(model, params, log)
+    for note in notes:
+        log(note)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".road-extractor-", dir=out_dir) as scratch, warnings.catch_warnings():
+        # Rasters in pixel space (no georeferencing) are legitimate here; rasterio warns about each one it writes.
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        scratch_path = Path(scratch)
+        processing_file = scratch_path / "processing.tif"
+        _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress, cancel,
+                       started)
+        if progress:
+            progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
+        road_fraction = _write_outputs(source, grid, processing_file, area, model, params, scratch_path,
+                                       (probability_path, mask_path), cancel)
+    seconds = time.perf_counter() - started
+    megapixels = (area.x1 - area.x0) * (area.y1 - area.y0) / 1e6
+    return ExtractResult(probability_path, mask_path, len(tiling), seconds, megapixels, road_fraction, notes)
+
+
+def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RasterError(f"--out {out_dir} is a file; give a folder for the outputs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RasterError(f"cannot create the output folder {out_dir} ({exc.strerror}); choose a folder you can "
+                          f"write to") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise RasterError(f"the output folder {out_dir} is not writable; choose a folder you can write to")
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise RasterError(f"{existing[0]} already exists; give --overwrite to replace it, or another --out folder")
+
+
+def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,
+                   path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float) -> None:
+    """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    rows = tiling.rows()
+    total = sum(len(r) for r in rows)
+    width = tiling.x1 - tiling.x0
+    band_height = rows[0][0].height  # a tile row spans these rows; everything above it is already written
+    weighted = np.zeros((band_height, width), np.float32)
+    weights = np.zeros((band_height, width), np.float32)
+    seen = np.zeros((band_height, width), bool)
+    band_top = tiling.y0  # processing row held at index 0 of the band
+    done = 0
+    profile = dict(driver="GTiff", width=width, height=tiling.y1 - tiling.y0, count=2, dtype="uint8", tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **profile) as out:
+        for index, row in enumerate(rows):
+            todo = [t for t in row if _tile_touches(t, grid, source.info, polygons)]
+            done += len(row) - len(todo)  # tiles outside the polygons count as done
+            for start in range(0, len(todo), predictor.batch_size):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("cancelled")
+                batch = todo[start:start + predictor.batch_size]
+                reads = [source.read(grid.to_input(t.x, t.y, t.width, t.height), (t.height, t.width)) for t in batch]
+                probabilities = predictor(np.stack([values for values, _ in reads]))
+                for tile, (_, valid), probability in zip(batch, reads, probabilities, strict=True):
+                    w = blend_weights(tile.height, tile.width, tiling.overlap) * valid
+                    ys = slice(tile.y - band_top, tile.y - band_top + tile.height)
+                    xs = slice(tile.x - tiling.x0, tile.x - tiling.x0 + tile.width)
+                    weighted[ys, xs] += probability * w
+                    weights[ys, xs] += w
+                    seen[ys, xs] |= valid
+                done += len(batch)
+                if progress:
+                    elapsed = time.perf_counter() - started
+                    fraction = done / total
+                    input_pixels = fraction * (tiling.x1 - tiling.x0) * (tiling.y1 - tiling.y0) / (
+                        grid.scale_x * grid.scale_y)
+                    progress(Progress(fraction, done, total, input_pixels / 1e6 / max(elapsed, 1e-9),
+                                      elapsed * (1 - fraction) / fraction))
+            # Rows above the next tile row are final: no later tile reaches them.
+            final_bottom = rows[index + 1][0].y if index + 1 < len(rows) else tiling.y1
+            count = final_bottom - band_top
+            if count <= 0:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                blended = np.where(weights[:count] > 0, weighted[:count] / weights[:count], 0.0)
+            block = np.stack([np.round(blended * 255).astype(np.uint8), seen[:count].astype(np.uint8) * 255])
+            out.write(block, window=RioWindow(0, band_top - tiling.y0, width, count))
+            for buffer in (weighted, weights, seen):
+                buffer[:-count] = buffer[count:].copy()
+                buffer[-count:] = 0
+            band_top = final_bottom
+
+
+def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, area: Area, model: RoadModel,
+                   params: ExtractParams, scratch: Path, targets: tuple[Path, Path], cancel) -> float:
+    """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
+    writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.transform import Affine
+    from rasterio.windows import Window as RioWindow
+
+    info = source.info
+    at_input = params.output_resolution == "input" or (grid.scale_x == 1.0 and grid.scale_y == 1.0)
+    sx, sy = (1.0, 1.0) if at_input else (grid.scale_x, grid.scale_y)
+    # The output covers the area; its pixels are input pixels (at_input) or processing pixels.
+    ox0, oy0 = math.floor(area.x0 * sx), math.floor(area.y0 * sy)
+    ox1 = min(math.ceil(area.x1 * sx), info.width if at_input else grid.width)
+    oy1 = min(math.ceil(area.y1 * sy), info.height if at_input else grid.height)
+    width, height = ox1 - ox0, oy1 - oy0
+    base = Affine.from_gdal(*info.transform) if info.transform else Affine.identity()
+    transform = base * Affine.scale(1 / sx, 1 / sy) * Affine.translation(ox0, oy0)
+    crs = info.crs_wkt
+    processing_x0 = math.floor(area.x0 * grid.scale_x)
+    processing_y0 = math.floor(area.y0 * grid.scale_y)
+    tags = {
+        "ROAD_EXTRACTOR_VERSION": __version__,
+        "ROAD_EXTRACTOR_MODEL": json.dumps({"file": Path(model.report.source).name, **model.info.to_dict()}),
+        "ROAD_EXTRACTOR_PARAMS": json.dumps({**asdict(params), "input": info.path, "input_gsd_m": info.gsd_m,
+                                             "processing_scale": [grid.scale_x, grid.scale_y]}),
+    }
+    common = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=crs, transform=transform,
+                  tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK, compress="deflate", BIGTIFF="IF_SAFER")
+    drafts = scratch / "probability.tif", scratch / "mask.tif"
+    road_pixels = valid_pixels = 0
+    threshold = round(params.threshold * 255)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(processing_file) as processed, \
+            rasterio.open(drafts[0], "w", **common) as probability_out, \
+            rasterio.open(drafts[1], "w", nodata=255, **common) as mask_out:
+        for row in range(0, height, OUTPUT_BLOCK):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("cancelled")
+            rows = min(OUTPUT_BLOCK, height - row)
+            # This block's rows in processing-grid pixels, relative to the processing file's origin.
+            fy = (oy0 + row) * grid.scale_y / sy - processing_y0
+            fx = ox0 * grid.scale_x / sx - processing_x0
+            read_window = RioWindow(fx, fy, width * grid.scale_x / sx, rows * grid.scale_y / sy)
+            probability = processed.read(1, window=read_window, out_shape=(rows, width), boundless=False,
+                                         resampling=Resampling.bilinear)
+            computed = processed.read(2, window=read_window, out_shape=(rows, width),
+                                      resampling=Resampling.nearest) > 0
+            if at_input:  # the input's own mask at its own resolution: exact edges
+                _, valid = source.read(Window(ox0, oy0 + row, width, rows), (rows, width))
+                valid &= computed
+            else:
+                valid = computed
+            if area.polygons:
+                valid &= _polygon_mask(area.polygons, transform * Affine.translation(0, row), (rows, width))
+            probability = np.where(valid, probability, 0).astype(np.uint8)
+            mask = np.where(valid, (probability >= threshold).astype(np.uint8), 255).astype(np.uint8)
+            window = RioWindow(0, row, width, rows)
+            probability_out.write(probability, 1, window=window)
+            probability_out.write_mask(valid.astype(np.uint8) * 255, window=window)
+            mask_out.write(mask, 1, window=window)
+            road_pixels += int((mask == 1).sum())
+            valid_pixels += int(valid.sum())
+        for draft in (probability_out, mask_out):
+            draft.update_tags(**tags)
+        probability_out.update_tags(1, ROLE="road probability x 255")
+        mask_out.update_tags(1, ROLE="1 road, 0 background, 255 no data", THRESHOLD=str(params.threshold))
+    finals = []
+    for draft, target in zip(drafts, targets, strict=True):
+        final = scratch / f"final_{target.name}"
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            rio_copy(draft, final, driver="COG", compress="DEFLATE", blocksize=OUTPUT_BLOCK,
+                     overview_resampling="nearest" if draft is drafts[1] else "average")
+        finals.append((final, target))
+    for final, target in finals:
+        os.replace(final, target)
+    return road_pixels / valid_pixels if valid_pixels else 0.0
+
+
+def _polygon_mask(polygons, transform, shape: tuple[int, int]) -> np.ndarray:
+    from rasterio.features import geometry_mask
+
+    return geometry_mask(polygons, out_shape=shape, transform=transform, invert=True)

@@ -1,0 +1,317 @@
+"""Window sources: where the engine's pixels come from, at the resolution it asks for.
+
+`RasterioSource` reads files (GeoTIFF, VRT, JPEG2000, PNG...) window by window with GDAL's resampling, so the
+whole raster is never in memory. `ArraySource` serves an in-memory array (the QGIS plugin fills it with what it
+reads through QGIS's providers, so web layers work too). Both answer `read(window, out_shape)` with float32
+band values and a validity mask (alpha, NoData and dataset masks all folded in).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+# WGS84, for metres per degree at a latitude.
+_WGS84_A = 6378137.0
+_WGS84_E2 = 6.69437999014e-3
+BAND_PRESETS = {"rgb": (1, 2, 3), "bgr": (3, 2, 1), "rgbnir": (1, 2, 3), "nirrg": (2, 3, 1)}
+PERCENTILES = (2.0, 98.0)
+
+
+class RasterError(ValueError):
+    """An input raster that cannot be used as given; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window in (possibly fractional) pixel coordinates of a source: columns [x, x+width), rows [y, y+height)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    band_count: int
+    dtype: str
+    crs_wkt: str | None
+    transform: tuple[float, float, float, float, float, float] | None  # GDAL order: x0, dx, rx, y0, ry, dy
+    gsd_m: tuple[float, float] | None  # metres per pixel along x and y
+    bands: tuple[int, ...]  # 1-based band indices fed to the model, in the model's band order
+    value_range: tuple[tuple[float, float], ...] | None  # per model band: values mapped to 0..255, None for 8-bit
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_geographic(self) -> bool:
+        return bool(self.crs_wkt) and "PROJCS" not in self.crs_wkt and "PROJCRS" not in self.crs_wkt
+
+
+class WindowSource(Protocol):
+    info: RasterInfo
+
+    def read(self, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Band values [C, h, w] float32 (scaled to 0..255 where the input is not 8-bit) and validity [h, w] bool,
+        resampled from `window` to `out_shape`. Outside the raster is invalid."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def metres_per_degree(latitude: float) -> tuple[float, float]:
+    """Metres per degree of longitude and of latitude on the WGS84 ellipsoid."""
+    phi = math.radians(latitude)
+    w = math.sqrt(1 - _WGS84_E2 * math.sin(phi) ** 2)
+    meridional = _WGS84_A * (1 - _WGS84_E2) / w**3
+    prime_vertical = _WGS84_A / w
+    return math.radians(1) * prime_vertical * math.cos(phi), math.radians(1) * meridional
+
+
+def parse_bands(spec: str | Sequence[int] | None, band_count: int, colorinterp: Sequence[str] = ()) -> tuple[int, ...]:
+    """`None` -> the red, green, blue bands by colour interpretation, else bands 1, 2, 3; "bgr" etc. or "3,2,1"."""
+    if spec is None:
+        names = [c.lower() for c in colorinterp]
+        if all(c in names for c in ("red", "green", "blue")):
+            return tuple(names.index(c) + 1 for c in ("red", "green", "blue"))
+        if band_count >= 3:
+            return (1, 2, 3)
+        raise RasterError(f"the raster has {band_count} band{'s' if band_count > 1 else ''}; the model needs 3 "
+                          f"(red, green, blue) - give --bands 1,1,1 to feed a grey band to all three")
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in BAND_PRESETS:
+            bands = BAND_PRESETS[key]
+        else:
+            try:
+                bands = tuple(int(part) for part in key.split(","))
+            except ValueError:
+                raise RasterError(f"--bands {spec!r} is not understood; give 1-based band numbers like 3,2,1 or one "
+                                  f"of {', '.join(BAND_PRESETS)}") from None
+    else:
+        bands = tuple(int(b) for b in spec)
+    bad = [b for b in bands if not 1 <= b <= band_count]
+    if bad:
+        raise RasterError(f"--bands asks for band {bad[0]} but the raster has {band_count} band(s); band numbers "
+                          f"start at 1")
+    return bands
+
+
+def _nodata_fits(nodata: float | None, dtype: str) -> bool:
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
+        return nodata is not None and np.issubdtype(np.dtype(dtype), np.floating)
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.integer):
+        limits = np.iinfo(kind)
+        return float(nodata).is_integer() and limits.min <= nodata <= limits.max
+    return True
+
+
+class RasterioSource:
+    """A raster file read through rasterio, window by window."""
+
+    def __init__(self, path: str | Path, bands: str | Sequence[int] | None = None, gsd_m: float | None = None,
+                 value_scale: str = "auto") -> None:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        self._rasterio = rasterio
+        path = Path(path)
+        if not path.exists():
+            raise RasterError(f"{path}: no such file; check the path")
+        if path.is_dir():
+            raise RasterError(f"{path} is a folder; give the path of a raster file (GeoTIFF, VRT, JPEG2000, PNG...)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(path)
+        except RasterioIOError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+            raise RasterError(f"{path} is not a raster GDAL can read ({reason}); give a GeoTIFF or another GDAL "
+                              f"raster") from None
+        ds = self._ds
+        try:
+            self.info = self._describe(path, bands, gsd_m, value_scale)
+        except BaseException:
+            ds.close()
+            raise
+
+    def _describe(self, path: Path, bands_spec, gsd_m: float | None, value_scale: str) -> RasterInfo:
+        ds = self._ds
+        notes: list[str] = []
+        colorinterp = [c.name for c in ds.colorinterp]
+        bands = parse_bands(bands_spec, ds.count, colorinterp)
+        self._bands = bands
+        self._scale_ranges = None
+        self._alpha = next((i + 1 for i, c in enumerate(colorinterp) if c == "alpha"), None)
+        dtype = ds.dtypes[bands[0] - 1]
+        nodata = ds.nodata
+        self._nodata = nodata if _nodata_fits(nodata, dtype) else None
+        if nodata is not None and self._nodata is None:
+            notes.append(f"NoData value {nodata:g} cannot occur in {dtype} bands and is ignored"
+                         + ("; the alpha band marks valid pixels" if self._alpha else ""))
+        georeferenced = ds.crs is not None and not ds.transform.is_identity
+        transform = tuple(ds.transform.to_gdal()) if georeferenced else None
+        if gsd_m is not None:
+            if gsd_m <= 0:
+                raise RasterError(f"--gsd must be positive metres per pixel, not {gsd_m}")
+            gsd = (float(gsd_m), float(gsd_m))
+        elif not georeferenced:
+            gsd = None
+        elif ds.crs.is_geographic:
+            lon = ds.transform.c + ds.transform.a * ds.width / 2
+            lat = ds.transform.f + ds.transform.e * ds.height / 2
+            if not -90 <= lat <= 90 or not -360 <= lon <= 360:
+                raise RasterError(f"{path} says its CRS is geographic but its centre ({lon:g}, {lat:g}) is not a "
+                                  f"longitude/latitude; fix its georeferencing or give --gsd")
+            per_lon, per_lat = metres_per_degree(lat)
+            gsd = (abs(ds.transform.a) * per_lon, abs(ds.transform.e) * per_lat)
+            notes.append(f"geographic CRS: {gsd[0]:.3f} x {gsd[1]:.3f} m per pixel at latitude {lat:.4f}")
+        else:
+            factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+            gsd = (abs(ds.transform.a) * factor, abs(ds.transform.e) * factor)
+        self._scale_ranges = self._value_ranges(bands, dtype, value_scale, notes)
+        return RasterInfo(str(path), ds.width, ds.height, ds.count, dtype,
+                          ds.crs.to_wkt() if georeferenced else None, transform, gsd, bands,
+                          self._scale_ranges, notes)
+
+    def _value_ranges(self, bands, dtype: str, value_scale: str, notes: list[str]):
+        if value_scale not in ("auto", "percentile", "none"):
+            raise RasterError(f"value scaling {value_scale!r} is not known; use auto, percentile or none")
+        if value_scale == "none" or (value_scale == "auto" and dtype == "uint8"):
+            return None
+        # A decimated read (GDAL uses overviews where they exist) is enough for 2-98% percentiles.
+        ds = self._ds
+        step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
+        shape = (max(1, ds.height // step), max(1, ds.width // step))
+        values, valid = self.read(Window(0, 0, ds.width, ds.height), shape, scaled=False)
+        ranges = []
+        for band, data in zip(bands, values, strict=True):
+            sample = data[valid]
+            if sample.size == 0:
+                raise RasterError(f"{self._ds.name} has no valid pixels (everything is NoData or transparent)")
+            low, high = np.percentile(sample, PERCENTILES)
+            if high <= low:
+                high = low + 1
+            ranges.append((float(low), float(high)))
+            notes.append(f"band {band} ({dtype}): values {low:g}..{high:g} (the {PERCENTILES[0]:g}-"
+                         f"{PERCENTILES[1]:g}% percentiles) mapped to 0..255")
+        return tuple(ranges)
+
+    def read(self, window: Window, out_shape: tuple[int, int], scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window as RioWindow
+
+        ds = self._ds
+        # Clip to the raster: GDAL reads fractional windows inside the raster exactly; the part outside is invalid.
+        x0, y0 = max(window.x, 0.0), max(window.y, 0.0)
+        x1, y1 = min(window.x + window.width, ds.width), min(window.y + window.height, ds.height)
+        h, w = out_shape
+        bands = self._bands
+        values = np.zeros((len(bands), h, w), np.float32)
+        valid = np.zeros((h, w), bool)
+        if x1 <= x0 or y1 <= y0:
+            return values, valid
+        sx, sy = w / window.width, h / window.height
+        c0, r0 = round((x0 - window.x) * sx), round((y0 - window.y) * sy)
+        c1, r1 = round((x1 - window.x) * sx), round((y1 - window.y) * sy)
+        if c1 <= c0 or r1 <= r0:
+            return values, valid
+        inner = RioWindow(x0, y0, x1 - x0, y1 - y0)
+        downsampling = (x1 - x0) > (c1 - c0) * 1.5
+        data = ds.read(list(bands), window=inner, out_shape=(len(bands), r1 - r0, c1 - c0),
+                       resampling=Resampling.average if downsampling else Resampling.bilinear).astype(np.float32)
+        mask = self._valid(inner, (r1 - r0, c1 - c0), bands, data)
+        values[:, r0:r1, c0:c1] = data
+        valid[r0:r1, c0:c1] = mask
+        if scaled and self._scale_ranges:
+            for i, (low, high) in enumerate(self._scale_ranges):
+                values[i] = np.clip((values[i] - low) * (255.0 / (high - low)), 0, 255)
+        return values, valid
+
+    def _valid(self, window, shape, bands, data: np.ndarray) -> np.ndarray:
+        from rasterio.enums import Resampling
+
+        ds = self._ds
+        if self._alpha is not None:
+            alpha = ds.read(self._alpha, window=window, out_shape=shape, resampling=Resampling.nearest)
+            return alpha > 0
+        valid = np.ones(shape, bool)
+        if self._nodata is not None:
+            raw = ds.read(list(bands), window=window, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+            nodata = self._nodata
+            is_nodata = np.isnan(raw) if isinstance(nodata, float) and math.isnan(nodata) else raw == nodata
+            valid &= ~is_nodata.all(axis=0)
+        if any(flag.name == "per_dataset" for flag in ds.mask_flag_enums[bands[0] - 1]):
+            valid &= ds.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        return valid
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self) -> RasterioSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ArraySource:
+    """An in-memory raster [H, W, C] or [C, H, W] (uint8 values, or already scaled to 0..255)."""
+
+    def __init__(self, array: np.ndarray, *, gsd_m: float | tuple[float, float] | None,
+                 transform: tuple[float, float, float, float, float, float] | None = None,
+                 crs_wkt: str | None = None, valid: np.ndarray | None = None, channels_last: bool = True) -> None:
+        data = np.asarray(array)
+        if data.ndim == 2:
+            data = data[None]
+        elif channels_last:
+            data = np.moveaxis(data, -1, 0)
+        if data.shape[0] < 3:
+            raise RasterError(f"the array has {data.shape[0]} band(s); the model needs 3 (red, green, blue)")
+        self._data = data[:3]
+        height, width = data.shape[1:]
+        self._valid = np.ones((height, width), bool) if valid is None else np.asarray(valid, bool)
+        gsd = (gsd_m, gsd_m) if isinstance(gsd_m, (int, float)) else gsd_m
+        self.info = RasterInfo("<array>", width, height, data.shape[0], str(data.dtype), crs_wkt, transform, gsd,
+                               (1, 2, 3), None)
+
+    def read(self, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = out_shape
+        height, width = self.info.height, self.info.width
+        x0, y0 = max(int(math.floor(window.x)), 0), max(int(math.floor(window.y)), 0)
+        x1 = min(int(math.ceil(window.x + window.width)), width)
+        y1 = min(int(math.ceil(window.y + window.height)), height)
+        values = np.zeros((3, h, w), np.float32)
+        valid = np.zeros((h, w), bool)
+        if x1 <= x0 or y1 <= y0:
+            return values, valid
+        # Sample the integer crop at the output pixel centres with exact fractional alignment.
+        ys = (np.arange(h) + 0.5) * (window.height / h) + window.y
+        xs = (np.arange(w) + 0.5) * (window.width / w) + window.x
+        crop = torch.from_numpy(np.ascontiguousarray(self._data[:, y0:y1, x0:x1], dtype=np.float32))[None]
+        mask = torch.from_numpy(self._valid[y0:y1, x0:x1].astype(np.float32))[None, None]
+        gy = torch.from_numpy(((ys - y0) / (y1 - y0)) * 2 - 1).float()
+        gx = torch.from_numpy(((xs - x0) / (x1 - x0)) * 2 - 1).float()
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+        values = F.grid_sample(crop, grid, mode="bilinear", align_corners=False, padding_mode="border")[0].numpy()
+        inside = ((ys >= 0) & (ys < height))[:, None] & ((xs >= 0) & (xs < width))[None, :]
+        valid = F.grid_sample(mask, grid, mode="nearest", align_corners=False)[0, 0].numpy() > 0.5
+        return values, valid & inside
+
+    def close(self) -> None:
+        pass
