@@ -218,6 +218,25 @@ def processing_grid(info: RasterInfo, model_gsd: float | None, notes: list[str])
     return _Grid(sx, sy, max(1, round(info.width * sx)), max(1, round(info.height * sy)))
 
 
+def _computed_window(area: Area, grid: _Grid, params: ExtractParams) -> tuple[int, int, int, int]:
+    """The processing-grid window to run the network on: the area, plus `overlap` pixels of context around it,
+    grown to at least one tile where the raster allows, so that a small area still gets a full tile of context."""
+
+    def span(low: float, high: float, scale: float, size: int) -> tuple[int, int]:
+        start = max(0, math.floor(low * scale) - params.overlap)
+        stop = min(size, math.ceil(high * scale) + params.overlap)
+        missing = min(params.tile, size) - (stop - start)
+        if missing > 0:
+            start = max(0, start - missing // 2)
+            stop = min(size, start + min(params.tile, size))
+            start = stop - min(params.tile, size, stop)
+        return start, stop
+
+    x0, x1 = span(area.x0, area.x1, grid.scale_x, grid.width)
+    y0, y1 = span(area.y0, area.y1, grid.scale_y, grid.height)
+    return x0, y0, x1, y1
+
+
 def _tile_touches(tile: Tile, grid: _Grid, info: RasterInfo, polygons: Sequence) -> bool:
     if not polygons:
         return True
@@ -250,10 +269,8 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
     notes = list(info.notes)
     grid = processing_grid(info, model.info.gsd_m, notes)
     area = area or Area(0, 0, info.width, info.height)
-    ax0, ay0 = max(0, math.floor(area.x0 * grid.scale_x)), max(0, math.floor(area.y0 * grid.scale_y))
-    ax1, ay1 = min(grid.width, math.ceil(area.x1 * grid.scale_x)), min(grid.height, math.ceil(area.y1 * grid.scale_y))
     try:
-        tiling = TileGrid(ax0, ay0, ax1, ay1, params.tile, params.overlap)
+        tiling = TileGrid(*_computed_window(area, grid, params), params.tile, params.overlap)
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
@@ -270,7 +287,8 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
                        started)
         if progress:
             progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
-        road_fraction = _write_outputs(source, grid, processing_file, area, model, params, scratch_path,
+        road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model, params,
+                                       scratch_path,
                                        (probability_path, mask_path), cancel)
     seconds = time.perf_counter() - started
     megapixels = (area.x1 - area.x0) * (area.y1 - area.y0) / 1e6
@@ -349,7 +367,8 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
             band_top = final_bottom
 
 
-def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, area: Area, model: RoadModel,
+def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, processing_origin: tuple[int, int],
+                   area: Area, model: RoadModel,
                    params: ExtractParams, scratch: Path, targets: tuple[Path, Path], cancel) -> float:
     """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
     writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
@@ -370,8 +389,7 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, are
     base = Affine.from_gdal(*info.transform) if info.transform else Affine.identity()
     transform = base * Affine.scale(1 / sx, 1 / sy) * Affine.translation(ox0, oy0)
     crs = info.crs_wkt
-    processing_x0 = math.floor(area.x0 * grid.scale_x)
-    processing_y0 = math.floor(area.y0 * grid.scale_y)
+    processing_x0, processing_y0 = processing_origin
     tags = {
         "ROAD_EXTRACTOR_VERSION": __version__,
         "ROAD_EXTRACTOR_MODEL": json.dumps({"file": Path(model.report.source).name, **model.info.to_dict()}),
