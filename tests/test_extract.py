@@ -15,8 +15,8 @@ from torch import nn
 from core.area import area_from_bbox, area_from_vector
 from core.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
 from core.extract import (
-    CancelToken,
     Cancelled,
+    CancelToken,
     ExtractParams,
     extract_roads,
     resolve_device,
