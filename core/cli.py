@@ -140,6 +140,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     print(f"{result.tiles} tiles, {result.input_megapixels:.2f} MP in {result.seconds:.1f} s "
           f"({result.input_megapixels / result.seconds:.3f} MP/s); roads cover {result.road_fraction:.1%} of the "
           f"valid area")
+    print(f"the network ran {result.network_seconds:.1f} s of the {result.seconds:.1f} s "
+          f"({result.network_seconds / result.seconds:.0%}); reading, blending and writing took the rest")
     return 0
 
 

@@ -96,6 +96,7 @@ class ExtractResult:
     input_megapixels: float
     road_fraction: float
     notes: list[str]
+    network_seconds: float = 0.0  # of `seconds`, the time the network itself ran: the rest is the engine's
 
 
 # ------------------------------------------------------------------------------------------------- devices
@@ -154,6 +155,7 @@ class _Predictor:
         self.params = params
         self.batch_size = max(1, params.batch_size)
         self.log = log
+        self.seconds = 0.0
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = []
@@ -173,6 +175,13 @@ class _Predictor:
         return np.concatenate(out)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._forward(images)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _forward(self, images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(images).to(self.device)
         x = normalize(x, self.normalization)
         if self.device.type == "cpu":
@@ -292,7 +301,8 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
                                        (probability_path, mask_path), cancel)
     seconds = time.perf_counter() - started
     megapixels = (area.x1 - area.x0) * (area.y1 - area.y0) / 1e6
-    return ExtractResult(probability_path, mask_path, len(tiling), seconds, megapixels, road_fraction, notes)
+    return ExtractResult(probability_path, mask_path, len(tiling), seconds, megapixels, road_fraction, notes,
+                         predictor.seconds)
 
 
 def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> None:
