@@ -61,10 +61,11 @@ def _to_window_pixels(info: RasterInfo, bbox: Sequence[float]) -> Area:
 
 def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     """Polygons of a vector file (any OGR format), reprojected to the raster's CRS; lines and points are refused."""
-    import pyogrio
     import shapely
     from rasterio.crs import CRS
     from rasterio.warp import transform_geom
+
+    from .geopackage import pyogrio_raw
 
     path = Path(path)
     if not path.exists():
@@ -72,7 +73,7 @@ def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     if info.transform is None:
         raise RasterError("--aoi needs a georeferenced raster; this one has none (use --bbox in pixels)")
     try:
-        meta, _, geometries, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
+        meta, _, geometries, _ = pyogrio_raw().read(path, read_geometry=True, columns=[])
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
         raise RasterError(f"--aoi {path} is not a vector file OGR can read ({str(exc).splitlines()[0]}); give a "
                           f"GeoPackage, shapefile or GeoJSON with polygons") from None

@@ -111,6 +111,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
                            threshold=args.threshold, output_resolution=args.output_resolution,
                            overwrite=args.overwrite)
     model = load_model(args.model)
+    roads = Path(args.out) / f"{Path(args.input).stem}_roads.gpkg"
+    if roads.exists() and not (args.overwrite or args.no_vectorize):
+        raise CheckpointError(f"{roads} already exists; give --overwrite to replace it, or another --out folder")
     with RasterioSource(args.input, bands=args.bands, gsd_m=args.gsd, value_scale=args.value_scale) as source:
         area = None
         if args.bbox:
@@ -140,9 +143,49 @@ def cmd_extract(args: argparse.Namespace) -> int:
     print(f"{result.tiles} tiles, {result.input_megapixels:.2f} MP in {result.seconds:.1f} s "
           f"({result.input_megapixels / result.seconds:.3f} MP/s); roads cover {result.road_fraction:.1%} of the "
           f"valid area")
+    if not args.no_vectorize:
+        from .vectorize import vectorize_file
+
+        network = vectorize_file(result.probability, roads, _vectorize_params(args), overwrite=True,
+                                 metadata={"road_extractor_model": Path(args.model).name})
+        _report_network(network, roads)
     print(f"the network ran {result.network_seconds:.1f} s of the {result.seconds:.1f} s "
           f"({result.network_seconds / result.seconds:.0%}); reading, blending and writing took the rest")
     return 0
+
+
+def _vectorize_params(args: argparse.Namespace):
+    from .vectorize import VectorizeParams
+
+    return VectorizeParams(high=args.high, low=args.low, spur_m=args.spur_m, min_length_m=args.min_length_m,
+                           bridge_m=args.bridge_m, simplify_m=args.simplify_m, close_gaps_m=args.close_gaps_m,
+                           fill_holes_m2=args.fill_holes_m2)
+
+
+def _report_network(network, path) -> None:
+    junctions = sum(1 for a in network.junction_attributes if a["degree"] >= 3)
+    print(f"roads       {path}: {len(network.roads)} roads, {network.total_length_m / 1000:.2f} km, "
+          f"{junctions} junctions")
+
+
+def cmd_vectorize(args: argparse.Namespace) -> int:
+    from .vectorize import vectorize_file
+
+    network = vectorize_file(args.raster, args.out, _vectorize_params(args), overwrite=args.overwrite)
+    _report_network(network, args.out)
+    return 0
+
+
+def _vectorize_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("vectorization (lengths in metres)")
+    group.add_argument("--high", type=float, default=0.5, help="probability a road piece must reach (0.5)")
+    group.add_argument("--low", type=float, default=0.3, help="probability road pieces grow down to (0.3)")
+    group.add_argument("--spur-m", type=float, default=12.0, help="prune dead ends shorter than this (12)")
+    group.add_argument("--min-length-m", type=float, default=30.0, help="drop isolated pieces shorter (30)")
+    group.add_argument("--bridge-m", type=float, default=24.0, help="join facing end points this close (24)")
+    group.add_argument("--simplify-m", type=float, default=1.0, help="Douglas-Peucker tolerance (1)")
+    group.add_argument("--close-gaps-m", type=float, default=2.0, help="close gaps in the mask this wide (2)")
+    group.add_argument("--fill-holes-m2", type=float, default=100.0, help="fill holes smaller than this (100)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -207,7 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto: 8-bit as is, other types by 2-98%% percentiles to 0..255")
     extract.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument("--no-vectorize", action="store_true", help="write the rasters only, no road GeoPackage")
+    _vectorize_flags(extract)
     extract.set_defaults(func=cmd_extract)
+
+    vectorize = sub.add_parser("vectorize", help="road centrelines and junctions (GeoPackage) from a mask or "
+                                                 "probability raster")
+    vectorize.add_argument("raster", help="a road mask or probability GeoTIFF (as extract writes them)")
+    vectorize.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
+    vectorize.add_argument("--overwrite", action="store_true", help="replace an existing GeoPackage")
+    _vectorize_flags(vectorize)
+    vectorize.set_defaults(func=cmd_vectorize)
 
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")

@@ -1,0 +1,418 @@
+"""Road probability (or mask) -> a topological road network: centrelines between junctions, in the raster's CRS.
+
+Per window: hysteresis threshold, fill small holes, close small gaps, skeletonize (scikit-image), trace the
+skeleton into a graph (skan), then clean the graph in metres: merge junction clusters, prune short spurs, drop
+short isolated pieces, bridge gaps between facing end points, collapse small loops, merge chains. Windows overlap
+by a margin wider than any of those operations reach; each window keeps only the lines inside its core, and the
+pieces are joined across window borders with `shapely.line_merge`, so a road crossing a border is one feature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import shapely
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import closing, disk, remove_small_holes, skeletonize
+
+from .raster import metres_per_degree
+
+BORDER_PAD = 5
+
+
+@dataclass
+class VectorizeParams:
+    high: float = 0.5  # a road piece must reach this probability somewhere...
+    low: float = 0.3  # ...and extends down to this one (hysteresis)
+    fill_holes_m2: float = 100.0
+    close_gaps_m: float = 2.0
+    spur_m: float = 12.0
+    min_length_m: float = 30.0
+    bridge_m: float = 24.0
+    bridge_angle_deg: float = 30.0
+    loop_m: float = 15.0
+    simplify_m: float = 1.0
+    window: int = 2048
+    margin: int = 128  # pixels of context around each window; must exceed what the graph clean-up reaches
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PixelGrid:
+    """How pixels map to the map: GDAL geotransform, the pixel size in metres, whether the CRS is geographic."""
+
+    transform: tuple[float, float, float, float, float, float]
+    gsd_m: tuple[float, float]
+    geographic: bool = False
+
+    def to_map(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel centres: (col + 0.5, row + 0.5) through the geotransform."""
+        x0, dx, rx, y0, ry, dy = self.transform
+        c, r = cols + 0.5, rows + 0.5
+        return x0 + c * dx + r * rx, y0 + c * ry + r * dy
+
+    @property
+    def metre_px(self) -> float:
+        return (self.gsd_m[0] + self.gsd_m[1]) / 2
+
+
+@dataclass
+class RoadNetwork:
+    roads: list[shapely.LineString] = field(default_factory=list)
+    road_attributes: list[dict] = field(default_factory=list)
+    junctions: list[shapely.Point] = field(default_factory=list)
+    junction_attributes: list[dict] = field(default_factory=list)
+
+    @property
+    def total_length_m(self) -> float:
+        return float(sum(a["length_m"] for a in self.road_attributes))
+
+
+# ------------------------------------------------------------------------------------------ raster -> graph
+
+
+def road_mask(probability: np.ndarray, params: VectorizeParams, metre_px: float) -> np.ndarray:
+    """`probability` in 0..1 (a binary mask works too: 0/1)."""
+    mask = apply_hysteresis_threshold(probability, params.low, params.high)
+    holes = int(params.fill_holes_m2 / metre_px**2)
+    if holes > 0:
+        mask = remove_small_holes(mask, max_size=holes)
+    radius = int(round(params.close_gaps_m / metre_px / 2))
+    if radius > 0:
+        mask = closing(mask, disk(radius))
+    return mask
+
+
+def skeleton_graph(skeleton: np.ndarray) -> nx.MultiGraph:
+    """Nodes: end points and junction pixels, with 'rc' = (row, col). Edges: 'pts' = [n, 2] pixel path."""
+    from skan import Skeleton
+
+    graph = nx.MultiGraph()
+    if not skeleton.any():
+        return graph
+    skel = Skeleton(skeleton, keep_images=False)
+    coordinates = skel.coordinates
+    for path in skel.paths_list():
+        a, b = path[0], path[-1]
+        for node in (a, b):
+            if node not in graph:
+                graph.add_node(node, rc=coordinates[node].astype(float))
+        graph.add_edge(a, b, pts=coordinates[path].astype(float))
+    return graph
+
+
+def _length_px(points: np.ndarray) -> float:
+    return float(np.hypot(*np.diff(points, axis=0).T).sum()) if len(points) > 1 else 0.0
+
+
+def _oriented(graph: nx.MultiGraph, u, v, key) -> np.ndarray:
+    """The edge's points from u to v."""
+    points = graph.edges[u, v, key]["pts"]
+    start = graph.nodes[u]["rc"]
+    if np.hypot(*(points[0] - start)) <= np.hypot(*(points[-1] - start)):
+        return points
+    return points[::-1]
+
+
+def merge_close_junctions(graph: nx.MultiGraph, distance_px: float) -> None:
+    """Junction pixels a skeleton leaves side by side become one node at their centroid."""
+    junctions = [n for n in graph if graph.degree(n) >= 3]
+    if len(junctions) < 2:
+        return
+    tree = cKDTree([graph.nodes[n]["rc"] for n in junctions])
+    clusters = nx.Graph()
+    clusters.add_nodes_from(range(len(junctions)))
+    clusters.add_edges_from(tree.query_pairs(distance_px))
+    for component in nx.connected_components(clusters):
+        if len(component) < 2:
+            continue
+        members = [junctions[i] for i in component]
+        keep = members[0]
+        centre = np.mean([graph.nodes[m]["rc"] for m in members], axis=0)
+        for other in members[1:]:
+            for _, neighbour, key in list(graph.edges(other, keys=True)):
+                points = _oriented(graph, other, neighbour, key)
+                graph.remove_edge(other, neighbour, key)
+                if neighbour in members:
+                    continue  # the short link inside the cluster disappears
+                graph.add_edge(keep, neighbour, pts=np.vstack([centre, points]))
+            graph.remove_node(other)
+        graph.nodes[keep]["rc"] = centre
+        for _, neighbour, key in list(graph.edges(keep, keys=True)):
+            if neighbour in members[1:]:
+                continue
+            points = _oriented(graph, keep, neighbour, key)
+            graph.edges[keep, neighbour, key]["pts"] = np.vstack([centre, points[1:]]) if neighbour != keep else points
+
+
+def prune_spurs(graph: nx.MultiGraph, spur_px: float) -> None:
+    """Short dead ends hanging off a junction (skeleton whiskers), removed until none is left."""
+    changed = True
+    while changed:
+        changed = False
+        for node in [n for n in graph if graph.degree(n) == 1]:
+            if node not in graph or graph.degree(node) != 1:
+                continue
+            _, other, key, data = next(iter(graph.edges(node, keys=True, data=True)))
+            if graph.degree(other) >= 3 and _length_px(data["pts"]) < spur_px:
+                graph.remove_edge(node, other, key)
+                graph.remove_node(node)
+                changed = True
+
+
+def remove_small_components(graph: nx.MultiGraph, min_px: float) -> None:
+    for component in list(nx.connected_components(graph)):
+        sub = graph.subgraph(component)
+        if sum(_length_px(d["pts"]) for _, _, d in sub.edges(data=True)) < min_px:
+            graph.remove_nodes_from(component)
+
+
+def collapse_small_loops(graph: nx.MultiGraph, loop_px: float) -> None:
+    """Self-loops and pairs of parallel edges shorter than `loop_px` (skeleton bubbles at junctions)."""
+    for u, v, key, data in list(graph.edges(keys=True, data=True)):
+        if u == v and _length_px(data["pts"]) < loop_px:
+            graph.remove_edge(u, v, key)
+    for u, v in {(u, v) for u, v, _ in graph.edges(keys=True) if u != v}:
+        if not graph.has_edge(u, v) or graph.number_of_edges(u, v) < 2:
+            continue
+        edges = sorted(graph[u][v].items(), key=lambda item: _length_px(item[1]["pts"]))
+        if _length_px(edges[0][1]["pts"]) + _length_px(edges[1][1]["pts"]) < loop_px:
+            for key, _ in edges[1:]:
+                graph.remove_edge(u, v, key)
+
+
+def bridge_gaps(graph: nx.MultiGraph, gap_px: float, max_angle_deg: float) -> None:
+    """Joins an end point to the nearest node ahead of it (within `gap_px` and `max_angle_deg` of its direction)."""
+    ends = [n for n in graph if graph.degree(n) == 1]
+    if not ends:
+        return
+    nodes = list(graph)
+    positions = np.array([graph.nodes[n]["rc"] for n in nodes])
+    tree = cKDTree(positions)
+    component = {n: i for i, c in enumerate(nx.connected_components(graph)) for n in c}
+    cos_limit = math.cos(math.radians(max_angle_deg))
+    added = set()
+    for end in ends:
+        if graph.degree(end) != 1:
+            continue
+        _, other, key = next(iter(graph.edges(end, keys=True)))
+        points = _oriented(graph, end, other, key)
+        tail = points[: max(2, min(len(points), 10))]
+        direction = tail[0] - tail[-1]
+        norm = np.hypot(*direction)
+        if norm == 0:
+            continue
+        direction /= norm
+        start = graph.nodes[end]["rc"]
+        best, best_distance = None, gap_px
+        for index in tree.query_ball_point(start, gap_px):
+            candidate = nodes[index]
+            if candidate == end or component[candidate] == component[end]:
+                continue
+            gap = positions[index] - start
+            distance = np.hypot(*gap)
+            if 0 < distance < best_distance and gap @ direction / distance >= cos_limit:
+                best, best_distance = candidate, distance
+        if best is not None and (best, end) not in added:
+            graph.add_edge(end, best, pts=np.vstack([start, graph.nodes[best]["rc"]]))
+            added.add((end, best))
+
+
+def merge_chains(graph: nx.MultiGraph) -> None:
+    """Nodes of degree 2 are not junctions: their two edges become one."""
+    for node in [n for n in graph if graph.degree(n) == 2]:
+        edges = list(graph.edges(node, keys=True))
+        if len(edges) != 2 or any(u == v for u, v, _ in edges):
+            continue
+        (_, a, ka), (_, b, kb) = edges
+        first = _oriented(graph, a, node, ka)
+        second = _oriented(graph, node, b, kb)
+        graph.remove_node(node)
+        graph.add_edge(a, b, pts=np.vstack([first, second[1:]]))
+
+
+def clean_graph(graph: nx.MultiGraph, params: VectorizeParams, metre_px: float) -> nx.MultiGraph:
+    merge_close_junctions(graph, 2.5)
+    collapse_small_loops(graph, params.loop_m / metre_px)
+    prune_spurs(graph, params.spur_m / metre_px)
+    bridge_gaps(graph, params.bridge_m / metre_px, params.bridge_angle_deg)
+    remove_small_components(graph, params.min_length_m / metre_px)
+    merge_chains(graph)
+    return graph
+
+
+# ------------------------------------------------------------------------------------------ windows & lines
+
+
+@dataclass(frozen=True)
+class VectorWindow:
+    """Read rows/cols [y0, y1) x [x0, x1) (core plus margin), keep lines inside the core."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    core: tuple[int, int, int, int]  # cx0, cy0, cx1, cy1
+
+
+def vector_windows(width: int, height: int, window: int, margin: int) -> Iterator[VectorWindow]:
+    for cy in range(0, height, window):
+        for cx in range(0, width, window):
+            core = (cx, cy, min(cx + window, width), min(cy + window, height))
+            yield VectorWindow(max(0, cx - margin), max(0, cy - margin), min(width, core[2] + margin),
+                               min(height, core[3] + margin), core)
+
+
+def window_lines(probability: np.ndarray, window: VectorWindow, params: VectorizeParams,
+                 metre_px: float) -> list[tuple[shapely.LineString, float, float]]:
+    """Line pieces in full-raster pixel coordinates (x = col + 0.5, y = row + 0.5), clipped to the window's core,
+    each with its mean probability and its median half-width in pixels (distance transform of the road mask)."""
+    mask = road_mask(probability, params, metre_px)
+    # Replicate the border before skeletonizing, so roads run straight out of the raster instead of curling into
+    # spurs at its edge; inside the raster the padding falls in the margin, which the core clip drops anyway.
+    skeleton = skeletonize(np.pad(mask, BORDER_PAD, mode="edge"))
+    graph = clean_graph(skeleton_graph(skeleton), params, metre_px)
+    distance = ndimage.distance_transform_edt(mask)
+    height, width = mask.shape
+    cx0, cy0, cx1, cy1 = window.core
+    pieces = []
+    for _, _, data in graph.edges(data=True):
+        points = data["pts"] - BORDER_PAD
+        if len(points) < 2:
+            continue
+        line = shapely.LineString(np.column_stack([points[:, 1] + window.x0 + 0.5, points[:, 0] + window.y0 + 0.5]))
+        clipped = shapely.clip_by_rect(line, cx0, cy0, cx1, cy1)
+        for piece in getattr(clipped, "geoms", [clipped]):
+            if piece.is_empty or piece.length == 0:
+                continue
+            dense = np.asarray(piece.segmentize(1.0).coords)
+            rows = np.clip(np.floor(dense[:, 1]).astype(int) - window.y0, 0, height - 1)
+            cols = np.clip(np.floor(dense[:, 0]).astype(int) - window.x0, 0, width - 1)
+            pieces.append((piece, float(probability[rows, cols].mean()), float(np.median(distance[rows, cols]))))
+    return pieces
+
+
+def assemble(pieces: list[tuple[shapely.LineString, float, float]], grid: PixelGrid,
+             simplify_px: float) -> RoadNetwork:
+    """Joins pieces across window borders into roads between junctions and attributes roads and junctions."""
+    if not pieces:
+        return RoadNetwork()
+    lines = [p for p, _, _ in pieces]
+    merged = shapely.line_merge(shapely.MultiLineString(lines))
+    roads = [g for g in getattr(merged, "geoms", [merged]) if g.length > 0]
+    tree = shapely.STRtree(lines)
+    ends: dict[tuple[float, float], int] = {}
+    for road in roads:
+        for point in (road.coords[0], road.coords[-1]):
+            key = (round(point[0], 6), round(point[1], 6))
+            ends[key] = ends.get(key, 0) + 1
+    node_ids = {key: i + 1 for i, key in enumerate(sorted(ends))}
+    network = RoadNetwork()
+    for key, node_id in node_ids.items():
+        xs, ys = grid.to_map(np.array([key[1] - 0.5]), np.array([key[0] - 0.5]))
+        network.junctions.append(shapely.Point(xs[0], ys[0]))
+        network.junction_attributes.append({"id": node_id, "degree": ends[key]})
+    for road_id, road in enumerate(roads, start=1):
+        # The pieces this road was merged from: their attributes, weighted by length.
+        members = [i for i in tree.query(road, predicate="covered_by")] or list(tree.query_nearest(road))
+        weights = np.array([lines[i].length for i in members])
+        probability = float(np.average([pieces[i][1] for i in members], weights=weights))
+        half_width = float(np.average([pieces[i][2] for i in members], weights=weights))
+        simple = road.simplify(simplify_px) if simplify_px > 0 else road
+        coords = np.asarray(simple.coords)
+        xs, ys = grid.to_map(coords[:, 1] - 0.5, coords[:, 0] - 0.5)
+        line = shapely.LineString(np.column_stack([xs, ys]))
+        start, end = road.coords[0], road.coords[-1]
+        network.roads.append(line)
+        network.road_attributes.append({
+            "id": road_id,
+            "length_m": line_length_m(line, grid),
+            "mean_probability": round(probability, 4),
+            # The distance transform at the centreline counts from pixel centres: a road 2d - 1 pixels wide.
+            "width_m": round(max(2 * half_width - 1, 1) * grid.metre_px, 2),
+            "start_junction": node_ids[(round(start[0], 6), round(start[1], 6))],
+            "end_junction": node_ids[(round(end[0], 6), round(end[1], 6))],
+        })
+    return network
+
+
+def line_length_m(line: shapely.LineString, grid: PixelGrid) -> float:
+    coords = np.asarray(line.coords)
+    if not grid.geographic:
+        x0, dx, rx, y0, ry, dy = grid.transform
+        return float(np.hypot(*np.diff(coords, axis=0).T).sum()) * (grid.gsd_m[0] / math.hypot(dx, ry))
+    # Degrees: each segment measured on the WGS84 ellipsoid at its mid-latitude (exact to ~1e-6 for short ones).
+    lon, lat = coords[:, 0], coords[:, 1]
+    mid = (lat[1:] + lat[:-1]) / 2
+    scale = np.array([metres_per_degree(v) for v in mid])
+    return float(np.hypot(np.diff(lon) * scale[:, 0], np.diff(lat) * scale[:, 1]).sum())
+
+
+def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: VectorizeParams | None = None,
+                      cancel=None) -> RoadNetwork:
+    """`read(x0, y0, x1, y1)` returns road probability (0..1) for that window; only one window is held at a time."""
+    params = params or VectorizeParams()
+    pieces = []
+    for window in vector_windows(width, height, params.window, params.margin):
+        if cancel is not None and cancel.cancelled:
+            from .extract import Cancelled
+
+            raise Cancelled("cancelled")
+        pieces += window_lines(read(window.x0, window.y0, window.x1, window.y1), window, params, grid.metre_px)
+    return assemble(pieces, grid, params.simplify_m / grid.metre_px)
+
+
+def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeParams | None = None
+                    ) -> RoadNetwork:
+    """An in-memory probability raster (0..1), window by window exactly as the streaming path does."""
+    height, width = probability.shape
+    return vectorize_windows(lambda x0, y0, x1, y1: probability[y0:y1, x0:x1], width, height, grid, params)
+
+
+def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, overwrite: bool = False,
+                   metadata: dict | None = None, cancel=None) -> RoadNetwork:
+    """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from .geopackage import write_road_network
+    from .raster import RasterError, RasterioSource
+
+    params = params or VectorizeParams()
+    out_gpkg = Path(out_gpkg)
+    if out_gpkg.exists() and not overwrite:
+        raise RasterError(f"{out_gpkg} already exists; give --overwrite to replace it")
+    if out_gpkg.suffix.lower() != ".gpkg":
+        raise RasterError(f"--out {out_gpkg} must end in .gpkg (a GeoPackage)")
+    with RasterioSource(path, bands=(1, 1, 1), value_scale="none") as source:  # validates and measures the GSD
+        info = source.info
+    if info.gsd_m is None:
+        raise RasterError(f"{path} has no georeferencing, so lengths in metres are unknown; georeference it first")
+    with rasterio.open(path) as ds:
+        if ds.count != 1 or ds.dtypes[0] != "uint8":
+            raise RasterError(f"{path} has {ds.count} band(s) of {ds.dtypes[0]}; give a road mask or probability "
+                              f"raster as written by road-extractor extract (one uint8 band)")
+        binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
+
+        def read(x0, y0, x1, y1):
+            window = Window(x0, y0, x1 - x0, y1 - y0)
+            values = ds.read(1, window=window)
+            valid = ds.read_masks(1, window=window) > 0
+            if binary:
+                return ((values == 1) & valid).astype(np.float32)
+            return np.where(valid, values / 255.0, 0.0).astype(np.float32)
+
+        grid = PixelGrid(info.transform, info.gsd_m, info.is_geographic)
+        network = vectorize_windows(read, ds.width, ds.height, grid, params, cancel)
+    write_road_network(out_gpkg, network, info.crs_wkt,
+                       {"road_extractor_vectorize": params.to_dict(), "source": str(path), **(metadata or {})})
+    return network
