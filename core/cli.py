@@ -188,6 +188,21 @@ def _vectorize_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fill-holes-m2", type=float, default=100.0, help="fill holes smaller than this (100)")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .atomic import atomic_output
+    from .metrics import AplsParams, evaluate_files, format_table
+
+    results = evaluate_files(args.prediction, args.reference, rho=args.rho, buffer_m=args.buffer_m,
+                             road_width_m=args.road_width_m, ignore=args.ignore,
+                             apls_params=AplsParams(args.control_spacing_m, args.snap_m))
+    print(format_table(results))
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -261,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     vectorize.add_argument("--overwrite", action="store_true", help="replace an existing GeoPackage")
     _vectorize_flags(vectorize)
     vectorize.set_defaults(func=cmd_vectorize)
+
+    evaluate = sub.add_parser("evaluate", help="compare a prediction with a reference (pixels or road graphs)")
+    evaluate.add_argument("prediction", help="mask/probability raster, or road lines (GeoPackage, GeoJSON, ...)")
+    evaluate.add_argument("reference", help="reference mask raster or road centrelines")
+    evaluate.add_argument("--rho", type=float, default=3.0, help="slack in pixels of relaxed precision/recall (3)")
+    evaluate.add_argument("--buffer-m", type=float, default=3.0, help="buffer of completeness/correctness (3)")
+    evaluate.add_argument("--road-width-m", type=float, default=7.0,
+                          help="width to rasterise reference lines at, for a raster prediction (7)")
+    evaluate.add_argument("--control-spacing-m", type=float, default=50.0, help="APLS control nodes (50)")
+    evaluate.add_argument("--snap-m", type=float, default=4.0, help="APLS snapping distance (4)")
+    evaluate.add_argument("--ignore", help="raster whose non-zero pixels are left out of pixel metrics")
+    evaluate.add_argument("--json", help="also write the results as JSON to this file")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
