@@ -1,7 +1,7 @@
 """Road probability (or mask) -> a topological road network: centrelines between junctions, in the raster's CRS.
 
 Per window: hysteresis threshold, fill small holes, close small gaps, skeletonize (scikit-image), trace the
-skeleton into a graph (skan), then clean the graph in metres: merge junction clusters, prune short spurs, drop
+skeleton into a graph (scipy), then clean the graph in metres: merge junction clusters, prune short spurs, drop
 short isolated pieces, bridge gaps between facing end points, collapse small loops, merge chains. Windows overlap
 by a margin wider than any of those operations reach; each window keeps only the lines inside its core, and the
 pieces are joined across window borders with `shapely.line_merge`, so a road crossing a border is one feature.
