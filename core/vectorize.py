@@ -10,6 +10,7 @@ pieces are joined across window borders with `shapely.line_merge`, so a road cro
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -422,18 +423,73 @@ def line_length_m(line: shapely.LineString, grid: PixelGrid) -> float:
     return float(np.hypot(np.diff(lon) * scale[:, 0], np.diff(lat) * scale[:, 1]).sum())
 
 
+def _window_pieces(task) -> list:
+    read, window, params, metre_px = task
+    return window_lines(read(window.x0, window.y0, window.x1, window.y1), window, params, metre_px)
+
+
 def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: VectorizeParams | None = None,
-                      cancel=None) -> RoadNetwork:
-    """`read(x0, y0, x1, y1)` returns road probability (0..1) for that window; only one window is held at a time."""
+                      cancel=None, workers: int = 1) -> RoadNetwork:
+    """`read(x0, y0, x1, y1)` returns road probability (0..1) for that window; each worker holds one window.
+
+    With `workers` > 1, windows run in worker processes (`read` must then be picklable, e.g. `RasterWindows`):
+    skeletonizing is single-threaded, so this is how vectorizing uses every core.
+    """
     params = params or VectorizeParams()
+    windows = list(vector_windows(width, height, params.window, params.margin))
+    tasks = ((read, window, params, grid.metre_px) for window in windows)
     pieces = []
-    for window in vector_windows(width, height, params.window, params.margin):
+
+    def check() -> None:
         if cancel is not None and cancel.cancelled:
             from .extract import Cancelled
 
             raise Cancelled("cancelled")
-        pieces += window_lines(read(window.x0, window.y0, window.x1, window.y1), window, params, grid.metre_px)
+
+    if workers > 1 and len(windows) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold torch's and GDAL's threads, which a forked child would inherit
+        # in whatever state they were.
+        with ProcessPoolExecutor(min(workers, len(windows)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for result in pool.map(_window_pieces, tasks):
+                check()
+                pieces += result
+    else:
+        for task in tasks:
+            check()
+            pieces += _window_pieces(task)
     return assemble(pieces, grid, params.simplify_m / grid.metre_px)
+
+
+class RasterWindows:
+    """Windows of road probability from a mask or probability GeoTIFF; picklable, so workers open it themselves."""
+
+    def __init__(self, path, binary: bool) -> None:
+        self.path, self.binary = str(path), binary
+        self._dataset = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "binary": self.binary, "_dataset": None}
+
+    def __call__(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        import rasterio
+        from rasterio.windows import Window
+
+        if self._dataset is None:
+            self._dataset = rasterio.open(self.path)
+        window = Window(x0, y0, x1 - x0, y1 - y0)
+        values = self._dataset.read(1, window=window)
+        valid = self._dataset.read_masks(1, window=window) > 0
+        if self.binary:
+            return ((values == 1) & valid).astype(np.float32)
+        return np.where(valid, values / np.float32(255), np.float32(0)).astype(np.float32)
+
+    def close(self) -> None:
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
 
 
 def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeParams | None = None
@@ -444,15 +500,15 @@ def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeP
 
 
 def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, overwrite: bool = False,
-                   metadata: dict | None = None, cancel=None) -> RoadNetwork:
+                   metadata: dict | None = None, cancel=None, workers: int = 0) -> RoadNetwork:
     """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage."""
     import rasterio
-    from rasterio.windows import Window
 
     from .geopackage import write_road_network
     from .raster import RasterError, RasterioSource
 
     params = params or VectorizeParams()
+    workers = workers or int(os.environ.get("ROAD_EXTRACTOR_WORKERS", 0)) or min(os.cpu_count() or 1, 8)
     out_gpkg = Path(out_gpkg)
     if out_gpkg.exists() and not overwrite:
         raise RasterError(f"{out_gpkg} already exists; give --overwrite to replace it")
@@ -467,17 +523,13 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
             raise RasterError(f"{path} has {ds.count} band(s) of {ds.dtypes[0]}; give a road mask or probability "
                               f"raster as written by road-extractor extract (one uint8 band)")
         binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
-
-        def read(x0, y0, x1, y1):
-            window = Window(x0, y0, x1 - x0, y1 - y0)
-            values = ds.read(1, window=window)
-            valid = ds.read_masks(1, window=window) > 0
-            if binary:
-                return ((values == 1) & valid).astype(np.float32)
-            return np.where(valid, values / 255.0, 0.0).astype(np.float32)
-
-        grid = PixelGrid(info.transform, info.gsd_m, info.is_geographic)
-        network = vectorize_windows(read, ds.width, ds.height, grid, params, cancel)
+        width, height = ds.width, ds.height
+    reader = RasterWindows(path, binary)
+    grid = PixelGrid(info.transform, info.gsd_m, info.is_geographic)
+    try:
+        network = vectorize_windows(reader, width, height, grid, params, cancel, workers)
+    finally:
+        reader.close()
     write_road_network(out_gpkg, network, info.crs_wkt,
                        {"road_extractor_vectorize": params.to_dict(), "source": str(path), **(metadata or {})})
     return network

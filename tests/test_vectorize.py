@@ -151,3 +151,14 @@ def test_vectorize_cli_and_bad_inputs(tmp_path, shared_data):
     result = subprocess.run([sys.executable, "-m", "core", "vectorize", raster, "--out", tmp_path / "x.shp"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "must end in .gpkg" in result.stderr
+
+
+def test_worker_processes_give_the_same_network(tmp_path):
+    rng = np.random.default_rng(4)
+    roads = [[tuple(rng.uniform(0, 600, 2)), tuple(rng.uniform(0, 600, 2))] for _ in range(12)]
+    raster = _probability_tif(tmp_path / "p.tif", _draw((600, 600), roads))
+    params = VectorizeParams(window=200, margin=64)
+    one = vectorize_file(raster, tmp_path / "one.gpkg", params, workers=1)
+    two = vectorize_file(raster, tmp_path / "two.gpkg", params, workers=2)
+    assert [len(one.roads), one.total_length_m] == [len(two.roads), two.total_length_m]
+    assert sorted(a["degree"] for a in one.junction_attributes) == sorted(a["degree"] for a in two.junction_attributes)
