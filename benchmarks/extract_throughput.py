@@ -38,6 +38,7 @@ def run_extract(raster: Path, model: Path, out: Path, scales: str, tile: int, ov
                 extra: list[str]) -> tuple[float, float, float]:
     command = [sys.executable, "-m", "core", "extract", str(raster), "--model", str(model), "--out", str(out),
                "--tta-scales", scales, "--tile", str(tile), "--overlap", str(overlap), "--overwrite", "--quiet",
+               "--no-vectorize",  # vectorizing has its own benchmark
                *extra]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_output
+from .errors import InputError
 from .model import MODULES, AttentionDeepLab, ModelConfig, build_model
 from .model.config import BACKBONES, ConfigError
 
@@ -36,7 +37,7 @@ _RESNET_ROOTS = {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A model file that cannot be used; the message is one sentence naming the problem and the fix."""
 
 

@@ -9,11 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, RoadModel, compare, infer_architecture, load_model, read_weights, save_model
-from .model import ConfigError, build_model
+from .errors import InputError
+
+# Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
 
 def _describe(path: Path, output_stride: int | None, layer4: str | None) -> dict[str, Any]:
+    from .checkpoint import compare, infer_architecture, read_weights
+    from .model import build_model
+
     weights = read_weights(path)
     architecture = infer_architecture(weights, output_stride, layer4)
     report = compare(build_model(architecture.config), weights)
@@ -72,13 +76,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> RoadModel:
+def _load(args: argparse.Namespace):
+    from .checkpoint import load_model
+
     return load_model(args.model, output_stride=args.output_stride, layer4=args.layer4, gsd_m=args.gsd)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import save_model
+
     if not args.onnx and not args.model_file:
-        raise CheckpointError("nothing to export; give --onnx OUT.onnx and/or --model-file OUT.pt")
+        raise InputError("nothing to export; give --onnx OUT.onnx and/or --model-file OUT.pt")
     model = _load(args)
     if args.model_file:
         save_model(args.model_file, model.network, model.info, half=args.half)
@@ -100,11 +108,12 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from .area import area_from_bbox, area_from_vector
+    from .checkpoint import load_model
     from .extract import Cancelled, CancelToken, ExtractParams, extract_roads
     from .raster import RasterioSource
 
     if args.bbox and args.aoi:
-        raise CheckpointError("give --bbox or --aoi, not both")
+        raise InputError("give --bbox or --aoi, not both")
     params = ExtractParams(tile=args.tile, overlap=args.overlap, scales=args.tta_scales,
                            augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"),
                            device=args.device, precision=args.precision, batch_size=args.batch_size,
@@ -113,7 +122,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     roads = Path(args.out) / f"{Path(args.input).stem}_roads.gpkg"
     if roads.exists() and not (args.overwrite or args.no_vectorize):
-        raise CheckpointError(f"{roads} already exists; give --overwrite to replace it, or another --out folder")
+        raise InputError(f"{roads} already exists; give --overwrite to replace it, or another --out folder")
     with RasterioSource(args.input, bands=args.bands, gsd_m=args.gsd, value_scale=args.value_scale) as source:
         area = None
         if args.bbox:
@@ -147,7 +156,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         from .vectorize import vectorize_file
 
         network = vectorize_file(result.probability, roads, _vectorize_params(args), overwrite=True,
-                                 metadata={"road_extractor_model": Path(args.model).name})
+                                 metadata={"road_extractor_model": Path(args.model).name}, gsd_m=args.gsd)
         _report_network(network, roads)
     print(f"the network ran {result.network_seconds:.1f} s of the {result.seconds:.1f} s "
           f"({result.network_seconds / result.seconds:.0%}); reading, blending and writing took the rest")
@@ -171,7 +180,7 @@ def _report_network(network, path) -> None:
 def cmd_vectorize(args: argparse.Namespace) -> int:
     from .vectorize import vectorize_file
 
-    network = vectorize_file(args.raster, args.out, _vectorize_params(args), overwrite=args.overwrite)
+    network = vectorize_file(args.raster, args.out, _vectorize_params(args), overwrite=args.overwrite, gsd_m=args.gsd)
     _report_network(network, args.out)
     return 0
 
@@ -274,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     vectorize.add_argument("raster", help="a road mask or probability GeoTIFF (as extract writes them)")
     vectorize.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
     vectorize.add_argument("--overwrite", action="store_true", help="replace an existing GeoPackage")
+    vectorize.add_argument("--gsd", type=float, help="metres per pixel, for a raster without georeferencing")
     _vectorize_flags(vectorize)
     vectorize.set_defaults(func=cmd_vectorize)
 
@@ -300,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (InputError, FileNotFoundError, ValueError) as exc:
         print(f"road-extractor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning
 
@@ -31,6 +32,7 @@ from .raster import RasterError, RasterInfo, Window, WindowSource
 from .tiling import Tile, TileGrid, blend_weights
 
 GSD_WARN_FACTOR = 4.0
+GDAL_CACHE_MB = 256
 OUTPUT_BLOCK = 512
 
 
@@ -287,7 +289,10 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
         log(note)
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".road-extractor-", dir=out_dir) as scratch, warnings.catch_warnings():
+    # GDAL's block cache defaults to 5% of RAM and fills up while the outputs are written; a fixed cap keeps peak
+    # memory independent of the machine and of the raster's size.
+    with tempfile.TemporaryDirectory(prefix=".road-extractor-", dir=out_dir) as scratch, warnings.catch_warnings(), \
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         # Rasters in pixel space (no georeferencing) are legitimate here; rasterio warns about each one it writes.
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scratch_path = Path(scratch)

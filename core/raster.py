@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .errors import InputError
+
 # WGS84, for metres per degree at a latitude.
 _WGS84_A = 6378137.0
 _WGS84_E2 = 6.69437999014e-3
@@ -24,7 +26,7 @@ BAND_PRESETS = {"rgb": (1, 2, 3), "bgr": (3, 2, 1), "rgbnir": (1, 2, 3), "nirrg"
 PERCENTILES = (2.0, 98.0)
 
 
-class RasterError(ValueError):
+class RasterError(InputError):
     """An input raster that cannot be used as given; the message names the problem and the fix."""
 
 

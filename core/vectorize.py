@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import networkx as nx
 import numpy as np
 import shapely
-from scipy import ndimage
 from scipy.spatial import cKDTree
-from skimage.filters import apply_hysteresis_threshold
-from skimage.morphology import closing, disk, remove_small_holes, skeletonize
+from skimage.morphology import skeletonize
 
 from .raster import metres_per_degree
 
@@ -81,15 +80,37 @@ class RoadNetwork:
 # ------------------------------------------------------------------------------------------ raster -> graph
 
 
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components (OpenCV: several times faster than scipy.ndimage.label): count, labels, areas."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return count, labels, stats[:, cv2.CC_STAT_AREA]
+
+
 def road_mask(probability: np.ndarray, params: VectorizeParams, metre_px: float) -> np.ndarray:
-    """`probability` in 0..1 (a binary mask works too: 0/1)."""
-    mask = apply_hysteresis_threshold(probability, params.low, params.high)
+    """`probability` in 0..1 (a binary mask works too: 0/1). Hysteresis, small holes filled, small gaps closed."""
+    low = probability >= params.low
+    high = probability >= params.high
+    if np.array_equal(low, high):
+        mask = high  # a binary input: hysteresis changes nothing
+    else:
+        count, labels, _ = _components(low)
+        seeded = np.zeros(count, bool)
+        seeded[np.unique(labels[high])] = True
+        seeded[0] = False
+        mask = seeded[labels]
     holes = int(params.fill_holes_m2 / metre_px**2)
     if holes > 0:
-        mask = remove_small_holes(mask, max_size=holes)
+        _, labels, areas = _components(~mask)
+        small = areas <= holes
+        small[0] = False  # label 0: the road pixels themselves
+        # Background touching the window's edge is not a hole: it may be open ground beyond the edge. (A real
+        # hole that touches the edge lies in the margin, which the window's core does not keep.)
+        small[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = False
+        mask = mask | small[labels]
     radius = int(round(params.close_gaps_m / metre_px / 2))
     if radius > 0:
-        mask = closing(mask, disk(radius))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
     return mask
 
 
@@ -110,14 +131,19 @@ def skeleton_graph(skeleton: np.ndarray) -> nx.MultiGraph:
 
     graph = nx.MultiGraph()
     skeleton = skeleton.astype(bool)
-    neighbours = ndimage.convolve(skeleton.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
+    neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, _EIGHT.astype(np.uint8),
+                              borderType=cv2.BORDER_CONSTANT).astype(np.int16) - 1
     node_pixels = skeleton & (neighbours != 2) & (neighbours > 0)
     chain_pixels = skeleton & (neighbours == 2)
-    node_labels, node_count = ndimage.label(node_pixels, structure=_EIGHT)
+    node_count, node_labels, areas = _components(node_pixels)
+    node_count -= 1  # label 0 is the background
     if node_count:
-        centres = ndimage.center_of_mass(node_pixels, node_labels, range(1, node_count + 1))
-        for label, centre in enumerate(centres, start=1):
-            graph.add_node(int(label), rc=np.asarray(centre, float))
+        node_rows, node_cols = np.nonzero(node_pixels)
+        label_of = node_labels[node_rows, node_cols]
+        centre_rows = np.bincount(label_of, weights=node_rows, minlength=node_count + 1) / np.maximum(areas, 1)
+        centre_cols = np.bincount(label_of, weights=node_cols, minlength=node_count + 1) / np.maximum(areas, 1)
+        for label in range(1, node_count + 1):
+            graph.add_node(label, rc=np.array([centre_rows[label], centre_cols[label]]))
     rows, cols = np.nonzero(chain_pixels)
     if len(rows) == 0:
         return graph
@@ -144,7 +170,7 @@ def skeleton_graph(skeleton: np.ndarray) -> nx.MultiGraph:
     chain_degree = np.bincount(sources, minlength=len(rows))
     # A virtual root (index n) linked to one end of every chain: one traversal orders all chains.
     root = len(rows)
-    chain_labels, _ = ndimage.label(chain_pixels, structure=_EIGHT)
+    _, chain_labels, _ = _components(chain_pixels)
     component = chain_labels[rows, cols]
     ends = np.nonzero(chain_degree <= 1)[0]
     first_end = {}
@@ -347,7 +373,7 @@ def window_lines(probability: np.ndarray, window: VectorWindow, params: Vectoriz
     # spurs at its edge; inside the raster the padding falls in the margin, which the core clip drops anyway.
     skeleton = skeletonize(np.pad(mask, BORDER_PAD, mode="edge"))
     graph = clean_graph(skeleton_graph(skeleton), params, metre_px)
-    distance = ndimage.distance_transform_edt(mask)
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     height, width = mask.shape
     cx0, cy0, cx1, cy1 = window.core
     pieces = []
@@ -369,46 +395,54 @@ def window_lines(probability: np.ndarray, window: VectorWindow, params: Vectoriz
 
 def assemble(pieces: list[tuple[shapely.LineString, float, float]], grid: PixelGrid,
              simplify_px: float) -> RoadNetwork:
-    """Joins pieces across window borders into roads between junctions and attributes roads and junctions."""
+    """Joins pieces across window borders into roads between junctions and attributes roads and junctions.
+    Whole-array shapely calls throughout: a 10,000 x 10,000 raster has thousands of roads."""
     if not pieces:
         return RoadNetwork()
-    lines = [p for p, _, _ in pieces]
-    merged = shapely.line_merge(shapely.MultiLineString(lines))
-    roads = [g for g in getattr(merged, "geoms", [merged]) if g.length > 0]
-    tree = shapely.STRtree(lines)
-    ends: dict[tuple[float, float], int] = {}
-    for road in roads:
-        for point in (road.coords[0], road.coords[-1]):
-            key = (round(point[0], 6), round(point[1], 6))
-            ends[key] = ends.get(key, 0) + 1
-    node_ids = {key: i + 1 for i, key in enumerate(sorted(ends))}
+    lines = np.array([p for p, _, _ in pieces], dtype=object)
+    merged = shapely.line_merge(shapely.multilinestrings(lines))
+    roads = np.array([g for g in shapely.get_parts(merged) if g.length > 0], dtype=object)
+    # Each piece belongs to the road that covers it: its attributes, weighted by length, are the road's.
+    middles = shapely.line_interpolate_point(lines, 0.5, normalized=True)
+    piece_index, road_index = shapely.STRtree(roads).query(middles, predicate="dwithin", distance=1e-6)
+    weights = shapely.length(lines)[piece_index]
+    total = np.bincount(road_index, weights=weights, minlength=len(roads))
+    probability = np.bincount(road_index, weights=weights * np.array([p[1] for p in pieces])[piece_index],
+                              minlength=len(roads)) / np.maximum(total, 1e-9)
+    half_width = np.bincount(road_index, weights=weights * np.array([p[2] for p in pieces])[piece_index],
+                             minlength=len(roads)) / np.maximum(total, 1e-9)
+    starts = shapely.get_coordinates(shapely.get_point(roads, 0))
+    ends = shapely.get_coordinates(shapely.get_point(roads, -1))
+    keys = np.round(np.vstack([starts, ends]), 6)
+    unique, inverse, degree = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
     network = RoadNetwork()
-    for key, node_id in node_ids.items():
-        xs, ys = grid.to_map(np.array([key[1] - 0.5]), np.array([key[0] - 0.5]))
-        network.junctions.append(shapely.Point(xs[0], ys[0]))
-        network.junction_attributes.append({"id": node_id, "degree": ends[key]})
-    for road_id, road in enumerate(roads, start=1):
-        # The pieces this road was merged from: their attributes, weighted by length.
-        members = [i for i in tree.query(road, predicate="covered_by")] or list(tree.query_nearest(road))
-        weights = np.array([lines[i].length for i in members])
-        probability = float(np.average([pieces[i][1] for i in members], weights=weights))
-        half_width = float(np.average([pieces[i][2] for i in members], weights=weights))
-        simple = road.simplify(simplify_px) if simplify_px > 0 else road
-        coords = np.asarray(simple.coords)
-        xs, ys = grid.to_map(coords[:, 1] - 0.5, coords[:, 0] - 0.5)
-        line = shapely.LineString(np.column_stack([xs, ys]))
-        start, end = road.coords[0], road.coords[-1]
-        network.roads.append(line)
+    xs, ys = grid.to_map(unique[:, 1] - 0.5, unique[:, 0] - 0.5)
+    network.junctions = list(shapely.points(xs, ys))
+    network.junction_attributes = [{"id": i + 1, "degree": int(d)} for i, d in enumerate(degree)]
+    simple = shapely.simplify(roads, simplify_px, preserve_topology=False) if simplify_px > 0 else roads
+    # Pixel coordinates (x = col + 0.5, y = row + 0.5) to map coordinates, all roads in one call.
+    on_map = shapely.transform(simple, lambda xy: np.column_stack(grid.to_map(xy[:, 1] - 0.5, xy[:, 0] - 0.5)))
+    network.roads = list(on_map)
+    lengths = road_lengths_m(on_map, grid)
+    for i in range(len(roads)):
         network.road_attributes.append({
-            "id": road_id,
-            "length_m": line_length_m(line, grid),
-            "mean_probability": round(probability, 4),
+            "id": i + 1,
+            "length_m": float(lengths[i]),
+            "mean_probability": round(float(probability[i]), 4),
             # The distance transform at the centreline counts from pixel centres: a road 2d - 1 pixels wide.
-            "width_m": round(max(2 * half_width - 1, 1) * grid.metre_px, 2),
-            "start_junction": node_ids[(round(start[0], 6), round(start[1], 6))],
-            "end_junction": node_ids[(round(end[0], 6), round(end[1], 6))],
+            "width_m": round(max(2 * float(half_width[i]) - 1, 1) * grid.metre_px, 2),
+            "start_junction": int(inverse[i]) + 1,
+            "end_junction": int(inverse[len(roads) + i]) + 1,
         })
     return network
+
+
+def road_lengths_m(lines: np.ndarray, grid: PixelGrid) -> np.ndarray:
+    if not grid.geographic:
+        _, dx, _, _, ry, _ = grid.transform
+        return shapely.length(lines) * (grid.gsd_m[0] / math.hypot(dx, ry))
+    return np.array([line_length_m(line, grid) for line in lines])
 
 
 def line_length_m(line: shapely.LineString, grid: PixelGrid) -> float:
@@ -424,7 +458,9 @@ def line_length_m(line: shapely.LineString, grid: PixelGrid) -> float:
 
 
 def _window_pieces(task) -> list:
-    read, window, params, metre_px = task
+    read, window, params, metre_px, threads = task
+    if threads:
+        cv2.setNumThreads(threads)  # one thread per worker process: the workers already use every core
     return window_lines(read(window.x0, window.y0, window.x1, window.y1), window, params, metre_px)
 
 
@@ -437,7 +473,8 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
     """
     params = params or VectorizeParams()
     windows = list(vector_windows(width, height, params.window, params.margin))
-    tasks = ((read, window, params, grid.metre_px) for window in windows)
+    parallel = workers > 1 and len(windows) > 1
+    tasks = ((read, window, params, grid.metre_px, 1 if parallel else 0) for window in windows)
     pieces = []
 
     def check() -> None:
@@ -446,7 +483,7 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
 
             raise Cancelled("cancelled")
 
-    if workers > 1 and len(windows) > 1:
+    if parallel:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -500,8 +537,11 @@ def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeP
 
 
 def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, overwrite: bool = False,
-                   metadata: dict | None = None, cancel=None, workers: int = 0) -> RoadNetwork:
-    """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage."""
+                   metadata: dict | None = None, cancel=None, workers: int = 0,
+                   gsd_m: float | None = None) -> RoadNetwork:
+    """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage.
+
+    A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down)."""
     import rasterio
 
     from .geopackage import write_road_network
@@ -514,10 +554,11 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
         raise RasterError(f"{out_gpkg} already exists; give --overwrite to replace it")
     if out_gpkg.suffix.lower() != ".gpkg":
         raise RasterError(f"--out {out_gpkg} must end in .gpkg (a GeoPackage)")
-    with RasterioSource(path, bands=(1, 1, 1), value_scale="none") as source:  # validates and measures the GSD
+    with RasterioSource(path, bands=(1, 1, 1), value_scale="none", gsd_m=gsd_m) as source:  # checks, measures GSD
         info = source.info
     if info.gsd_m is None:
-        raise RasterError(f"{path} has no georeferencing, so lengths in metres are unknown; georeference it first")
+        raise RasterError(f"{path} has no georeferencing, so lengths in metres are unknown; give --gsd "
+                          f"METRES_PER_PIXEL (coordinates are then pixels)")
     with rasterio.open(path) as ds:
         if ds.count != 1 or ds.dtypes[0] != "uint8":
             raise RasterError(f"{path} has {ds.count} band(s) of {ds.dtypes[0]}; give a road mask or probability "
@@ -525,7 +566,7 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
         binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
         width, height = ds.width, ds.height
     reader = RasterWindows(path, binary)
-    grid = PixelGrid(info.transform, info.gsd_m, info.is_geographic)
+    grid = PixelGrid(info.transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0), info.gsd_m, info.is_geographic)
     try:
         network = vectorize_windows(reader, width, height, grid, params, cancel, workers)
     finally:

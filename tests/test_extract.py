@@ -440,7 +440,12 @@ def test_cli_end_to_end_with_the_real_network(shared_data, tmp_path, deeplab_fil
         assert ds.tags()["ROAD_EXTRACTOR_PARAMS"] and ds.nodata == 255 and ds.width == 383
         assert json.loads(ds.tags()["ROAD_EXTRACTOR_PARAMS"])["augment"] == "flip"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hro_colorado_0.15m_road_mask.tif",
-                                                          "hro_colorado_0.15m_road_probability.tif"]
+                                                          "hro_colorado_0.15m_road_probability.tif",
+                                                          "hro_colorado_0.15m_roads.gpkg"]
+    assert "hro_colorado_0.15m_roads.gpkg:" in result.stdout
+    # Run again: every output exists, so nothing is touched without --overwrite.
+    again = _cli("extract", shared_data / "odd/hro_colorado_0.15m.tif", "--model", deeplab_file, "--out", tmp_path)
+    assert again.returncode == 2 and "already exists; give --overwrite" in again.stderr
 
 
 def test_loaded_model_runs(deeplab_file):

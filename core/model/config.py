@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from ..errors import InputError
+
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Layer4 = Literal["plain", "multigrid"]
 AttentionKind = Literal["seed", "psa", "none"]
@@ -25,7 +27,7 @@ LAYER4_KINDS = ("plain", "multigrid")
 ATTENTION_KINDS = ("seed", "psa", "none")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A model configuration that cannot be built; the message names the field and the allowed values."""
 
 
