@@ -17,6 +17,7 @@ class SampleScene:
     image: np.ndarray  # uint8 [H, W, 3]
     roads: np.ndarray  # bool [H, W]
     gsd_m: float
+    centrelines: list[list[tuple[float, float]]]  # road centrelines in pixel coordinates (x right, y down)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -64,4 +65,5 @@ def make_scene(size: int = 512, seed: int = 7, road_width_px: int = 7) -> Sample
 
     image = canvas.filter(ImageFilter.GaussianBlur(0.6))
     pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 4, (size, size, 3))
-    return SampleScene(np.clip(pixels, 0, 255).astype(np.uint8), np.asarray(mask) > 127, gsd_m=1.0)
+    return SampleScene(np.clip(pixels, 0, 255).astype(np.uint8), np.asarray(mask) > 127, gsd_m=1.0,
+                       centrelines=[[(float(x), float(y)) for x, y in points] for points in roads])
