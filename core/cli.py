@@ -155,8 +155,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if not args.no_vectorize:
         from .vectorize import vectorize_file
 
-        network = vectorize_file(result.probability, roads, _vectorize_params(args), overwrite=True,
-                                 metadata={"road_extractor_model": Path(args.model).name}, gsd_m=args.gsd)
+        network = vectorize_file(result.probability, roads, _vectorize_params(args), overwrite=True, gsd_m=args.gsd)
         _report_network(network, roads)
     print(f"the network ran {result.network_seconds:.1f} s of the {result.seconds:.1f} s "
           f"({result.network_seconds / result.seconds:.0%}); reading, blending and writing took the rest")

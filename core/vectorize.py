@@ -198,7 +198,6 @@ def skeleton_graph(skeleton: np.ndarray) -> nx.MultiGraph:
         if a == 0 or b == 0:  # a chain end touching no node: only where the skeleton is cut by the window edge
             continue
         graph.add_edge(a, b, pts=np.vstack([graph.nodes[a]["rc"], points, graph.nodes[b]["rc"]]))
-    # Node clusters that touch each other through no chain pixel (two junctions one pixel apart) stay separate.
     return graph
 
 
@@ -565,12 +564,14 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
                               f"raster as written by road-extractor extract (one uint8 band)")
         binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
         width, height = ds.width, ds.height
+        # A raster written by `extract` says which model and parameters made it: the GeoPackage keeps that.
+        provenance = {key.lower(): value for key, value in ds.tags().items() if key.startswith("ROAD_EXTRACTOR_")}
     reader = RasterWindows(path, binary)
     grid = PixelGrid(info.transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0), info.gsd_m, info.is_geographic)
     try:
         network = vectorize_windows(reader, width, height, grid, params, cancel, workers)
     finally:
         reader.close()
-    write_road_network(out_gpkg, network, info.crs_wkt,
-                       {"road_extractor_vectorize": params.to_dict(), "source": str(path), **(metadata or {})})
+    write_road_network(out_gpkg, network, info.crs_wkt, {"road_extractor_vectorize": params.to_dict(),
+                                                         "source": str(path), **provenance, **(metadata or {})})
     return network

@@ -443,6 +443,11 @@ def test_cli_end_to_end_with_the_real_network(shared_data, tmp_path, deeplab_fil
                                                           "hro_colorado_0.15m_road_probability.tif",
                                                           "hro_colorado_0.15m_roads.gpkg"]
     assert "hro_colorado_0.15m_roads.gpkg:" in result.stdout
+    from pyogrio import read_info
+
+    metadata = read_info(tmp_path / "hro_colorado_0.15m_roads.gpkg", layer="roads")["dataset_metadata"]
+    assert json.loads(metadata["road_extractor_model"])["gsd_m"] == 1.0  # the model's description, from the raster
+    assert json.loads(metadata["road_extractor_params"])["augment"] == "flip"
     # Run again: every output exists, so nothing is touched without --overwrite.
     again = _cli("extract", shared_data / "odd/hro_colorado_0.15m.tif", "--model", deeplab_file, "--out", tmp_path)
     assert again.returncode == 2 and "already exists; give --overwrite" in again.stderr
