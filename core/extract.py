@@ -433,8 +433,7 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, pro
             computed = processed.read(2, window=read_window, out_shape=(rows, width),
                                       resampling=Resampling.nearest) > 0
             if at_input:  # the input's own mask at its own resolution: exact edges
-                _, valid = source.read(Window(ox0, oy0 + row, width, rows), (rows, width))
-                valid &= computed
+                valid = source.read_valid(Window(ox0, oy0 + row, width, rows), (rows, width)) & computed
             else:
                 valid = computed
             if area.polygons:

@@ -67,6 +67,10 @@ class WindowSource(Protocol):
         resampled from `window` to `out_shape`. Outside the raster is invalid."""
         ...
 
+    def read_valid(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
+        """The validity part of `read` alone (cheaper where the source can skip the band values)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -209,38 +213,55 @@ class RasterioSource:
                          f"{PERCENTILES[1]:g}% percentiles) mapped to 0..255")
         return tuple(ranges)
 
-    def read(self, window: Window, out_shape: tuple[int, int], scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        from rasterio.enums import Resampling
+    def _inside(self, window: Window, out_shape: tuple[int, int]):
+        """The part of `window` inside the raster, and where it lands in the output (rows r0:r1, cols c0:c1);
+        None when nothing is inside. GDAL reads fractional windows exactly; what lies outside is invalid."""
         from rasterio.windows import Window as RioWindow
 
         ds = self._ds
-        # Clip to the raster: GDAL reads fractional windows inside the raster exactly; the part outside is invalid.
         x0, y0 = max(window.x, 0.0), max(window.y, 0.0)
         x1, y1 = min(window.x + window.width, ds.width), min(window.y + window.height, ds.height)
-        h, w = out_shape
-        bands = self._bands
-        values = np.zeros((len(bands), h, w), np.float32)
-        valid = np.zeros((h, w), bool)
         if x1 <= x0 or y1 <= y0:
-            return values, valid
+            return None
+        h, w = out_shape
         sx, sy = w / window.width, h / window.height
         c0, r0 = round((x0 - window.x) * sx), round((y0 - window.y) * sy)
         c1, r1 = round((x1 - window.x) * sx), round((y1 - window.y) * sy)
         if c1 <= c0 or r1 <= r0:
+            return None
+        return RioWindow(x0, y0, x1 - x0, y1 - y0), (r0, r1, c0, c1)
+
+    def read(self, window: Window, out_shape: tuple[int, int], scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.enums import Resampling
+
+        bands = self._bands
+        values = np.zeros((len(bands), *out_shape), np.float32)
+        valid = np.zeros(out_shape, bool)
+        placed = self._inside(window, out_shape)
+        if placed is None:
             return values, valid
-        inner = RioWindow(x0, y0, x1 - x0, y1 - y0)
-        downsampling = (x1 - x0) > (c1 - c0) * 1.5
-        data = ds.read(list(bands), window=inner, out_shape=(len(bands), r1 - r0, c1 - c0),
-                       resampling=Resampling.average if downsampling else Resampling.bilinear).astype(np.float32)
-        mask = self._valid(inner, (r1 - r0, c1 - c0), bands, data)
+        inner, (r0, r1, c0, c1) = placed
+        downsampling = inner.width > (c1 - c0) * 1.5
+        data = self._ds.read(list(bands), window=inner, out_shape=(len(bands), r1 - r0, c1 - c0),
+                             resampling=Resampling.average if downsampling else Resampling.bilinear)
         values[:, r0:r1, c0:c1] = data
-        valid[r0:r1, c0:c1] = mask
+        valid[r0:r1, c0:c1] = self._valid(inner, (r1 - r0, c1 - c0), bands, data)
         if scaled and self._scale_ranges:
             for i, (low, high) in enumerate(self._scale_ranges):
                 values[i] = np.clip((values[i] - low) * (255.0 / (high - low)), 0, 255)
         return values, valid
 
-    def _valid(self, window, shape, bands, data: np.ndarray) -> np.ndarray:
+    def read_valid(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
+        """Only the validity of `read`: alpha, NoData and dataset masks, without reading the bands where none of
+        them needs the values."""
+        valid = np.zeros(out_shape, bool)
+        placed = self._inside(window, out_shape)
+        if placed is not None:
+            inner, (r0, r1, c0, c1) = placed
+            valid[r0:r1, c0:c1] = self._valid(inner, (r1 - r0, c1 - c0), self._bands, None)
+        return valid
+
+    def _valid(self, window, shape, bands, data: np.ndarray | None) -> np.ndarray:
         from rasterio.enums import Resampling
 
         ds = self._ds
@@ -255,7 +276,10 @@ class RasterioSource:
             valid &= ~is_nodata.all(axis=0)
         if any(flag.name == "per_dataset" for flag in ds.mask_flag_enums[bands[0] - 1]):
             valid &= ds.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
-        if np.issubdtype(data.dtype, np.floating):
+        if np.issubdtype(np.dtype(self._ds.dtypes[bands[0] - 1]), np.floating):
+            if data is None:
+                data = ds.read(list(bands), window=window, out_shape=(len(bands), *shape),
+                               resampling=Resampling.nearest)
             valid &= np.isfinite(data).all(axis=0)
         return valid
 
@@ -314,6 +338,9 @@ class ArraySource:
         inside = ((ys >= 0) & (ys < height))[:, None] & ((xs >= 0) & (xs < width))[None, :]
         valid = F.grid_sample(mask, grid, mode="nearest", align_corners=False)[0, 0].numpy() > 0.5
         return values, valid & inside
+
+    def read_valid(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
+        return self.read(window, out_shape)[1]
 
     def close(self) -> None:
         pass
