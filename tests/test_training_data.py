@@ -1,0 +1,106 @@
+"""Training data: pairs found, labels unambiguous, white no-data ignored, crops reproducible."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.data import IGNORE, Augment, DataError, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+
+
+def _write_pair(folder, name, image, mask, layout=("images", "masks")):
+    for sub in layout:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / layout[0] / f"{name}.png")
+    Image.fromarray(mask).save(folder / layout[1] / f"{name}.png")
+
+
+def test_massachusetts_masks_are_0_255_and_become_road_class_one(shared_data):
+    pairs = find_pairs(shared_data / "massroads")
+    assert len(pairs) == 51
+    labels = inspect_labels(pairs)
+    assert labels.seen_values == (0, 255) and labels.road_values == (255,)
+    # The seed's trap, measured: with ignore_index=255 on these masks every road pixel would be ignored.
+    raw = np.asarray(Image.open(pairs[0].mask))
+    raw = raw[..., 0] if raw.ndim == 3 else raw
+    image, target = read_pair(pairs[0], labels)
+    assert set(np.unique(target)) <= {0, 1, IGNORE}
+    assert (target == 1).sum() == ((raw == 255) & ~(image == 255).all(axis=2)).sum() > 0
+
+
+def test_white_no_data_is_ignored_even_where_the_mask_draws_roads(shared_data):
+    pairs = find_pairs(shared_data / "massroads")
+    labels = inspect_labels(pairs)
+    found = False
+    for pair in pairs:
+        image, target = read_pair(pair, labels)
+        white = (image == 255).all(axis=2)
+        if white.sum() > 10000:
+            raw = np.asarray(Image.open(pair.mask))
+            raw = raw[..., 0] if raw.ndim == 3 else raw
+            assert (target[white] == IGNORE).all()
+            found = found or bool((raw[white] == 255).any())  # roads drawn over nothing
+    assert found, "expected at least one tile whose mask draws roads over white no-data"
+
+
+def test_layouts_and_label_values(tmp_path):
+    image = np.full((40, 40, 3), 90, np.uint8)
+    mask01 = np.zeros((40, 40), np.uint8)
+    mask01[10:14] = 1
+    _write_pair(tmp_path / "a", "t1", image, mask01, ("sat", "map"))
+    pairs = find_pairs(tmp_path / "a")
+    assert inspect_labels(pairs).road_values == (1,)
+    deepglobe = tmp_path / "dg"
+    deepglobe.mkdir()
+    Image.fromarray(image).save(deepglobe / "104_sat.jpg")
+    Image.fromarray(mask01 * 255).save(deepglobe / "104_mask.png")
+    assert [p.name for p in find_pairs(deepglobe)] == ["104"]
+    many = mask01.copy()
+    many[20:22] = 7
+    _write_pair(tmp_path / "b", "t1", image, many)
+    with pytest.raises(DataError, match=r"values \[0, 1, 7\].*binary road mask"):
+        inspect_labels(find_pairs(tmp_path / "b"))
+    _write_pair(tmp_path / "c", "t1", image, np.zeros((30, 40), np.uint8))
+    with pytest.raises(DataError, match="masks must match their images"):
+        read_pair(find_pairs(tmp_path / "c")[0], inspect_labels(find_pairs(tmp_path / "c")))
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "d" / "images" / "lonely.png")
+    with pytest.raises(DataError, match="have no mask of the same name"):
+        find_pairs(tmp_path / "d")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image/mask pairs"):
+        find_pairs(tmp_path / "empty")
+
+
+def test_split_is_by_whole_tile_and_repeatable(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    for i in range(10):
+        _write_pair(tmp_path, f"tile{i}", image, np.zeros((8, 8), np.uint8))
+    pairs = find_pairs(tmp_path)
+    train, val = split_by_tile(pairs, 3, seed=1)
+    assert len(val) == 3 and not {p.name for p in train} & {p.name for p in val}
+    assert split_by_tile(pairs, 3, seed=1) == (train, val)
+    assert split_by_tile(pairs, 0.2, seed=1)[1] != [] and len(split_by_tile(pairs, 0.2)[1]) == 2
+    with pytest.raises(DataError, match="cannot hold out 10 of 10"):
+        split_by_tile(pairs, 10)
+
+
+def test_crops_are_reproducible_and_keep_ignore(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 200, (300, 300, 3), dtype=np.uint8)
+    image[:100, :100] = 255  # no-data corner
+    mask = np.zeros((300, 300), np.uint8)
+    mask[140:147, :] = 255
+    _write_pair(tmp_path, "t", image, mask)
+    pairs = find_pairs(tmp_path)
+    crops = RoadCrops(pairs, inspect_labels(pairs), Augment(crop=128), crops_per_epoch=20, seed=3)
+    x, y = crops[5]
+    assert x.shape == (3, 128, 128) and x.dtype == torch.float32 and y.shape == (128, 128)
+    assert set(torch.unique(y).tolist()) <= {0, 1, IGNORE}
+    again_x, again_y = crops[5]
+    assert torch.equal(x, again_x) and torch.equal(y, again_y)
+    crops.set_epoch(1)
+    assert not torch.equal(crops[5][0], x)
+    assert any((crops[i][1] == IGNORE).any() for i in range(20))
+    assert any((crops[i][1] == 1).any() for i in range(20))

@@ -1,0 +1,170 @@
+"""Training data: image/mask pairs found on disk, labels made unambiguous, crops augmented reproducibly.
+
+The seed's codebase trains Massachusetts Roads with `ignore_index=255` on masks stored as 0/255: every road pixel
+becomes "ignore", the network only ever sees background, and mIoU sits at the all-background value. Here masks are
+inspected once, their values mapped to class indices (0/255 and 0/1 both become 0 = background, 1 = road), and
+only real no-data becomes the ignore label: white (255, 255, 255) image pixels, where Massachusetts masks still
+draw roads over nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IGNORE = 255
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# (image folder, mask folder) layouts: Massachusetts as republished, and as in the original release.
+FOLDER_LAYOUTS = (("images", "masks"), ("sat", "map"))
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on as given; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+    @property
+    def name(self) -> str:
+        return self.image.stem.removesuffix("_sat")
+
+
+def find_pairs(root: str | Path) -> list[Pair]:
+    """Image/mask pairs under `root`: `images/` + `masks/`, `sat/` + `map/` (matched by file stem), or DeepGlobe's
+    `NAME_sat.jpg` + `NAME_mask.png` side by side."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; give the dataset folder (with images/ and masks/)")
+    for image_dir, mask_dir in FOLDER_LAYOUTS:
+        if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
+            masks = {p.stem: p for p in (root / mask_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+            images = sorted(p for p in (root / image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            pairs = [Pair(p, masks[p.stem]) for p in images if p.stem in masks]
+            unmatched = [p.name for p in images if p.stem not in masks]
+            if unmatched:
+                raise DataError(f"{len(unmatched)} image(s) in {root / image_dir} have no mask of the same name in "
+                                f"{root / mask_dir} (first: {unmatched[0]}); add the masks or remove the images")
+            if pairs:
+                return pairs
+    satellites = sorted(root.glob("*_sat.jpg")) + sorted(root.glob("*_sat.png"))
+    pairs = [Pair(p, p.with_name(p.stem.removesuffix("_sat") + "_mask.png")) for p in satellites]
+    pairs = [p for p in pairs if p.mask.exists()]
+    if pairs:
+        return pairs
+    raise DataError(f"no image/mask pairs in {root}: expected images/ + masks/, sat/ + map/, or NAME_sat.jpg + "
+                    f"NAME_mask.png")
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """How a dataset's mask values become class indices: `road_values` -> 1, everything else -> 0."""
+
+    road_values: tuple[int, ...]
+    seen_values: tuple[int, ...]
+
+    def apply(self, mask: np.ndarray) -> np.ndarray:
+        return np.isin(mask, self.road_values).astype(np.uint8)
+
+
+def inspect_labels(pairs: list[Pair], sample: int = 8) -> LabelMap:
+    """Looks at the masks' values: 0/255 (Massachusetts) and 0/1 are both binary road masks."""
+    seen: set[int] = set()
+    for pair in pairs[:sample]:
+        seen |= set(np.unique(_read_mask(pair.mask)).tolist())
+    values = tuple(sorted(seen))
+    if set(values) <= {0, 255}:
+        return LabelMap((255,), values)
+    if set(values) <= {0, 1}:
+        return LabelMap((1,), values)
+    raise DataError(f"the masks hold values {list(values)[:10]}; expected a binary road mask (0/255 or 0/1) - "
+                    f"convert multi-class masks to road/background first")
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    mask = np.asarray(Image.open(path))
+    return mask[..., 0] if mask.ndim == 3 else mask
+
+
+def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 image [H, W, 3] and target [H, W]: 0 background, 1 road, IGNORE where the image has no data."""
+    image = np.asarray(Image.open(pair.image).convert("RGB"))
+    mask = _read_mask(pair.mask)
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"{pair.mask.name} is {mask.shape[1]}x{mask.shape[0]} but {pair.image.name} is "
+                        f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
+    target = labels.apply(mask)
+    target[(image == 255).all(axis=2)] = IGNORE  # white no-data: the mask's roads there cover nothing
+    return image, target
+
+
+def split_by_tile(pairs: list[Pair], validation: int | float, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """Whole tiles go to validation (never crops of a training tile): `validation` tiles, or a fraction."""
+    count = validation if isinstance(validation, int) else max(1, round(len(pairs) * validation))
+    if not 0 < count < len(pairs):
+        raise DataError(f"cannot hold out {count} of {len(pairs)} tiles for validation; keep at least one for "
+                        f"training and one for validation")
+    order = sorted(pairs, key=lambda p: p.name)
+    random.Random(seed).shuffle(order)
+    return sorted(order[count:], key=lambda p: p.name), sorted(order[:count], key=lambda p: p.name)
+
+
+@dataclass
+class Augment:
+    crop: int = 512
+    scale_jitter: tuple[float, float] = (0.75, 1.25)  # mild: roads are only a few pixels wide
+    colour_jitter: float = 0.1  # brightness/contrast, multiplicative
+    flips: bool = True  # flips and 90-degree rotations: aerial images have no "up"
+
+
+class RoadCrops(Dataset):
+    """Random crops of the training tiles, each reproducible from (seed, epoch, index).
+
+    Tiles are read once and kept in memory (51 Massachusetts tiles are 340 MB as uint8); a crop is taken at a
+    random scale, flipped and rotated, and its colours jittered; ignore pixels stay ignore through all of it.
+    """
+
+    def __init__(self, pairs: list[Pair], labels: LabelMap, augment: Augment, crops_per_epoch: int,
+                 seed: int = 0) -> None:
+        self.tiles = [read_pair(p, labels) for p in pairs]
+        self.augment, self.length, self.seed, self.epoch = augment, crops_per_epoch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, target = self.tiles[int(rng.integers(len(self.tiles)))]
+        a = self.augment
+        scale = math.exp(rng.uniform(math.log(a.scale_jitter[0]), math.log(a.scale_jitter[1])))
+        source = min(round(a.crop / scale), *image.shape[:2])
+        y = int(rng.integers(0, image.shape[0] - source + 1))
+        x = int(rng.integers(0, image.shape[1] - source + 1))
+        image_crop = image[y:y + source, x:x + source]
+        target_crop = target[y:y + source, x:x + source]
+        if source != a.crop:
+            image_crop = np.asarray(Image.fromarray(image_crop).resize((a.crop, a.crop), Image.BILINEAR))
+            target_crop = np.asarray(Image.fromarray(target_crop).resize((a.crop, a.crop), Image.NEAREST))
+        if a.flips:
+            k = int(rng.integers(4))
+            image_crop, target_crop = np.rot90(image_crop, k), np.rot90(target_crop, k)
+            if rng.random() < 0.5:
+                image_crop, target_crop = image_crop[:, ::-1], target_crop[:, ::-1]
+        pixels = torch.from_numpy(np.ascontiguousarray(image_crop)).permute(2, 0, 1).float()
+        if a.colour_jitter:
+            gain = 1 + rng.uniform(-a.colour_jitter, a.colour_jitter)
+            bias = 255 * rng.uniform(-a.colour_jitter, a.colour_jitter) / 2
+            pixels = (pixels * gain + bias).clamp(0, 255)
+        return pixels, torch.from_numpy(np.ascontiguousarray(target_crop)).long()
