@@ -69,7 +69,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         norm = info["normalization"]
         print(f"normalise   /{norm['scale']:g}, mean {norm['mean']}, std {norm['std']}")
         for key, value in {**info["metrics"], **info["provenance"]}.items():
-            print(f"{key:<12}{value}")
+            print(f"{key:<11} {value}")
     print("load report")
     print("  " + text.replace("\n", "\n  "))
     print(f"verdict     {details['verdict']}")

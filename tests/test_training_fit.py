@@ -1,0 +1,121 @@
+"""Two-stage training on generated data: the frozen stage freezes BatchNorm too, runs resume, exports load."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.checkpoint import load_model
+from core.sample import make_scene
+from training.config import TrainConfig
+from training.fit import build, export, fit
+from training.module import RoadSegmentation
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(4):
+        scene = make_scene(160, seed=i)
+        Image.fromarray(scene.image).save(root / "images" / f"t{i}.png")
+        Image.fromarray(scene.roads.astype(np.uint8) * 255).save(root / "masks" / f"t{i}.png")
+    return root
+
+
+def _config(dataset, out, **changes) -> TrainConfig:
+    values = dict(data=str(dataset), out=str(out), val_tiles=1, crop=64, batch_size=4, crops_per_epoch=8,
+                  stage1_epochs=1, stage2_epochs=1, val_tile=160, val_overlap=0, checkpoint_every_n_steps=1,
+                  log_every_n_steps=1)
+    values.update(changes)
+    return TrainConfig.from_dict(values)
+
+
+class Snapshots(L.Callback):
+    def __init__(self) -> None:
+        self.states = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.states.append({k: v.clone() for k, v in module.network.backbone.state_dict().items()})
+
+    def on_train_end(self, trainer, module) -> None:
+        self.on_train_epoch_start(trainer, module)
+
+
+def test_stage_one_freezes_the_backbone_and_its_batchnorm_then_stage_two_trains_it(dataset, tmp_path):
+    config = _config(dataset, tmp_path)
+    train_loader, val_loader, *_ = build(config)
+    module = RoadSegmentation(config.to_dict())
+    snapshots = Snapshots()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        callbacks=[snapshots], enable_progress_bar=False, num_sanity_val_steps=0)
+    head_before = module.network.decoder.last_conv[8].weight.clone()
+    trainer.fit(module, train_loader, val_loader)
+    start, after_stage_one, end = snapshots.states
+    for key in start:  # weights and BatchNorm running statistics alike
+        assert torch.equal(start[key], after_stage_one[key]), key
+    assert not torch.equal(module.network.decoder.last_conv[8].weight, head_before)
+    changed = [k for k in start if "running_mean" in k and not torch.equal(after_stage_one[k], end[k])]
+    assert changed, "stage 2 must train the backbone, BatchNorm statistics included"
+    assert not torch.equal(after_stage_one["conv1.weight"], end["conv1.weight"])
+
+
+def test_learning_rate_follows_poly_within_each_stage(dataset, tmp_path):
+    config = _config(dataset, tmp_path, stage1_epochs=1, stage2_epochs=1, lr_stage1=0.01, lr_stage2=0.001)
+    train_loader, val_loader, *_ = build(config)
+    module = RoadSegmentation(config.to_dict())
+    seen = []
+
+    class Rates(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            groups = pl_module.optimizers().optimizer.param_groups
+            seen.append((groups[0]["lr"], groups[1]["lr"]))
+
+    L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[Rates()],
+              enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0).fit(module, train_loader)
+    assert seen[0] == pytest.approx((0.001, 0.01))  # backbone at a tenth of the head
+    assert seen[1][1] == pytest.approx(0.01 * 0.5**0.9)  # 2 steps per stage: halfway
+    assert seen[2] == pytest.approx((0.0001, 0.001))  # stage 2 restarts at its own, smaller rate
+
+
+def test_fit_resumes_after_a_kill_and_exports_a_model_file(dataset, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "training", "fit", "--data", str(dataset), "--out", str(out), "--val-tiles", "1",
+               "--crop", "64", "--batch-size", "4", "--crops-per-epoch", "8", "--stage1-epochs", "1",
+               "--stage2-epochs", "2", "--val-tile", "160", "--val-overlap", "0", "--checkpoint-every-n-steps", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = out / "checkpoints" / "last-step.ckpt"
+    for _ in range(600):
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["global_step"] >= 3:
+            break
+        if process.poll() is not None:
+            break
+        import time
+
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert 1 <= killed_at < 6
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resume      from" in resumed.stderr
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 6  # 3 epochs x 2 steps: none repeated, none lost
+    model_file = export(out / "checkpoints" / "best.ckpt", tmp_path / "model.pt")
+    model = load_model(model_file)
+    assert model.info.gsd_m == 1.0 and "val_road_iou" in model.info.metrics
+    assert (out / "config.yaml").exists() and (out / "logs" / "metrics.csv").exists()
+
+
+def test_fit_in_process_returns_the_best_checkpoint(dataset, tmp_path):
+    best = fit(_config(dataset, tmp_path / "run"))
+    assert best.name == "best.ckpt" and best.exists()

@@ -1,0 +1,111 @@
+"""The training configuration: one typed object, read from YAML, every field also a command-line flag, saved
+beside each run as it was resolved."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = "runs/road"
+    val_tiles: float = 4  # whole tiles held out: a count, or a fraction below 1
+    crop: int = 256
+    batch_size: int = 8
+    crops_per_epoch: int = 800
+    # The seed's two stages: backbone frozen (BatchNorm statistics too) at the larger rate, then everything.
+    stage1_epochs: int = 2
+    stage2_epochs: int = 8
+    lr_stage1: float = 0.01
+    lr_stage2: float = 0.001
+    backbone_lr_factor: float = 0.1  # the seed codebase's 1x backbone / 10x head
+    optimizer: str = "sgd"  # sgd (momentum 0.9) or adamw
+    weight_decay: float = 5e-4
+    loss: str = "ce_dice"  # ce or ce_dice
+    class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    grad_clip: float = 1.0
+    init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads
+    gsd_m: float = 1.0  # ground sample distance of the training data
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16-mixed on GPUs that have it, else 32
+    val_scales: list[float] = field(default_factory=lambda: [1.0])
+    val_tile: int = 512
+    val_overlap: int = 64
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 50  # mid-epoch checkpoints, so a killed run loses little
+    model: dict[str, Any] = field(default_factory=lambda: ModelConfig(backbone="resnet18").to_dict())
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; see python -m training fit --help")
+        config = cls(**data)
+        config.model = {**ModelConfig(backbone="resnet18").to_dict(), **config.model}
+        config.model_config()  # validates
+        return config
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option (model options too: --backbone, --attention, ...); unset flags keep the YAML's value."""
+    parser.add_argument("--config", help="YAML file with any of the options below")
+    for f in fields(TrainConfig):
+        if f.name == "model":
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
+        if str(f.type).startswith("list"):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: [float(v) for v in s.split(",")],
+                                default=None, help=f"comma-separated (default {getattr(TrainConfig(), f.name)})")
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind or str, default=None,
+                                help=f"(default {getattr(TrainConfig(), f.name)!r})")
+    for f in fields(ModelConfig):
+        kind = bool if f.type in ("bool",) else int if f.type in ("int",) else str
+        if kind is bool:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                                default=None, help="true or false")
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+
+
+def resolve(args: argparse.Namespace) -> TrainConfig:
+    data: dict[str, Any] = {}
+    if args.config:
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if f.name != "model" and value is not None:
+            data[f.name] = value
+    model = dict(data.get("model") or {})
+    for name in MODEL_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            model[name] = value
+    data["model"] = model
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,115 @@
+"""`python -m training fit`: two-stage training with Lightning, resumable, checkpoints chosen by road IoU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from core.checkpoint import ModelInfo, load_into, read_weights, save_model
+
+from .config import TrainConfig
+from .data import Augment, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+from .module import RoadSegmentation
+
+
+class WholeTiles(Dataset):
+    def __init__(self, pairs, labels) -> None:
+        self.tiles = [read_pair(p, labels) for p in pairs]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index):
+        image, target = self.tiles[index]
+        return torch.from_numpy(image), torch.from_numpy(target)
+
+
+class EpochSeed(L.Callback):
+    """Crops depend on (seed, epoch, index): the same run, resumed or not, sees the same crops."""
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        trainer.train_dataloader.dataset.set_epoch(trainer.current_epoch)
+
+
+def build(config: TrainConfig):
+    pairs = find_pairs(config.data)
+    labels = inspect_labels(pairs)
+    held_out = int(config.val_tiles) if config.val_tiles >= 1 else config.val_tiles
+    train_pairs, val_pairs = split_by_tile(pairs, held_out, config.seed)
+    augment = Augment(crop=config.crop)
+    train = RoadCrops(train_pairs, labels, augment, config.crops_per_epoch, config.seed)
+    val = WholeTiles(val_pairs, labels)
+    return (DataLoader(train, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                       drop_last=True, persistent_workers=config.num_workers > 0),
+            DataLoader(val, batch_size=1, num_workers=0), labels, train_pairs, val_pairs)
+
+
+def precision_for(config: TrainConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"  # bf16 on a CPU without bf16 arithmetic is tens of times slower (see the README)
+
+
+def fit(config: TrainConfig) -> Path:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
+    L.seed_everything(config.seed, workers=True)
+    train_loader, val_loader, labels, train_pairs, val_pairs = build(config)
+    print(f"data        {config.data}: {len(train_pairs)} training tiles, {len(val_pairs)} validation tiles "
+          f"({', '.join(p.name for p in val_pairs)}); mask values {list(labels.seen_values)} -> road = "
+          f"{list(labels.road_values)}", file=sys.stderr)
+    module = RoadSegmentation(config.to_dict())
+    if config.init:
+        report = load_into(module.network, read_weights(config.init))
+        print(f"init        {config.init}: {report.file_kind}\n{report.format()}", file=sys.stderr)
+    checkpoints = out / "checkpoints"
+    best = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="best", monitor="val/road_iou", mode="max",
+                                               save_last=True)
+    periodic = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="last-step",
+                                                   every_n_train_steps=config.checkpoint_every_n_steps,
+                                                   save_top_k=1, enable_version_counter=False)
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
+        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        num_nodes=config.num_nodes, precision=precision_for(config), gradient_clip_val=config.grad_clip or None,
+        logger=[L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+                L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
+        callbacks=[best, periodic, EpochSeed()], log_every_n_steps=config.log_every_n_steps,
+        deterministic=False, enable_model_summary=False,
+    )
+    resume = _latest(checkpoints)
+    if resume:
+        print(f"resume      from {resume}", file=sys.stderr)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"
+
+
+def _latest(checkpoints: Path) -> str | None:
+    candidates = [p for p in (checkpoints / "last.ckpt", checkpoints / "last-step.ckpt") if p.exists()]
+    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+
+
+def export(checkpoint: Path, out: Path, half: bool = False) -> Path:
+    """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(state["hyper_parameters"]["config"])
+    module = RoadSegmentation(config.to_dict())
+    module.load_state_dict(state["state_dict"])
+    metrics = {}
+    for callback in state.get("callbacks", {}).values():
+        if isinstance(callback, dict) and callback.get("monitor") == "val/road_iou":
+            if callback.get("best_model_score") is not None:
+                metrics["val_road_iou"] = float(callback["best_model_score"])
+    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m,
+                     provenance={"trained_with": "python -m training fit", "data": config.data,
+                                 "epoch": int(state.get("epoch", -1)),
+                                 "global_step": int(state.get("global_step", -1))},
+                     metrics=metrics)
+    return save_model(out, module.network, info, half=half)
