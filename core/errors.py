@@ -3,3 +3,10 @@
 
 class InputError(ValueError):
     """Bad input from the user: the message names the problem and the fix."""
+
+
+def unknown_fields(dataclass_type, data: dict) -> list[str]:
+    """Keys of `data` that are not fields of `dataclass_type`: a configuration from a newer version, or a typo."""
+    from dataclasses import fields
+
+    return sorted(set(data) - {f.name for f in fields(dataclass_type)})

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from core.errors import InputError, unknown_fields
 from core.model import ModelConfig
 
 
@@ -56,10 +57,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; see python -m training fit --help")
+            raise InputError(f"unknown training option(s) {', '.join(unknown)}; see python -m training fit --help")
         config = cls(**data)
         config.model = {**ModelConfig(backbone="resnet18").to_dict(), **config.model}
         config.model_config()  # validates

@@ -6,10 +6,10 @@ rebuild the exact network it was trained as.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ..errors import InputError
+from ..errors import InputError, unknown_fields
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Layer4 = Literal["plain", "multigrid"]
@@ -89,8 +89,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data)
         if unknown:
             raise ConfigError(
                 f"unknown model configuration field(s) {', '.join(unknown)}; "
