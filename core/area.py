@@ -62,10 +62,8 @@ def _to_window_pixels(info: RasterInfo, bbox: Sequence[float]) -> Area:
 def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     """Polygons of a vector file (any OGR format), reprojected to the raster's CRS; lines and points are refused."""
     import shapely
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
 
-    from .geopackage import pyogrio_raw
+    from .geopackage import read_geometries
 
     path = Path(path)
     if not path.exists():
@@ -73,21 +71,14 @@ def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     if info.transform is None:
         raise RasterError("--aoi needs a georeferenced raster; this one has none (use --bbox in pixels)")
     try:
-        meta, _, geometries, _ = pyogrio_raw().read(path, read_geometry=True, columns=[])
-    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
-        raise RasterError(f"--aoi {path} is not a vector file OGR can read ({str(exc).splitlines()[0]}); give a "
-                          f"GeoPackage, shapefile or GeoJSON with polygons") from None
-    shapes = [g for g in shapely.from_wkb(geometries) if g is not None and not g.is_empty] if geometries is not None \
-        else []
+        shapes, _ = read_geometries(path, info.crs_wkt)
+    except ValueError as exc:
+        raise RasterError(f"--aoi {path} is not a vector file OGR can read ({exc}); give a GeoPackage, shapefile "
+                          f"or GeoJSON with polygons") from None
     polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
         raise RasterError(f"--aoi {path} has no polygons ({', '.join(kinds)}); give polygons of the area to extract")
-    if meta.get("crs"):
-        source_crs, target_crs = CRS.from_user_input(meta["crs"]), CRS.from_wkt(info.crs_wkt)
-        if source_crs != target_crs:
-            polygons = [shapely.geometry.shape(transform_geom(source_crs, target_crs, shapely.geometry.mapping(p)))
-                        for p in polygons]
     union = shapely.union_all(polygons)
     area = _to_window(info, union.bounds, f"area of interest in {path.name}")
     area.polygons = polygons

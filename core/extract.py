@@ -152,12 +152,16 @@ class _Predictor:
         self.autocast = resolve_precision(params.precision, self.device)
         self.network = model.network.to(self.device).eval()
         if self.device.type == "cpu":
+            # channels_last is the faster CPU layout; `restore` puts the caller's network back as it was.
             self.network = self.network.to(memory_format=torch.channels_last)
         self.normalization = model.info.normalization
         self.params = params
         self.batch_size = max(1, params.batch_size)
         self.log = log
         self.seconds = 0.0
+
+    def restore(self) -> None:
+        self.network.to(memory_format=torch.contiguous_format)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = []
@@ -297,8 +301,11 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scratch_path = Path(scratch)
         processing_file = scratch_path / "processing.tif"
-        _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress, cancel,
-                       started)
+        try:
+            _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress,
+                           cancel, started)
+        finally:
+            predictor.restore()
         if progress:
             progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
         road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model, params,
@@ -328,7 +335,6 @@ def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> Non
 def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,
                    path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float) -> None:
     """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`."""
-    import rasterio
     from rasterio.windows import Window as RioWindow
 
     rows = tiling.rows()
@@ -387,7 +393,6 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, pro
                    params: ExtractParams, scratch: Path, targets: tuple[Path, Path], cancel) -> float:
     """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
     writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
-    import rasterio
     from rasterio.enums import Resampling
     from rasterio.shutil import copy as rio_copy
     from rasterio.transform import Affine

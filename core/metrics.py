@@ -216,37 +216,27 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml"}
 
 
 def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
-    """Line geometries of a vector file (multi-lines split), reprojected to `target_crs_wkt` when given."""
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
-
-    from .geopackage import pyogrio_raw
+    """Line geometries of a vector file (multi-lines split), reprojected to `target_crs_wkt` when given; a
+    GeoPackage's `roads` layer where it has one."""
+    from .geopackage import read_geometries
     from .raster import RasterError
 
-    raw = pyogrio_raw()
     if layer is None and str(path).lower().endswith(".gpkg"):
         from pyogrio import list_layers
 
         names = [name for name, _ in list_layers(path)]
         layer = "roads" if "roads" in names else names[0]
     try:
-        meta, _, geometries, _ = raw.read(path, layer=layer, columns=[])
-    except Exception as exc:  # pyogrio raises several types for foreign files
-        raise RasterError(f"{path} is not a vector file OGR can read ({str(exc).splitlines()[0]})") from None
+        shapes, crs = read_geometries(path, target_crs_wkt, layer)
+    except ValueError as exc:
+        raise RasterError(f"{path} is not a vector file OGR can read ({exc})") from None
     lines = []
-    for geometry in shapely.from_wkb(geometries) if geometries is not None else []:
-        if geometry is None or geometry.is_empty:
-            continue
+    for geometry in shapes:
         if geometry.geom_type == "LineString":
             lines.append(geometry)
         elif geometry.geom_type == "MultiLineString":
             lines.extend(geometry.geoms)
-    crs = meta.get("crs")
-    if target_crs_wkt and crs and CRS.from_user_input(crs) != CRS.from_wkt(target_crs_wkt):
-        source, target = CRS.from_user_input(crs), CRS.from_wkt(target_crs_wkt)
-        lines = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g))) for g in lines]
-        crs = target_crs_wkt
-    return lines, CRS.from_user_input(crs).to_wkt() if crs else None
+    return lines, crs
 
 
 def evaluate_files(predicted, reference, *, rho: float = 3.0, buffer_m: float = 3.0, road_width_m: float = 7.0,
@@ -290,12 +280,10 @@ def evaluate_files(predicted, reference, *, rho: float = 3.0, buffer_m: float = 
 
         lines, _ = read_lines(reference, crs.to_wkt() if crs else None)
         width = road_width_m / 2
-        if crs is not None and crs.is_geographic:
+        if crs is not None and crs.is_geographic:  # projected units are taken as metres
             from .raster import metres_per_degree
 
             width /= metres_per_degree(transform.f)[1]
-        else:
-            width /= 1.0  # projected CRS units are metres (or the CRS's own unit; roads are metres wide)
         truth = rasterize([g.buffer(width) for g in lines], out_shape=shape, transform=transform).astype(bool) \
             if lines else np.zeros(shape, bool)
         reference_valid = np.ones(shape, bool)

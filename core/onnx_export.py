@@ -29,8 +29,7 @@ def export_onnx(model: RoadModel, path: str | Path, *, opset: int = 18, sample_s
         raise RuntimeError("ONNX export needs the onnx extra: pip install 'road-extractor[onnx]'") from None
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
-    # Plain (NCHW) weights: after channels_last inference (the CPU engine's layout) torch.export specialises the batch.
-    network = model.network.eval().cpu().to(memory_format=torch.contiguous_format)
+    network = model.network.eval().cpu()
     config = model.info.config
     sample = torch.zeros(1, config.in_channels, sample_size, sample_size)
     batch, height, width = (torch.export.Dim("batch", min=1), torch.export.Dim("height", min=MIN_SIDE),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import lightning as L
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 
@@ -121,14 +121,11 @@ class RoadSegmentation(L.LightningModule):
         with tempfile.TemporaryDirectory() as folder:
             source = ArraySource(image, gsd_m=self.config.gsd_m, valid=target != IGNORE)
             result = extract_roads(source, self.road_model(), folder, params)
-            import rasterio
-
             with rasterio.open(result.mask) as ds:
                 predicted = ds.read(1)
         keep = target != IGNORE
         p, t = predicted[keep] == 1, target[keep] == 1
         self._confusion += np.array([(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t).sum()])
-        self.network.to(memory_format=torch.contiguous_format)
 
     def on_validation_epoch_end(self) -> None:
         tp, fp, fn, tn = (int(v) for v in self._confusion)
@@ -142,9 +139,3 @@ class RoadSegmentation(L.LightningModule):
         self.log("val/miou", (road_iou + background_iou) / 2, sync_dist=True)
         self.log("val/miou_all_background", (tn + fp) / total / 2, sync_dist=True)
         self.log("val/f1", 2 * tp / max(2 * tp + fp + fn, 1), sync_dist=True)
-
-
-def checkpoint_state(path: Path) -> dict:
-    """A Lightning checkpoint's weights and config, read as data (weights_only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state
