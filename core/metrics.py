@@ -30,40 +30,57 @@ def pixel_metrics(predicted: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     tp = int(np.count_nonzero(p & r))
     fp = int(np.count_nonzero(p & ~r))
     fn = int(np.count_nonzero(~p & r))
-    tn = int(p.size - tp - fp - fn)
+    return pixel_metrics_from_counts(tp, fp, fn, int(p.size - tp - fp - fn))
+
+
+def pixel_metrics_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict:
+    """`pixel_metrics` of a confusion matrix, so tiles can be pooled."""
 
     def ratio(a: int, b: int) -> float:
         return a / b if b else float("nan")
 
+    total = tp + fp + fn + tn
     road_iou = ratio(tp, tp + fp + fn)
     background_iou = ratio(tn, tn + fp + fn)
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
     return {
         "road_iou": road_iou,
-        "precision": precision,
-        "recall": recall,
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
         "background_iou": background_iou,
         "miou": (road_iou + background_iou) / 2,
-        "miou_all_background": ratio(tn + fp, p.size) / 2,
-        "pixels": int(p.size),
-        "road_fraction": ratio(tp + fn, p.size),
+        "miou_all_background": ratio(tn + fp, total) / 2,
+        "pixels": total,
+        "road_fraction": ratio(tp + fn, total),
     }
+
+
+def relaxed_counts(predicted: np.ndarray, reference: np.ndarray, rho: float = 3.0,
+                   ignore: np.ndarray | None = None) -> np.ndarray:
+    """[predicted road pixels near a reference road, predicted road pixels, reference road pixels near a predicted
+    road, reference road pixels]: the counts relaxed precision and recall are made of, so tiles can be pooled."""
+    keep = np.ones(reference.shape, bool) if ignore is None else ~ignore
+    predicted, reference = predicted.astype(bool), reference.astype(bool)
+    near_reference = ndimage.distance_transform_edt(~reference) <= rho
+    near_predicted = ndimage.distance_transform_edt(~predicted) <= rho
+    p, r = predicted & keep, reference & keep
+    return np.array([np.count_nonzero(p & near_reference), np.count_nonzero(p),
+                     np.count_nonzero(r & near_predicted), np.count_nonzero(r)], np.int64)
+
+
+def relaxed_from_counts(counts: np.ndarray, rho: float = 3.0) -> dict:
+    matched_p, predicted, matched_r, reference = (int(v) for v in counts)
+    precision = matched_p / predicted if predicted else float("nan")
+    recall = matched_r / reference if reference else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"relaxed_precision": precision, "relaxed_recall": recall, "relaxed_f1": f1, "rho_px": rho}
 
 
 def relaxed_metrics(predicted: np.ndarray, reference: np.ndarray, rho: float = 3.0,
                     ignore: np.ndarray | None = None) -> dict:
     """Relaxed precision and recall (Mnih 2013): a predicted road pixel is correct if a reference road pixel lies
     within `rho` pixels of it, and a reference pixel is found if a predicted one lies within `rho` of it."""
-    keep = np.ones(reference.shape, bool) if ignore is None else ~ignore
-    predicted, reference = predicted.astype(bool), reference.astype(bool)
-    near_reference = ndimage.distance_transform_edt(~reference) <= rho
-    near_predicted = ndimage.distance_transform_edt(~predicted) <= rho
-    p, r = predicted & keep, reference & keep
-    precision = np.count_nonzero(p & near_reference) / max(np.count_nonzero(p), 1) if p.any() else float("nan")
-    recall = np.count_nonzero(r & near_predicted) / max(np.count_nonzero(r), 1) if r.any() else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"relaxed_precision": precision, "relaxed_recall": recall, "relaxed_f1": f1, "rho_px": rho}
+    return relaxed_from_counts(relaxed_counts(predicted, reference, rho, ignore), rho)
 
 
 # ------------------------------------------------------------------------------------------------- graphs

@@ -19,3 +19,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (only present on the project's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def road_tiles(tmp_path_factory) -> Path:
+    """Four generated 160x160 tiles with 0/255 road masks in the Massachusetts layout (images/ + masks/)."""
+    import numpy as np
+    from PIL import Image
+
+    from core.sample import make_scene
+
+    root = tmp_path_factory.mktemp("road_tiles")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(4):
+        scene = make_scene(160, seed=i)
+        Image.fromarray(scene.image).save(root / "images" / f"t{i}.png")
+        Image.fromarray(scene.roads.astype(np.uint8) * 255).save(root / "masks" / f"t{i}.png")
+    return root

@@ -5,13 +5,10 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from core.checkpoint import load_model
-from core.sample import make_scene
 from training.config import TrainConfig
 from training.fit import build, export, fit
 from training.module import RoadSegmentation
@@ -19,16 +16,9 @@ from training.module import RoadSegmentation
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(4):
-        scene = make_scene(160, seed=i)
-        Image.fromarray(scene.image).save(root / "images" / f"t{i}.png")
-        Image.fromarray(scene.roads.astype(np.uint8) * 255).save(root / "masks" / f"t{i}.png")
-    return root
+@pytest.fixture
+def dataset(road_tiles):
+    return road_tiles
 
 
 def _config(dataset, out, **changes) -> TrainConfig:

@@ -30,7 +30,7 @@ class TrainConfig:
     backbone_lr_factor: float = 0.1  # the seed codebase's 1x backbone / 10x head
     optimizer: str = "sgd"  # sgd (momentum 0.9) or adamw
     weight_decay: float = 5e-4
-    loss: str = "ce_dice"  # ce or ce_dice
+    loss: str = "ce_dice"  # ce, ce_dice, or ce_dice_cldice (soft clDice for connectivity)
     class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     grad_clip: float = 1.0
     init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads

@@ -162,9 +162,9 @@ class RoadCrops(Dataset):
             image_crop, target_crop = np.rot90(image_crop, k), np.rot90(target_crop, k)
             if rng.random() < 0.5:
                 image_crop, target_crop = image_crop[:, ::-1], target_crop[:, ::-1]
-        pixels = torch.from_numpy(np.ascontiguousarray(image_crop)).permute(2, 0, 1).float()
+        pixels = torch.from_numpy(np.array(image_crop)).permute(2, 0, 1).float()
         if a.colour_jitter:
             gain = 1 + rng.uniform(-a.colour_jitter, a.colour_jitter)
             bias = 255 * rng.uniform(-a.colour_jitter, a.colour_jitter) / 2
             pixels = (pixels * gain + bias).clamp(0, 255)
-        return pixels, torch.from_numpy(np.ascontiguousarray(target_crop)).long()
+        return pixels, torch.from_numpy(np.array(target_crop)).long()

@@ -9,10 +9,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.checkpoint import ModelInfo, load_into, read_weights, save_model
+from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_weights, save_model
+from core.errors import InputError
 
 from .config import TrainConfig
 from .data import Augment, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+from .doctor import balance_findings, format_finding, label_findings
 from .module import RoadSegmentation
 
 
@@ -25,7 +27,7 @@ class WholeTiles(Dataset):
 
     def __getitem__(self, index):
         image, target = self.tiles[index]
-        return torch.from_numpy(image), torch.from_numpy(target)
+        return torch.from_numpy(image.copy()), torch.from_numpy(target.copy())
 
 
 class EpochSeed(L.Callback):
@@ -65,6 +67,11 @@ def fit(config: TrainConfig) -> Path:
     print(f"data        {config.data}: {len(train_pairs)} training tiles, {len(val_pairs)} validation tiles "
           f"({', '.join(p.name for p in val_pairs)}); mask values {list(labels.seen_values)} -> road = "
           f"{list(labels.road_values)}", file=sys.stderr)
+    for finding in label_findings(labels, config.model_config().num_classes) + balance_findings(
+            [t for _, t in train_loader.dataset.tiles], [t for _, t in val_loader.dataset.tiles]):
+        if finding.level == "fail":
+            raise InputError(finding.text)
+        print(format_finding(finding), file=sys.stderr)
     module = RoadSegmentation(config.to_dict())
     if config.init:
         report = load_into(module.network, read_weights(config.init))
@@ -77,7 +84,7 @@ def fit(config: TrainConfig) -> Path:
                                                    save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
-        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, strategy=_strategy(config),
         num_nodes=config.num_nodes, precision=precision_for(config), gradient_clip_val=config.grad_clip or None,
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
@@ -91,13 +98,23 @@ def fit(config: TrainConfig) -> Path:
     return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"
 
 
+def _strategy(config: TrainConfig):
+    """DDP's reducer expects a gradient for every parameter that required one when the model was wrapped; stage 1
+    freezes the backbone after that, so DDP must be told to look for unused parameters while stages differ."""
+    if config.strategy == "ddp" and config.stage1_epochs > 0:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return config.strategy
+
+
 def _latest(checkpoints: Path) -> str | None:
     candidates = [p for p in (checkpoints / "last.ckpt", checkpoints / "last-step.ckpt") if p.exists()]
     return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 
-def export(checkpoint: Path, out: Path, half: bool = False) -> Path:
-    """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics."""
+def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:
+    """A training checkpoint (weights only) -> (module, validation metrics, provenance)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = TrainConfig.from_dict(state["hyper_parameters"]["config"])
     module = RoadSegmentation(config.to_dict())
@@ -107,9 +124,23 @@ def export(checkpoint: Path, out: Path, half: bool = False) -> Path:
         if isinstance(callback, dict) and callback.get("monitor") == "val/road_iou":
             if callback.get("best_model_score") is not None:
                 metrics["val_road_iou"] = float(callback["best_model_score"])
-    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m,
-                     provenance={"trained_with": "python -m training fit", "data": config.data,
-                                 "epoch": int(state.get("epoch", -1)),
-                                 "global_step": int(state.get("global_step", -1))},
-                     metrics=metrics)
+    provenance = {"trained_with": "python -m training fit", "data": config.data, "epoch": int(state.get("epoch", -1)),
+                  "global_step": int(state.get("global_step", -1))}
+    return module, metrics, provenance
+
+
+def road_model(path: Path) -> RoadModel:
+    """A training checkpoint (.ckpt) or anything core's loader reads (model file, seed checkpoint) -> RoadModel."""
+    if Path(path).suffix == ".ckpt":
+        module, _, _ = load_checkpoint(Path(path))
+        return module.road_model()
+    return load_model(path)
+
+
+def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None = None) -> Path:
+    """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics."""
+    module, best, provenance = load_checkpoint(checkpoint)
+    config = module.config
+    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, provenance=provenance,
+                     metrics={**best, **(metrics or {})})
     return save_model(out, module.network, info, half=half)

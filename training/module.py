@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
-
 import lightning as L
 import numpy as np
-import rasterio
 import torch
 import torch.nn.functional as F
 
 from core.checkpoint import Architecture, LoadReport, ModelInfo, Normalization, RoadModel
-from core.extract import ExtractParams, extract_roads
 from core.inference import normalize
+from core.metrics import pixel_metrics_from_counts
 from core.model import build_model
-from core.raster import ArraySource
 
 from .config import TrainConfig
 from .data import IGNORE
+from .evaluate import Inference, confusion, predict_tile
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -27,6 +24,63 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     truth = (target == 1).float()
     intersection = (road * truth).sum()
     return 1 - (2 * intersection + 1) / (road.sum() + truth.sum() + 1)
+
+
+def soft_skeleton(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Differentiable morphological skeleton of [B, 1, H, W] maps in 0..1 (Shit et al. 2021, clDice)."""
+
+    def erode(t):
+        return torch.minimum(-F.max_pool2d(-t, (3, 1), 1, (1, 0)), -F.max_pool2d(-t, (1, 3), 1, (0, 1)))
+
+    def open_(t):
+        return F.max_pool2d(erode(t), 3, 1, 1)
+
+    skeleton = F.relu(x - open_(x))
+    for _ in range(iterations):
+        x = erode(x)
+        delta = F.relu(x - open_(x))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def soft_cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """1 - clDice: how much of each skeleton lies inside the other mask. It rewards unbroken, unbloated roads,
+    which pixel losses do not see; `iterations` must reach half the widest road in pixels."""
+    valid = (target != IGNORE).float().unsqueeze(1)
+    road = torch.softmax(logits.float(), dim=1)[:, 1:2] * valid
+    truth = (target == 1).float().unsqueeze(1)
+    road_skeleton, truth_skeleton = soft_skeleton(road, iterations), soft_skeleton(truth, iterations)
+    precision = ((road_skeleton * truth).sum() + 1) / (road_skeleton.sum() + 1)
+    sensitivity = ((truth_skeleton * road).sum() + 1) / (truth_skeleton.sum() + 1)
+    return 1 - 2 * precision * sensitivity / (precision + sensitivity)
+
+
+LOSSES = ("ce", "ce_dice", "ce_dice_cldice")
+
+
+def road_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, class_weights: torch.Tensor) -> torch.Tensor:
+    if kind not in LOSSES:
+        raise ValueError(f"loss {kind!r} is not known; use one of {', '.join(LOSSES)}")
+    loss = F.cross_entropy(logits.float(), target, weight=class_weights, ignore_index=IGNORE)
+    if kind in ("ce_dice", "ce_dice_cldice"):
+        loss = loss + dice_loss(logits, target)
+    if kind == "ce_dice_cldice":
+        loss = loss + soft_cldice_loss(logits, target)
+    return loss
+
+
+def learning_rates(config: TrainConfig, step: int, steps_per_epoch: int) -> tuple[int, float, float]:
+    """(stage, backbone rate, head rate) at a global step: poly (power 0.9) per iteration within each stage, from
+    the global step alone, so a resumed run continues on exactly the same curve."""
+    c = config
+    steps_per_epoch = max(1, steps_per_epoch)
+    stage1_steps = c.stage1_epochs * steps_per_epoch
+    if step < stage1_steps:
+        stage, base, done, total = 1, c.lr_stage1, step, stage1_steps
+    else:
+        stage, base, done, total = 2, c.lr_stage2, step - stage1_steps, c.stage2_epochs * steps_per_epoch
+    factor = max(0.0, 1 - done / max(total, 1)) ** 0.9
+    return stage, base * c.backbone_lr_factor * factor, base * factor
 
 
 class RoadSegmentation(L.LightningModule):
@@ -65,20 +119,9 @@ class RoadSegmentation(L.LightningModule):
         self._set_learning_rates()
 
     def _set_learning_rates(self) -> None:
-        """Poly (power 0.9) per iteration within each stage, computed from the global step so a resumed run
-        continues on exactly the same curve."""
-        steps_per_epoch = max(1, self.trainer.num_training_batches)
-        c = self.config
-        if self.stage == 1:
-            base, done, total = c.lr_stage1, self.global_step, c.stage1_epochs * steps_per_epoch
-        else:
-            base = c.lr_stage2
-            done = self.global_step - c.stage1_epochs * steps_per_epoch
-            total = c.stage2_epochs * steps_per_epoch
-        factor = max(0.0, 1 - done / max(total, 1)) ** 0.9
+        _, backbone_rate, head_rate = learning_rates(self.config, self.global_step, self.trainer.num_training_batches)
         backbone_group, head_group = self.optimizers().optimizer.param_groups
-        backbone_group["lr"] = base * c.backbone_lr_factor * factor
-        head_group["lr"] = base * factor
+        backbone_group["lr"], head_group["lr"] = backbone_rate, head_rate
 
     def configure_optimizers(self):
         c = self.config
@@ -95,9 +138,7 @@ class RoadSegmentation(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, target = batch
         logits = self.network(normalize(images, self.normalization))
-        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=IGNORE)
-        if self.config.loss == "ce_dice":
-            loss = loss + dice_loss(logits, target)
+        loss = road_loss(logits, target, self.config.loss, self.class_weights)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/stage", float(self.stage))
         self.log("lr/head", self.optimizers().optimizer.param_groups[1]["lr"])
@@ -116,26 +157,20 @@ class RoadSegmentation(L.LightningModule):
     def validation_step(self, batch, batch_idx) -> None:
         """A whole tile through core's tiled, blended, multi-scale inference: the figure a user would get."""
         image, target = (t[0].cpu().numpy() for t in batch)
-        params = ExtractParams(tile=self.config.val_tile, overlap=self.config.val_overlap,
-                               scales=tuple(self.config.val_scales), device=str(self.device), overwrite=True)
-        with tempfile.TemporaryDirectory() as folder:
-            source = ArraySource(image, gsd_m=self.config.gsd_m, valid=target != IGNORE)
-            result = extract_roads(source, self.road_model(), folder, params)
-            with rasterio.open(result.mask) as ds:
-                predicted = ds.read(1)
-        keep = target != IGNORE
-        p, t = predicted[keep] == 1, target[keep] == 1
-        self._confusion += np.array([(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t).sum()])
+        c = self.config
+        inference = Inference(scales=tuple(c.val_scales), tile=c.val_tile, overlap=c.val_overlap,
+                              device=str(self.device))
+        _, predicted = predict_tile(self.road_model(), image, target != IGNORE, c.gsd_m, inference)
+        self._confusion += confusion(predicted, target)
 
     def on_validation_epoch_end(self) -> None:
-        tp, fp, fn, tn = (int(v) for v in self._confusion)
-        total = tp + fp + fn + tn
-        if not total:
+        # Pool the confusion matrices of all processes (DDP splits the tiles), then compute: the mean of
+        # per-process IoUs would not be the IoU of the whole validation set.
+        counts = self.trainer.strategy.reduce(torch.tensor(self._confusion, device=self.device), reduce_op="sum")
+        tp, fp, fn, tn = (int(v) for v in counts.tolist())
+        if not tp + fp + fn + tn:
             return
-        road_iou = tp / max(tp + fp + fn, 1)
-        background_iou = tn / max(tn + fp + fn, 1)
-        self.log("val/road_iou", road_iou, prog_bar=True, sync_dist=True)
-        self.log("val/background_iou", background_iou, sync_dist=True)
-        self.log("val/miou", (road_iou + background_iou) / 2, sync_dist=True)
-        self.log("val/miou_all_background", (tn + fp) / total / 2, sync_dist=True)
-        self.log("val/f1", 2 * tp / max(2 * tp + fp + fn, 1), sync_dist=True)
+        scores = pixel_metrics_from_counts(tp, fp, fn, tn)
+        self.log("val/road_iou", scores["road_iou"], prog_bar=True)
+        for name in ("background_iou", "miou", "miou_all_background", "f1", "precision", "recall"):
+            self.log(f"val/{name}", scores[name])

@@ -1,0 +1,194 @@
+"""doctor, evaluate, ablate, soft-clDice, initialisation from ImageNet and seed files, and DDP with 2 gloo processes,
+all on generated tiles with real training steps."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.metrics import pixel_metrics
+from core.model import ModelConfig, build_model
+from training.__main__ import main
+from training.ablate import parse_grid
+from training.config import TrainConfig
+from training.data import find_pairs, inspect_labels, read_pair, split_by_tile
+from training.doctor import overfit_findings
+from training.evaluate import Inference, predict_tile
+from training.fit import fit, road_model
+from training.module import soft_cldice_loss, soft_skeleton
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--val-tiles", "1", "--crop", "64", "--batch-size", "2", "--crops-per-epoch", "4", "--val-tile", "160",
+        "--val-overlap", "0", "--log-every-n-steps", "1"]
+
+
+def _tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(data=str(data), out=str(out), val_tiles=1, crop=64, batch_size=2, crops_per_epoch=4,
+                  stage1_epochs=1, stage2_epochs=1, val_tile=160, val_overlap=0, log_every_n_steps=1)
+    return TrainConfig.from_dict({**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained_run(road_tiles, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    return fit(_tiny_config(road_tiles, out, stage2_epochs=2))
+
+
+def test_doctor_explains_0_255_masks_and_the_flat_seed_gate_and_overfits_one_batch(road_tiles, capsys, tmp_path):
+    report = tmp_path / "doctor.json"
+    code = main(["doctor", "--data", str(road_tiles), *TINY, "--overfit-steps", "60", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[WARN] labels" in out and "every road pixel is ignored" in out
+    findings = {f["check"]: f for f in json.loads(report.read_text())}
+    targets = [read_pair(p, inspect_labels(find_pairs(road_tiles)))[1] for p in find_pairs(road_tiles)]
+    val = split_by_tile(find_pairs(road_tiles), 1)[1][0]
+    val_target = read_pair(val, inspect_labels([val]))[1]
+    assert findings["balance"]["figures"]["miou_all_background"] == pytest.approx(
+        (1 - np.mean(val_target[val_target != 255] == 1)) / 2)
+    assert 0 < findings["balance"]["figures"]["road_fraction"] < max(np.mean(t == 1) for t in targets)
+    assert findings["stages"]["figures"]["stage1_trainable"] < findings["stages"]["figures"]["stage2_trainable"]
+    assert all(v > 0 for v in findings["gradients"]["figures"]["grad_norms"].values())
+    gates = findings["attention"]["figures"]
+    assert findings["attention"]["level"] == "warn"  # the seed's spatial gate: ~0.5 everywhere
+    assert all(abs(g["spatial_mean"] - 0.5) < 0.05 for g in gates.values())
+    assert findings["overfit"]["level"] == "ok"
+    assert findings["overfit"]["figures"]["loss_last"] < 0.1
+
+
+def test_overfit_check_fails_when_nothing_can_learn(road_tiles):
+    config = _tiny_config(road_tiles, "unused")
+    images = torch.rand(2, 3, 64, 64) * 255
+    target = (torch.rand(2, 64, 64) > 0.9).long()
+    finding = overfit_findings(config, images, target, steps=5, lr=0.0)[0]
+    assert finding.level == "fail" and "did NOT approach zero" in finding.text
+
+
+def test_soft_skeleton_is_thin_and_cldice_rewards_connected_roads():
+    bar = torch.zeros(1, 1, 32, 32)
+    bar[..., 12:21, 4:28] = 1  # a road 9 px wide
+    skeleton = soft_skeleton(bar, iterations=10)
+    assert skeleton[0, 0, 16, 8:24].min() > 0.9 and skeleton[0, 0, :, 8:24].sum(0).max() < 2.5
+    target = bar[:, 0].long()
+
+    def logits(mask):
+        return torch.stack([-8 * (mask * 2 - 1), 8 * (mask * 2 - 1)], dim=1)
+
+    broken = bar[:, 0].clone()
+    broken[..., 14:18] = 0  # a 4 px gap across the road
+    whole_loss = soft_cldice_loss(logits(bar[:, 0]), target)
+    broken_loss = soft_cldice_loss(logits(broken), target)
+    assert whole_loss < 0.02 and broken_loss > whole_loss + 0.05
+
+
+def test_evaluate_pools_tiles_and_matches_the_engine_on_each(road_tiles, trained_run, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    code = main(["evaluate", str(trained_run), "--data", str(road_tiles), *TINY, "--json", str(report)])
+    assert code == 0
+    results = json.loads(report.read_text())
+    assert set(results) == {"scales 1.0", "scales 0.75/1/1.25"}
+    pair = split_by_tile(find_pairs(road_tiles), 1)[1][0]
+    image, target = read_pair(pair, inspect_labels([pair]))
+    _, mask = predict_tile(road_model(trained_run), image, target != 255, 1.0, Inference(tile=160, overlap=0))
+    direct = pixel_metrics(mask, target == 1, target == 255)
+    single = results["scales 1.0"]
+    for key in ("road_iou", "f1", "miou", "miou_all_background"):
+        assert single[key] == pytest.approx(direct[key], nan_ok=True), key
+    assert 0 <= single["apls"] <= 1 and 0 <= single["relaxed_f1"] <= 1
+    assert "| scales 0.75/1/1.25 |" in capsys.readouterr().out
+
+
+def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, capsys):
+    out = tmp_path / "ablation"
+    args = ["ablate", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "0",
+            "--stage2-epochs", "1", "--grid", "attention=seed,none"]
+    assert main(args) == 0
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["variant"], r["inference"]) for r in rows] == [
+        ("attention=seed", "scales 1.0"), ("attention=seed", "scales 0.75/1/1.25"),
+        ("attention=none", "scales 1.0"), ("attention=none", "scales 0.75/1/1.25")]
+    seed_params, none_params = float(rows[0]["parameters_m"]), float(rows[2]["parameters_m"])
+    expected = sum(p.numel() for p in build_model(ModelConfig(backbone="resnet18")).parameters()) / 1e6
+    assert seed_params == pytest.approx(expected, rel=1e-6) and none_params < seed_params
+    assert all(float(r["gflops_512"]) > 1 and float(r["mp_per_s"]) > 0 for r in rows)
+    assert (out / "results.md").read_text().count("| attention=") == 4
+    capsys.readouterr()
+    assert main(args) == 0  # a second run reuses the finished variants instead of training them again
+    assert capsys.readouterr().err.count("reused the finished results") == 2
+
+
+def test_grid_axes_are_typed_and_unknown_ones_are_refused():
+    assert parse_grid(["output_stride=16,8", "attention_residual=true,false"]) == {
+        "output_stride": [16, 8], "attention_residual": [True, False]}
+    with pytest.raises(ValueError, match="OPTION=VALUE"):
+        parse_grid(["colour=red"])
+
+
+def _imagenet_file(path: Path) -> dict:
+    """A file laid out like torchvision's resnet18-f37072fd.pth: backbone names, plus the classifier."""
+    torch.manual_seed(1)
+    state = build_model(ModelConfig(backbone="resnet18")).backbone.state_dict()
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
+    torch.save(state, path)
+    return state
+
+
+def _seed_file(path: Path) -> dict:
+    """The seed's format: {'state_dict': ...} saved from nn.DataParallel ('module.' prefixes)."""
+    torch.manual_seed(2)
+    network = build_model(ModelConfig(backbone="resnet18"))
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in network.state_dict().items()}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 50}, path)
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+
+
+@pytest.mark.parametrize("make_file", [_imagenet_file, _seed_file], ids=["imagenet", "seed"])
+def test_init_loads_weights_reports_them_and_stage_one_keeps_the_backbone(road_tiles, tmp_path, make_file):
+    init = tmp_path / "init.pth"
+    backbone = make_file(init)
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "training", "fit", "--data", str(road_tiles), "--out", str(out),
+                             *TINY, "--stage1-epochs", "1", "--stage2-epochs", "0", "--init", str(init)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"init        {init}" in result.stderr and "backbone" in result.stderr
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key, value in backbone.items():
+        if key.startswith("fc."):
+            continue
+        assert torch.equal(state[f"network.backbone.{key}"], value), key
+
+
+def test_ddp_with_two_gloo_processes_pools_validation_over_ranks(road_tiles, tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--data", str(road_tiles), "--out", str(out), "--val-tiles", "2",
+         "--crop", "64", "--batch-size", "2", "--crops-per-epoch", "8", "--val-tile", "160", "--val-overlap", "0",
+         "--stage1-epochs", "1", "--stage2-epochs", "1", "--accelerator", "cpu", "--devices", "2",
+         "--strategy", "ddp", "--log-every-n-steps", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size=2" in result.stderr.replace(" ", "") or "MEMBER: 2/2" in result.stderr
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 4  # 8 crops / (2 per batch x 2 processes) = 2 steps per epoch, 2 epochs
+    with open(out / "logs" / "metrics.csv") as handle:
+        logged = [float(r["val/road_iou"]) for r in csv.DictReader(handle) if r.get("val/road_iou")]
+    # The pooled figure both ranks logged equals one process evaluating both tiles with the same weights.
+    pairs = split_by_tile(find_pairs(road_tiles), 2)[1]
+    labels = inspect_labels(pairs)
+    model = road_model(out / "checkpoints" / "last.ckpt")
+    counts = np.zeros(3)
+    for pair in pairs:
+        image, target = read_pair(pair, labels)
+        _, mask = predict_tile(model, image, target != 255, 1.0, Inference(tile=160, overlap=0))
+        keep = target != 255
+        p, t = mask[keep], target[keep] == 1
+        counts += [np.sum(p & t), np.sum(p & ~t), np.sum(~p & t)]
+    assert logged[-1] == pytest.approx(counts[0] / counts.sum(), abs=1e-6)

@@ -1,0 +1,151 @@
+"""`python -m training ablate`: "what does a structure change do?", measured.
+
+Every variant of a grid trains with the same data, split, seed and budget (the base configuration), then is
+evaluated on the held-out tiles through the engine, with and without multi-scale inference. The table holds road
+IoU, F1, relaxed F1 (rho = 3 px), APLS, parameters, GFLOPs and inference megapixels/s. A variant's results are
+kept in its run folder: finished variants are reused, an interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from core.errors import InputError
+from core.model import ModelConfig, build_model
+
+from .config import MODEL_FIELDS, TrainConfig
+from .data import find_pairs, inspect_labels, read_pair, split_by_tile
+from .evaluate import MULTI_SCALE, Inference, evaluate_tiles
+from .fit import fit, road_model
+
+COLUMNS = ("variant", "inference", "road_iou", "f1", "relaxed_f1", "apls", "miou", "miou_all_background",
+           "parameters_m", "gflops_512", "mp_per_s", "train_minutes")
+
+
+def _value(name: str, text: str):
+    """A grid value typed like the option it sets."""
+    kinds = {f.name: f.type for f in fields(TrainConfig)} | {f.name: f.type for f in fields(ModelConfig)}
+    kind = str(kinds[name])
+    if kind == "bool":
+        return text.lower() in ("1", "true", "yes")
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    return text
+
+
+def parse_grid(specs: list[str]) -> dict[str, list]:
+    """["attention=seed,psa,none", "layer4=plain,multigrid"] -> {"attention": [...], "layer4": [...]}."""
+    known = set(MODEL_FIELDS) | {f.name for f in fields(TrainConfig)} - {"model", "data", "out"}
+    grid: dict[str, list] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not values or name not in known:
+            raise InputError(f"grid axis {spec!r} is not OPTION=VALUE,VALUE with a training or model option "
+                             f"(e.g. attention=seed,psa,none or output_stride=16,8)")
+        grid[name] = [_value(name, v.strip()) for v in values.split(",")]
+    if not grid:
+        raise InputError("give at least one grid axis, e.g. --grid attention=seed,psa,none")
+    return grid
+
+
+def variants(base: TrainConfig, grid: dict[str, list], out: Path) -> list[tuple[str, TrainConfig]]:
+    result = []
+    for values in itertools.product(*grid.values()):
+        changes = dict(zip(grid, values, strict=True))
+        name = ",".join(f"{k}={v}" for k, v in changes.items())
+        data = base.to_dict()
+        model = dict(data["model"])
+        for key, value in changes.items():
+            if key in MODEL_FIELDS:
+                model[key] = value
+            else:
+                data[key] = value
+        data["model"] = model
+        data["out"] = str(out / name.replace("=", "-").replace(",", "_"))
+        result.append((name, TrainConfig.from_dict(data)))
+    return result
+
+
+def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
+    """Parameters, GFLOPs of one forward pass at size x size, and single-scale inference megapixels/s here."""
+    network = build_model(config).eval().to(memory_format=torch.channels_last)
+    image = torch.randn(1, config.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            network(image)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            network(image)
+        seconds = (time.perf_counter() - started) / repeats
+    return {"parameters_m": sum(p.numel() for p in network.parameters()) / 1e6,
+            "gflops_512": counter.get_total_flops() / 1e9 * (512 / size) ** 2,
+            "mp_per_s": size * size / 1e6 / seconds}
+
+
+def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    base.save(out / "base_config.yaml")
+    pairs = find_pairs(base.data)
+    labels = inspect_labels(pairs)
+    held_out = int(base.val_tiles) if base.val_tiles >= 1 else base.val_tiles
+    _, val_pairs = split_by_tile(pairs, held_out, base.seed)
+    tiles = [(p.name, *read_pair(p, labels)) for p in val_pairs]
+    inferences = [Inference(scales=(1.0,), tile=base.val_tile, overlap=base.val_overlap),
+                  Inference(scales=MULTI_SCALE, tile=base.val_tile, overlap=base.val_overlap)]
+    rows: list[dict] = []
+    for name, config in variants(base, grid, out):
+        run = Path(config.out)
+        finished = run / "ablation_rows.json"
+        if finished.exists():
+            rows.extend(json.loads(finished.read_text()))
+            log(f"variant {name}: reused the finished results in {run}")
+            continue
+        log(f"variant {name}: training in {run}")
+        started = time.perf_counter()
+        best = fit(config)
+        seconds = time.perf_counter() - started
+        results = evaluate_tiles(road_model(best), tiles, base.gsd_m, inferences, log=log)
+        figures = cost(config.model_config())
+        new = [{"variant": name, "inference": label, **{k: summary[k] for k in COLUMNS if k in summary},
+                **figures, "train_minutes": seconds / 60} for label, summary in results.items()]
+        _write_atomic(finished, json.dumps(new, indent=2))
+        rows.extend(new)
+        write_table(rows, out)
+        log(f"variant {name}: done")
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    """results.csv and results.md, each written to a temporary file and renamed."""
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    csv_tmp = out / ".results.csv.tmp"
+    with open(csv_tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+    os.replace(csv_tmp, out / "results.csv")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(k, "")) for k in COLUMNS) + " |" for row in rows]
+    _write_atomic(out / "results.md", "\n".join(lines) + "\n")

@@ -1,0 +1,121 @@
+"""`python -m training evaluate`: a model on whole tiles, through the engine a user runs, with and without
+multi-scale inference: road IoU, F1, relaxed F1 (Mnih's rho = 3 px), APLS, and the all-background mIoU beside the
+mIoU so the two-class figure cannot flatter.
+
+Pixel figures pool every pixel of every tile (one confusion matrix); relaxed counts pool the same way; APLS is the
+mean over tiles, as SpaceNet scores it. Reference graphs come from vectorizing the reference masks with the same
+parameters as the predictions, so both sides go through one skeletonization.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+
+from core.checkpoint import RoadModel
+from core.extract import ExtractParams, extract_roads
+from core.metrics import AplsParams, apls, pixel_metrics, pixel_metrics_from_counts, relaxed_counts, relaxed_from_counts
+from core.raster import ArraySource
+from core.vectorize import PixelGrid, VectorizeParams, vectorize_array
+
+from .data import IGNORE
+
+MULTI_SCALE = (0.75, 1.0, 1.25)
+TABLE_COLUMNS = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
+
+
+@dataclass
+class Inference:
+    """How the engine runs on each tile: the same settings a user gives `road-extractor extract`."""
+
+    scales: tuple[float, ...] = (1.0,)
+    augment: str = "none"
+    tile: int = 512
+    overlap: int = 64
+    device: str = "auto"
+
+    @property
+    def label(self) -> str:
+        scales = "1.0" if self.scales == (1.0,) else "/".join(f"{s:g}" for s in self.scales)
+        return f"scales {scales}" + ("" if self.augment == "none" else f" + {self.augment}")
+
+
+@dataclass
+class Scores:
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))  # tp, fp, fn, tn
+    relaxed: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    apls: list[float] = field(default_factory=list)
+    tiles: list[dict] = field(default_factory=list)
+
+    def summary(self, rho: float) -> dict:
+        pixels = pixel_metrics_from_counts(*(int(v) for v in self.confusion))
+        apls_mean = float(np.mean(self.apls)) if self.apls else float("nan")
+        return {**pixels, **relaxed_from_counts(self.relaxed, rho), "apls": apls_mean, "tiles": len(self.tiles)}
+
+
+def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """tp, fp, fn, tn of a boolean road prediction against a target with IGNORE pixels left out."""
+    keep = target != IGNORE
+    p, t = predicted[keep].astype(bool), target[keep] == 1
+    return np.array([np.count_nonzero(p & t), np.count_nonzero(p & ~t), np.count_nonzero(~p & t),
+                     np.count_nonzero(~p & ~t)], np.int64)
+
+
+def predict_tile(model: RoadModel, image: np.ndarray, valid: np.ndarray, gsd_m: float,
+                 inference: Inference) -> tuple[np.ndarray, np.ndarray]:
+    """Probability (0..1) and road mask of one in-memory tile, through `extract_roads` exactly as a user runs it."""
+    params = ExtractParams(tile=inference.tile, overlap=inference.overlap, scales=inference.scales,
+                           augment=inference.augment, device=inference.device, overwrite=True)
+    with tempfile.TemporaryDirectory() as folder:
+        result = extract_roads(ArraySource(image, gsd_m=gsd_m, valid=valid), model, folder, params)
+        with rasterio.open(result.probability) as ds:
+            probability = ds.read(1).astype(np.float32) / 255
+        with rasterio.open(result.mask) as ds:
+            mask = ds.read(1) == 1
+    return probability, mask
+
+
+def evaluate_tiles(model: RoadModel, tiles: Iterable[tuple[str, np.ndarray, np.ndarray]], gsd_m: float,
+                   inferences: Iterable[Inference], rho: float = 3.0, graphs: bool = True,
+                   vectorize: VectorizeParams | None = None, log=lambda message: None) -> dict[str, dict]:
+    """{inference label: summary} for (name, uint8 image [H, W, 3], target [H, W] with 0/1/IGNORE) tiles."""
+    inferences = list(inferences)
+    scores = {inference.label: Scores() for inference in inferences}
+    vectorize = vectorize or VectorizeParams()
+    for name, image, target in tiles:
+        valid = target != IGNORE
+        grid = PixelGrid((0.0, gsd_m, 0.0, 0.0, 0.0, -gsd_m), (gsd_m, gsd_m))
+        reference_lines = vectorize_array((target == 1).astype(np.float32), grid, vectorize).roads if graphs \
+            else None
+        for inference in inferences:
+            probability, mask = predict_tile(model, image, valid, gsd_m, inference)
+            s = scores[inference.label]
+            counts = confusion(mask, target)
+            s.confusion += counts
+            s.relaxed += relaxed_counts(mask, target == 1, rho, ~valid)
+            row = {"tile": name, **pixel_metrics(mask, target == 1, ~valid)}
+            if graphs:
+                probability[~valid] = 0
+                proposal = vectorize_array(probability, grid, vectorize).roads
+                row["apls"] = apls(reference_lines, proposal, AplsParams())["apls"] if reference_lines \
+                    else float("nan")
+                if not math.isnan(row["apls"]):
+                    s.apls.append(row["apls"])
+            s.tiles.append(row)
+            log(f"{name:<24} {inference.label:<22} road IoU {row['road_iou']:.4f}"
+                + (f"  APLS {row['apls']:.4f}" if graphs else ""))
+    return {label: s.summary(rho) for label, s in scores.items()}
+
+
+def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    """A Markdown table, one row per inference setting."""
+    lines = ["| inference | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, summary in results.items():
+        cells = [f"{summary[c]:.4f}" if isinstance(summary.get(c), float) else str(summary.get(c, "")) for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
