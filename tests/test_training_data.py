@@ -104,3 +104,55 @@ def test_crops_are_reproducible_and_keep_ignore(tmp_path):
     assert not torch.equal(crops[5][0], x)
     assert any((crops[i][1] == IGNORE).any() for i in range(20))
     assert any((crops[i][1] == 1).any() for i in range(20))
+
+
+def test_georeferenced_rasters_with_road_lines_are_resampled_and_rasterised_in_metres(tmp_path):
+    """A 0.5 m UTM raster with one east-west road given in WGS84: at 1 m the road is 7 px wide on the right row,
+    and the raster's NoData border becomes ignore."""
+    import json
+
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform
+
+    data = np.full((3, 400, 400), 120, np.uint8)
+    data[:, :, :40] = 0  # NoData strip on the west
+    x0, y0 = 500000.0, 4650000.0
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=400, height=400, count=3, dtype="uint8",
+                       crs="EPSG:32619", transform=from_origin(x0, y0, 0.5, 0.5), nodata=0) as ds:
+        ds.write(data)
+    road_y = y0 - 100.5  # 100.5 m south of the top edge: the centre of 1 m row 100
+    lons, lats = transform("EPSG:32619", "EPSG:4326", [x0 - 10, x0 + 210], [road_y, road_y])
+    line = list(zip(lons, lats, strict=True))
+    (tmp_path / "scene_roads.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": line}}]}))
+    pairs = find_pairs(tmp_path, gsd_m=1.0, road_width_m=7.0)
+    assert [p.name for p in pairs] == ["scene"] and pairs[0].has_vector_roads
+    image, target = read_pair(pairs[0], inspect_labels(pairs))
+    assert image.shape == (200, 200, 3) and target.shape == (200, 200)
+    assert (target[:, :20] == IGNORE).all() and (target[:, 21:] != IGNORE).all()
+    road_rows = np.flatnonzero((target[:, 100] == 1))
+    assert road_rows.tolist() == list(range(97, 104))  # 7 px centred on row 100
+
+
+def test_a_raster_without_its_road_file_is_named(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    for name in ("a", "b"):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8",
+                           crs="EPSG:32619", transform=from_origin(0, 8, 1, 1)) as ds:
+            ds.write(np.zeros((3, 8, 8), np.uint8))
+    (tmp_path / "a_roads.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(DataError, match="b.tif"):
+        find_pairs(tmp_path)
+
+
+def test_spacenet_tile_with_its_centrelines_trains_at_one_metre(shared_data):
+    pairs = find_pairs(shared_data / "spacenet", gsd_m=1.0, road_width_m=7.0)
+    assert [p.name for p in pairs] == ["vegas_img0"]
+    image, target = read_pair(pairs[0], inspect_labels(pairs))
+    assert image.dtype == np.uint8 and image.shape[2] == 3
+    assert 350 < image.shape[0] < 450  # 1300 px at 0.3 m -> about 390 px at 1 m
+    road = np.mean(target[target != IGNORE] == 1)
+    assert 0.03 < road < 0.4

@@ -61,21 +61,17 @@ def cmd_fit(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import find_pairs, inspect_labels, read_pair, split_by_tile
-    from .evaluate import MULTI_SCALE, Inference, evaluate_tiles, format_results
+    from .data import read_pair
+    from .evaluate import evaluate_tiles, format_results, with_and_without_multiscale
     from .fit import road_model
 
     config = resolve(args)
-    pairs = find_pairs(config.data)
-    labels = inspect_labels(pairs)
-    if args.tiles == "val":
-        held_out = int(config.val_tiles) if config.val_tiles >= 1 else config.val_tiles
-        pairs = split_by_tile(pairs, held_out, config.seed)[1]
+    split = config.split()
+    pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
     model = road_model(Path(args.model))
-    tiles = ((p.name, *read_pair(p, labels)) for p in pairs)
-    inferences = [Inference(scales=(1.0,), tile=config.val_tile, overlap=config.val_overlap),
-                  Inference(scales=MULTI_SCALE, tile=config.val_tile, overlap=config.val_overlap)]
-    results = evaluate_tiles(model, tiles, model.info.gsd_m or config.gsd_m, inferences, rho=args.rho,
+    tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)
+    inferences = with_and_without_multiscale(config.val_tile, config.val_overlap)
+    results = evaluate_tiles(model, tiles, config.gsd_m, inferences, rho=args.rho,
                              graphs=not args.no_graphs, log=lambda m: print(m, file=sys.stderr))
     print(f"{args.model} on {len(pairs)} {args.tiles} tile(s) of {config.data}:")
     print(format_results(results))

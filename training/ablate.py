@@ -24,8 +24,7 @@ from core.errors import InputError
 from core.model import ModelConfig, build_model
 
 from .config import MODEL_FIELDS, TrainConfig
-from .data import find_pairs, inspect_labels, read_pair, split_by_tile
-from .evaluate import MULTI_SCALE, Inference, evaluate_tiles
+from .evaluate import evaluate_tiles, with_and_without_multiscale
 from .fit import fit, road_model
 
 COLUMNS = ("variant", "inference", "road_iou", "f1", "relaxed_f1", "apls", "miou", "miou_all_background",
@@ -99,13 +98,8 @@ def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
 def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     base.save(out / "base_config.yaml")
-    pairs = find_pairs(base.data)
-    labels = inspect_labels(pairs)
-    held_out = int(base.val_tiles) if base.val_tiles >= 1 else base.val_tiles
-    _, val_pairs = split_by_tile(pairs, held_out, base.seed)
-    tiles = [(p.name, *read_pair(p, labels)) for p in val_pairs]
-    inferences = [Inference(scales=(1.0,), tile=base.val_tile, overlap=base.val_overlap),
-                  Inference(scales=MULTI_SCALE, tile=base.val_tile, overlap=base.val_overlap)]
+    tiles = base.split().read_val()
+    inferences = with_and_without_multiscale(base.val_tile, base.val_overlap)
     rows: list[dict] = []
     for name, config in variants(base, grid, out):
         run = Path(config.out)

@@ -34,7 +34,8 @@ class TrainConfig:
     class_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     grad_clip: float = 1.0
     init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads
-    gsd_m: float = 1.0  # ground sample distance of the training data
+    gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
+    road_width_m: float = 7.0  # width road centrelines are rasterised at (vector labels only)
     seed: int = 0
     precision: str = "auto"  # auto: bf16-mixed on GPUs that have it, else 32
     val_scales: list[float] = field(default_factory=lambda: [1.0])
@@ -54,6 +55,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def split(self):
+        from .data import split_dataset
+
+        return split_dataset(self.data, self.val_tiles, self.seed, self.gsd_m, self.road_width_m)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -29,20 +29,37 @@ class DataError(ValueError):
     """A dataset that cannot be trained on as given; the message names the problem and the fix."""
 
 
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
+
+
 @dataclass(frozen=True)
 class Pair:
+    """An image and its labels: a mask raster, or road centrelines (a vector file) that `read_pair` rasterises
+    `road_width_m` wide after resampling the georeferenced image to `gsd_m`."""
+
     image: Path
     mask: Path
+    gsd_m: float = 1.0
+    road_width_m: float = 7.0
 
     @property
     def name(self) -> str:
         return self.image.stem.removesuffix("_sat")
 
+    @property
+    def has_vector_roads(self) -> bool:
+        return self.mask.suffix.lower() in VECTOR_SUFFIXES
 
-def find_pairs(root: str | Path) -> list[Pair]:
-    """Image/mask pairs under `root`: `images/` + `masks/`, `sat/` + `map/` (matched by file stem), or DeepGlobe's
-    `NAME_sat.jpg` + `NAME_mask.png` side by side."""
+
+def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = 7.0) -> list[Pair]:
+    """Image/mask pairs under `root`: `images/` + `masks/`, `sat/` + `map/` (matched by file stem), DeepGlobe's
+    `NAME_sat.jpg` + `NAME_mask.png` side by side, or georeferenced rasters with road centrelines: `images/` +
+    `roads/` (same stem), or `NAME.tif` + `NAME_roads.gpkg|geojson|...` side by side (SpaceNet's layout)."""
     root = Path(root)
+    georeferenced = _vector_pairs(root, gsd_m, road_width_m)
+    if georeferenced:
+        return georeferenced
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; give the dataset folder (with images/ and masks/)")
     for image_dir, mask_dir in FOLDER_LAYOUTS:
@@ -78,6 +95,8 @@ class LabelMap:
 
 def inspect_labels(pairs: list[Pair], sample: int = 8) -> LabelMap:
     """Looks at the masks' values: 0/255 (Massachusetts) and 0/1 are both binary road masks."""
+    if pairs and all(p.has_vector_roads for p in pairs):
+        return LabelMap((1,), (0, 1))  # rasterised here: 1 on roads
     seen: set[int] = set()
     for pair in pairs[:sample]:
         seen |= set(np.unique(_read_mask(pair.mask)).tolist())
@@ -90,6 +109,26 @@ def inspect_labels(pairs: list[Pair], sample: int = 8) -> LabelMap:
                     f"convert multi-class masks to road/background first")
 
 
+def _vector_pairs(root: Path, gsd_m: float, road_width_m: float) -> list[Pair]:
+    if not root.is_dir():
+        return []
+    candidates = []
+    if (root / "images").is_dir() and (root / "roads").is_dir():
+        roads = {p.stem: p for p in (root / "roads").iterdir() if p.suffix.lower() in VECTOR_SUFFIXES}
+        candidates = [(p, roads.get(p.stem)) for p in sorted((root / "images").iterdir())
+                      if p.suffix.lower() in RASTER_SUFFIXES]
+    else:
+        for image in sorted(p for p in root.iterdir() if p.suffix.lower() in RASTER_SUFFIXES):
+            beside = [image.with_name(f"{image.stem}_roads{suffix}") for suffix in VECTOR_SUFFIXES]
+            candidates.append((image, next((v for v in beside if v.exists()), None)))
+    missing = [image.name for image, roads in candidates if roads is None]
+    pairs = [Pair(image, roads, gsd_m, road_width_m) for image, roads in candidates if roads is not None]
+    if pairs and missing:
+        raise DataError(f"{len(missing)} raster(s) in {root} have no road vector file (first: {missing[0]}); add "
+                        f"NAME_roads.gpkg (or .geojson) beside each, or move the raster out")
+    return pairs
+
+
 def _read_mask(path: Path) -> np.ndarray:
     mask = np.asarray(Image.open(path))
     return mask[..., 0] if mask.ndim == 3 else mask
@@ -97,6 +136,8 @@ def _read_mask(path: Path) -> np.ndarray:
 
 def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
     """uint8 image [H, W, 3] and target [H, W]: 0 background, 1 road, IGNORE where the image has no data."""
+    if pair.has_vector_roads:
+        return _read_georeferenced(pair)
     image = np.asarray(Image.open(pair.image).convert("RGB"))
     mask = _read_mask(pair.mask)
     if mask.shape != image.shape[:2]:
@@ -105,6 +146,40 @@ def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
     target = labels.apply(mask)
     target[(image == 255).all(axis=2)] = IGNORE  # white no-data: the mask's roads there cover nothing
     return image, target
+
+
+def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """The raster resampled to the training GSD through core's reader (so alpha, NoData and 16-bit scaling behave
+    as in inference), and its road lines buffered to `road_width_m` on that grid; no-data -> IGNORE."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    from core.metrics import read_lines
+    from core.raster import RasterioSource, Window
+
+    with RasterioSource(pair.image) as source:
+        info = source.info
+        if info.gsd_m is None or info.transform is None:
+            raise DataError(f"{pair.image.name} has no georeferencing, so its road vectors cannot be placed; "
+                            f"give a georeferenced raster (GeoTIFF with a CRS)")
+        height = max(1, round(info.height * info.gsd_m[1] / pair.gsd_m))
+        width = max(1, round(info.width * info.gsd_m[0] / pair.gsd_m))
+        values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
+    lines, _ = read_lines(pair.mask, info.crs_wkt)
+    to_pixels = ~(Affine.from_gdal(*info.transform) * Affine.scale(info.width / width, info.height / height))
+
+    def pixel_xy(xy: np.ndarray) -> np.ndarray:
+        cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
+        return np.column_stack([cols, rows])
+
+    radius = pair.road_width_m / 2 / pair.gsd_m
+    shapes = [shapely.transform(line, pixel_xy).buffer(radius) for line in lines]
+    target = rasterize(shapes, out_shape=(height, width), fill=0, default_value=1, dtype="uint8") if shapes \
+        else np.zeros((height, width), np.uint8)
+    target[~valid] = IGNORE
+    image = np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return np.ascontiguousarray(image), target
 
 
 def split_by_tile(pairs: list[Pair], validation: int | float, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
@@ -116,6 +191,25 @@ def split_by_tile(pairs: list[Pair], validation: int | float, seed: int = 0) -> 
     order = sorted(pairs, key=lambda p: p.name)
     random.Random(seed).shuffle(order)
     return sorted(order[count:], key=lambda p: p.name), sorted(order[:count], key=lambda p: p.name)
+
+
+@dataclass
+class Split:
+    train: list[Pair]
+    val: list[Pair]
+    labels: LabelMap
+
+    def read_val(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [(p.name, *read_pair(p, self.labels)) for p in self.val]
+
+
+def split_dataset(root: str | Path, val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
+                  road_width_m: float = 7.0) -> Split:
+    """The dataset under `root` with `val_tiles` whole tiles (a count, or a fraction below 1) held out."""
+    pairs = find_pairs(root, gsd_m, road_width_m)
+    held_out = int(val_tiles) if val_tiles >= 1 else val_tiles
+    train, val = split_by_tile(pairs, held_out, seed)
+    return Split(train, val, inspect_labels(pairs))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from core.inference import normalize
 from core.model import MODULES
 
 from .config import TrainConfig
-from .data import IGNORE, Augment, LabelMap, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+from .data import IGNORE, Augment, LabelMap, RoadCrops
 from .module import RoadSegmentation, learning_rates, road_loss
 
 
@@ -210,14 +210,11 @@ def doctor(config: TrainConfig, overfit_steps: int = 150, overfit_crop: int = 12
             findings.append(finding)
             log(finding)
 
-    pairs = find_pairs(config.data)
-    labels = inspect_labels(pairs)
-    add(label_findings(labels, config.model_config().num_classes))
-    held_out = int(config.val_tiles) if config.val_tiles >= 1 else config.val_tiles
-    train_pairs, val_pairs = split_by_tile(pairs, held_out, config.seed)
-    crops = RoadCrops(train_pairs, labels, Augment(crop=config.crop), max(config.batch_size, overfit_batch),
+    split = config.split()
+    add(label_findings(split.labels, config.model_config().num_classes))
+    crops = RoadCrops(split.train, split.labels, Augment(crop=config.crop), max(config.batch_size, overfit_batch),
                       config.seed)
-    add(balance_findings([t for _, t in crops.tiles], [read_pair(p, labels)[1] for p in val_pairs]))
+    add(balance_findings([t for _, t in crops.tiles], [t for _, _, t in split.read_val()]))
     module = RoadSegmentation(config.to_dict())
     add(stage_findings(module, max(1, config.crops_per_epoch // config.batch_size)))
     batch = [crops[i] for i in range(config.batch_size)]

@@ -45,6 +45,11 @@ class Inference:
         return f"scales {scales}" + ("" if self.augment == "none" else f" + {self.augment}")
 
 
+def with_and_without_multiscale(tile: int, overlap: int) -> list[Inference]:
+    return [Inference(scales=(1.0,), tile=tile, overlap=overlap), Inference(scales=MULTI_SCALE, tile=tile,
+                                                                            overlap=overlap)]
+
+
 @dataclass
 class Scores:
     confusion: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))  # tp, fp, fn, tn

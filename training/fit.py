@@ -13,7 +13,7 @@ from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_we
 from core.errors import InputError
 
 from .config import TrainConfig
-from .data import Augment, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+from .data import Augment, RoadCrops, read_pair
 from .doctor import balance_findings, format_finding, label_findings
 from .module import RoadSegmentation
 
@@ -38,12 +38,9 @@ class EpochSeed(L.Callback):
 
 
 def build(config: TrainConfig):
-    pairs = find_pairs(config.data)
-    labels = inspect_labels(pairs)
-    held_out = int(config.val_tiles) if config.val_tiles >= 1 else config.val_tiles
-    train_pairs, val_pairs = split_by_tile(pairs, held_out, config.seed)
-    augment = Augment(crop=config.crop)
-    train = RoadCrops(train_pairs, labels, augment, config.crops_per_epoch, config.seed)
+    split = config.split()
+    labels, train_pairs, val_pairs = split.labels, split.train, split.val
+    train = RoadCrops(train_pairs, labels, Augment(crop=config.crop), config.crops_per_epoch, config.seed)
     val = WholeTiles(val_pairs, labels)
     return (DataLoader(train, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
                        drop_last=True, persistent_workers=config.num_workers > 0),
