@@ -131,7 +131,7 @@ def test_georeferenced_rasters_with_road_lines_are_resampled_and_rasterised_in_m
     image, target = read_pair(pairs[0], inspect_labels(pairs))
     assert image.shape == (200, 200, 3) and target.shape == (200, 200)
     assert (target[:, :20] == IGNORE).all() and (target[:, 21:] != IGNORE).all()
-    road_rows = np.flatnonzero((target[:, 100] == 1))
+    road_rows = np.flatnonzero(target[:, 100] == 1)
     assert road_rows.tolist() == list(range(97, 104))  # 7 px centred on row 100
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 IGNORE = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -220,6 +221,51 @@ class Augment:
     flips: bool = True  # flips and 90-degree rotations: aerial images have no "up"
 
 
+class CropOrder(Sampler):
+    """The crops one process trains on in an epoch, as (epoch, index) keys of `RoadCrops`: every `world`-th index
+    from `rank`, starting after the crops already trained on when a run resumes mid-epoch, so a killed and resumed
+    run sees exactly the crops of an uninterrupted one (Lightning restarts a plain sampler from its first index).
+
+    `position` gives (epoch, global step) when an epoch's iteration starts; `fit` points it at the trainer, which
+    has restored both from the checkpoint by then. Distribution is done here rather than by Lightning's sampler
+    wrapper, which needs a sampler whose every epoch has the same length."""
+
+    def __init__(self, length: int, batch_size: int) -> None:
+        self.length, self.batch_size = length, batch_size
+        self.rank, self.world = 0, 1
+        self.position: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def distribute(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        per_process = self.length // self.world
+        return per_process - per_process % self.batch_size
+
+    def __iter__(self):
+        epoch, step = self.position()
+        done = max(0, step - epoch * (len(self) // self.batch_size))
+        start = done * self.batch_size * self.world
+        for index in range(start + self.rank, len(self) * self.world, self.world):
+            yield epoch, index
+
+
+class TileShard(Sampler):
+    """Validation tiles of one process (every `world`-th), none repeated: their confusion matrices are summed."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.rank, self.world = length, 0, 1
+
+    def distribute(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world))
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.world))
+
+
 class RoadCrops(Dataset):
     """Random crops of the training tiles, each reproducible from (seed, epoch, index).
 
@@ -238,8 +284,9 @@ class RoadCrops(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
         image, target = self.tiles[int(rng.integers(len(self.tiles)))]
         a = self.augment
         scale = math.exp(rng.uniform(math.log(a.scale_jitter[0]), math.log(a.scale_jitter[1])))

@@ -13,7 +13,7 @@ from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_we
 from core.errors import InputError
 
 from .config import TrainConfig
-from .data import Augment, RoadCrops, read_pair
+from .data import Augment, CropOrder, RoadCrops, TileShard, read_pair
 from .doctor import balance_findings, format_finding, label_findings
 from .module import RoadSegmentation
 
@@ -30,11 +30,18 @@ class WholeTiles(Dataset):
         return torch.from_numpy(image.copy()), torch.from_numpy(target.copy())
 
 
-class EpochSeed(L.Callback):
-    """Crops depend on (seed, epoch, index): the same run, resumed or not, sees the same crops."""
+class CropSchedule(L.Callback):
+    """Each process's share of the crops and validation tiles, and the crops' (epoch, step) from the trainer, so
+    the same run, resumed or not, sees the same crops."""
 
-    def on_train_epoch_start(self, trainer, module) -> None:
-        trainer.train_dataloader.dataset.set_epoch(trainer.current_epoch)
+    def __init__(self, crops: CropOrder, tiles: TileShard) -> None:
+        self.crops, self.tiles = crops, tiles
+
+    def setup(self, trainer, module, stage) -> None:
+        # Runs before Lightning sizes the epochs from the samplers' lengths.
+        self.crops.distribute(trainer.global_rank, trainer.world_size)
+        self.tiles.distribute(trainer.global_rank, trainer.world_size)
+        self.crops.position = lambda: (trainer.current_epoch, trainer.global_step)
 
 
 def build(config: TrainConfig):
@@ -42,9 +49,11 @@ def build(config: TrainConfig):
     labels, train_pairs, val_pairs = split.labels, split.train, split.val
     train = RoadCrops(train_pairs, labels, Augment(crop=config.crop), config.crops_per_epoch, config.seed)
     val = WholeTiles(val_pairs, labels)
-    return (DataLoader(train, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-                       drop_last=True, persistent_workers=config.num_workers > 0),
-            DataLoader(val, batch_size=1, num_workers=0), labels, train_pairs, val_pairs)
+    crops, tiles = CropOrder(len(train), config.batch_size), TileShard(len(val))
+    train_loader = DataLoader(train, batch_size=config.batch_size, sampler=crops, num_workers=config.num_workers,
+                              drop_last=True, persistent_workers=config.num_workers > 0)
+    val_loader = DataLoader(val, batch_size=1, sampler=tiles, num_workers=0)
+    return train_loader, val_loader, labels, train_pairs, val_pairs, CropSchedule(crops, tiles)
 
 
 def precision_for(config: TrainConfig) -> str:
@@ -60,7 +69,7 @@ def fit(config: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.yaml")
     L.seed_everything(config.seed, workers=True)
-    train_loader, val_loader, labels, train_pairs, val_pairs = build(config)
+    train_loader, val_loader, labels, train_pairs, val_pairs, schedule = build(config)
     print(f"data        {config.data}: {len(train_pairs)} training tiles, {len(val_pairs)} validation tiles "
           f"({', '.join(p.name for p in val_pairs)}); mask values {list(labels.seen_values)} -> road = "
           f"{list(labels.road_values)}", file=sys.stderr)
@@ -74,8 +83,12 @@ def fit(config: TrainConfig) -> Path:
         report = load_into(module.network, read_weights(config.init))
         print(f"init        {config.init}: {report.file_kind}\n{report.format()}", file=sys.stderr)
     checkpoints = out / "checkpoints"
+    # Three files: the best by validation road IoU, the end of the latest epoch, and the latest step (a killed run
+    # loses at most --checkpoint-every-n-steps steps). Lightning's own save_last only follows top-k saves.
     best = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="best", monitor="val/road_iou", mode="max",
-                                               save_last=True)
+                                               enable_version_counter=False)
+    last = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="last", save_top_k=1, every_n_epochs=1,
+                                               enable_version_counter=False)
     periodic = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="last-step",
                                                    every_n_train_steps=config.checkpoint_every_n_steps,
                                                    save_top_k=1, enable_version_counter=False)
@@ -85,7 +98,8 @@ def fit(config: TrainConfig) -> Path:
         num_nodes=config.num_nodes, precision=precision_for(config), gradient_clip_val=config.grad_clip or None,
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
-        callbacks=[best, periodic, EpochSeed()], log_every_n_steps=config.log_every_n_steps,
+        callbacks=[best, last, periodic, schedule], use_distributed_sampler=False,
+        log_every_n_steps=config.log_every_n_steps,
         deterministic=False, enable_model_summary=False,
     )
     resume = _latest(checkpoints)

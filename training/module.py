@@ -117,6 +117,9 @@ class RoadSegmentation(L.LightningModule):
         if self.stage == 1 and self.network.backbone.training:
             self.network.backbone.eval()
         self._set_learning_rates()
+        # Dropout draws from a generator seeded by (seed, step, process): a resumed run draws what an uninterrupted
+        # one would have, without saving and restoring every process's random state.
+        torch.manual_seed(hash((self.config.seed, self.global_step, self.global_rank)) & 0x7FFF_FFFF_FFFF)
 
     def _set_learning_rates(self) -> None:
         _, backbone_rate, head_rate = learning_rates(self.config, self.global_step, self.trainer.num_training_batches)
