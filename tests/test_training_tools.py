@@ -103,6 +103,19 @@ def test_evaluate_pools_tiles_and_matches_the_engine_on_each(road_tiles, trained
     assert "| scales 0.75/1/1.25 |" in capsys.readouterr().out
 
 
+def test_export_writes_the_model_file_and_onnx(trained_run, tmp_path):
+    import onnx
+
+    from core.checkpoint import load_model
+
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "m.pt"), "--half",
+                 "--onnx", str(tmp_path / "m.onnx")]) == 0
+    model = load_model(tmp_path / "m.pt")
+    assert model.info.gsd_m == 1.0 and 0 <= model.info.metrics["val_road_iou"] <= 1
+    described = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert "val_road_iou" in json.dumps(described)
+
+
 def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, capsys):
     out = tmp_path / "ablation"
     args = ["ablate", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "0",

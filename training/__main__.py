@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     export_parser.add_argument("checkpoint", help="e.g. RUN/checkpoints/best.ckpt")
     export_parser.add_argument("--out", required=True, help="model file to write (.pt)")
     export_parser.add_argument("--half", action="store_true", help="store weights as fp16")
+    export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -106,7 +107,13 @@ def cmd_ablate(args) -> int:
 def cmd_export(args) -> int:
     from .fit import export
 
-    print(f"wrote {export(Path(args.checkpoint), Path(args.out), args.half)}")
+    written = export(Path(args.checkpoint), Path(args.out), args.half)
+    print(f"wrote {written}")
+    if args.onnx:
+        from core.checkpoint import load_model
+        from core.onnx_export import export_onnx
+
+        print(f"wrote {export_onnx(load_model(written), args.onnx)}")
     return 0
 
 
