@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -107,80 +108,71 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .area import area_from_bbox, area_from_vector
-    from .checkpoint import load_model
-    from .extract import Cancelled, CancelToken, ExtractParams, extract_roads
-    from .raster import RasterioSource
+    from .extract import Cancelled, CancelToken
+    from .jobs import ExtractJob, run_extract
 
-    if args.bbox and args.aoi:
-        raise InputError("give --bbox or --aoi, not both")
-    params = ExtractParams(tile=args.tile, overlap=args.overlap, scales=args.tta_scales,
-                           augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"),
-                           device=args.device, precision=args.precision, batch_size=args.batch_size,
-                           threshold=args.threshold, output_resolution=args.output_resolution,
-                           overwrite=args.overwrite)
-    model = load_model(args.model)
-    roads = Path(args.out) / f"{Path(args.input).stem}_roads.gpkg"
-    if roads.exists() and not (args.overwrite or args.no_vectorize):
-        raise InputError(f"{roads} already exists; give --overwrite to replace it, or another --out folder")
-    with RasterioSource(args.input, bands=args.bands, gsd_m=args.gsd, value_scale=args.value_scale) as source:
-        area = None
-        if args.bbox:
-            area = area_from_bbox(source.info, args.bbox, args.bbox_crs)
-        elif args.aoi:
-            area = area_from_vector(source.info, args.aoi)
-        cancel = CancelToken()
-        from tqdm import tqdm
+    job = ExtractJob(input=args.input, out_dir=args.out, model=args.model, bands=args.bands, gsd_m=args.gsd,
+                     value_scale=args.value_scale, bbox=list(args.bbox) if args.bbox else None,
+                     bbox_crs=args.bbox_crs, aoi=args.aoi, tile=args.tile, overlap=args.overlap,
+                     scales=list(args.tta_scales),
+                     augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"),
+                     device=args.device, precision=args.precision, batch_size=args.batch_size,
+                     threshold=args.threshold, output_resolution=args.output_resolution, overwrite=args.overwrite,
+                     vectorize=not args.no_vectorize, vectorize_options=asdict(_vectorize_options(args)))
+    from tqdm import tqdm
 
-        bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {postfix}", disable=args.quiet, file=sys.stderr)
+    bars: list = []  # made on the first progress report, so a bad input gives its error alone
 
-        def show(progress) -> None:
-            bar.n = round(progress.fraction * 100)
-            eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s else ""
-            bar.set_postfix_str(f"{progress.stage}: {progress.tiles_done}/{progress.tiles_total} tiles, "
-                                f"{progress.megapixels_per_s:.2f} MP/s{eta}")
+    def show(progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {postfix}", disable=args.quiet,
+                             file=sys.stderr))
+        bar = bars[0]
+        bar.n = round(progress.fraction * 100)
+        eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s else ""
+        bar.set_postfix_str(f"{progress.stage}: {progress.tiles_done}/{progress.tiles_total} tiles, "
+                            f"{progress.megapixels_per_s:.2f} MP/s{eta}")
 
-        try:
-            result = extract_roads(source, model, args.out, params, area, progress=show, cancel=cancel,
-                                   log=lambda message: bar.write(f"note: {message}", file=sys.stderr))
-        except KeyboardInterrupt:
-            raise Cancelled("interrupted") from None
-        finally:
+    def note(message: str) -> None:
+        (bars[0].write if bars else print)(f"note: {message}", file=sys.stderr)
+
+    try:
+        result = run_extract(job, progress=show, cancel=CancelToken(), log=note)
+    except KeyboardInterrupt:
+        raise Cancelled("interrupted") from None
+    finally:
+        for bar in bars:
             bar.close()
-    print(f"probability {result.probability}")
-    print(f"mask        {result.mask}")
-    print(f"{result.tiles} tiles, {result.input_megapixels:.2f} MP in {result.seconds:.1f} s "
-          f"({result.input_megapixels / result.seconds:.3f} MP/s); roads cover {result.road_fraction:.1%} of the "
-          f"valid area")
-    if not args.no_vectorize:
-        from .vectorize import vectorize_file
-
-        network = vectorize_file(result.probability, roads, _vectorize_params(args), overwrite=True, gsd_m=args.gsd)
-        _report_network(network, roads)
-    print(f"the network ran {result.network_seconds:.1f} s of the {result.seconds:.1f} s "
-          f"({result.network_seconds / result.seconds:.0%}); reading, blending and writing took the rest")
+    print(f"probability {result['probability']}")
+    print(f"mask        {result['mask']}")
+    print(f"{result['tiles']} tiles, {result['input_megapixels']:.2f} MP in {result['seconds']:.1f} s "
+          f"({result['input_megapixels'] / result['seconds']:.3f} MP/s); roads cover {result['road_fraction']:.1%} "
+          f"of the valid area")
+    if job.vectorize:
+        _report_network(result)
+    print(f"the network ran {result['network_seconds']:.1f} s of the {result['seconds']:.1f} s "
+          f"({result['network_seconds'] / result['seconds']:.0%}); reading, blending and writing took the rest")
     return 0
 
 
-def _vectorize_params(args: argparse.Namespace):
-    from .vectorize import VectorizeParams
+def _vectorize_options(args: argparse.Namespace):
+    from .jobs import VectorizeOptions
 
-    return VectorizeParams(high=args.high, low=args.low, spur_m=args.spur_m, min_length_m=args.min_length_m,
-                           bridge_m=args.bridge_m, simplify_m=args.simplify_m, close_gaps_m=args.close_gaps_m,
-                           fill_holes_m2=args.fill_holes_m2)
+    return VectorizeOptions(high=args.high, low=args.low, spur_m=args.spur_m, min_length_m=args.min_length_m,
+                            bridge_m=args.bridge_m, simplify_m=args.simplify_m, close_gaps_m=args.close_gaps_m,
+                            fill_holes_m2=args.fill_holes_m2)
 
 
-def _report_network(network, path) -> None:
-    junctions = sum(1 for a in network.junction_attributes if a["degree"] >= 3)
-    print(f"roads       {path}: {len(network.roads)} roads, {network.total_length_m / 1000:.2f} km, "
-          f"{junctions} junctions")
+def _report_network(summary: dict) -> None:
+    print(f"roads       {summary['roads']}: {summary['road_count']} roads, {summary['length_km']:.2f} km, "
+          f"{summary['junction_count']} junctions")
 
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
-    from .vectorize import vectorize_file
+    from .jobs import VectorizeJob, run_vectorize
 
-    network = vectorize_file(args.raster, args.out, _vectorize_params(args), overwrite=args.overwrite, gsd_m=args.gsd)
-    _report_network(network, args.out)
+    _report_network(run_vectorize(VectorizeJob(args.raster, args.out, args.gsd, args.overwrite,
+                                               asdict(_vectorize_options(args)))))
     return 0
 
 
@@ -248,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = sub.add_parser("extract", help="road probability and mask GeoTIFFs from a raster")
     extract.add_argument("input", help="a raster GDAL reads (GeoTIFF, VRT, JPEG2000, PNG with --gsd, ...)")
-    extract.add_argument("--model", required=True, help="model file (road-extractor inspect says if it is usable)")
+    extract.add_argument("--model", help="model file (default: the shipped model, resources/models/; "
+                         "road-extractor inspect says whether a file is usable)")
     extract.add_argument("--out", required=True, help="output folder")
     extract.add_argument("--tile", type=int, default=512, help="tile side in pixels at the model's GSD (512)")
     extract.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (64)")

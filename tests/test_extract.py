@@ -450,7 +450,7 @@ def test_cli_end_to_end_with_the_real_network(shared_data, tmp_path, deeplab_fil
     assert json.loads(metadata["road_extractor_params"])["augment"] == "flip"
     # Run again: every output exists, so nothing is touched without --overwrite.
     again = _cli("extract", shared_data / "odd/hro_colorado_0.15m.tif", "--model", deeplab_file, "--out", tmp_path)
-    assert again.returncode == 2 and "already exists; give --overwrite" in again.stderr
+    assert again.returncode == 2 and "already exists; allow overwriting" in again.stderr
 
 
 def test_loaded_model_runs(deeplab_file):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.atomic import atomic_output
 from core.errors import InputError
 from core.model import ModelConfig, build_model
 
@@ -124,9 +124,8 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
 
 
 def write_table(rows: list[dict], out: Path) -> None:
@@ -134,12 +133,10 @@ def write_table(rows: list[dict], out: Path) -> None:
     def cell(value) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    csv_tmp = out / ".results.csv.tmp"
-    with open(csv_tmp, "w", newline="") as handle:
+    with atomic_output(out / "results.csv") as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
-    os.replace(csv_tmp, out / "results.csv")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row.get(k, "")) for k in COLUMNS) + " |" for row in rows]
     _write_atomic(out / "results.md", "\n".join(lines) + "\n")

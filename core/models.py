@@ -1,0 +1,22 @@
+"""The model that ships with the project, found without the user naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InputError
+
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "resources" / "models"
+DEFAULT_MODEL = SHIPPED_MODELS / "roads-resnet18-massachusetts.pt"
+
+
+def default_model() -> Path:
+    """The shipped model file; a clear error where a checkout or package lacks it."""
+    if not DEFAULT_MODEL.exists():
+        raise InputError(f"the shipped road model {DEFAULT_MODEL} is missing from this installation; give a model "
+                         f"file with --model (python -m training export makes one from a training run)")
+    return DEFAULT_MODEL
+
+
+def resolve_model(path: str | Path | None) -> Path:
+    return Path(path) if path else default_model()
