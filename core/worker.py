@@ -125,16 +125,16 @@ def serve(stdin=None) -> int:
             channel.send({**message, "id": request_id})
 
         try:
-            emit({"type": "result", "result": _run(op, args, emit, cancel)})
+            final = {"type": "result", "result": _run(op, args, emit, cancel)}
         except Cancelled:
-            emit({"type": "error", "kind": "cancelled", "message": "cancelled; nothing was written"})
+            final = {"type": "error", "kind": "cancelled", "message": "cancelled; nothing was written"}
         except (InputError, FileNotFoundError) as exc:
-            emit({"type": "error", "kind": "input", "message": str(exc)})
+            final = {"type": "error", "kind": "input", "message": str(exc)}
         except Exception as exc:  # reported to the client, which shows it; the worker stays up
-            emit({"type": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc()})
-        finally:
-            running.pop(request_id, None)
+            final = {"type": "error", "kind": "internal", "message": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()}
+        running.pop(request_id, None)  # before answering: the client may send its next request at once
+        emit(final)
 
     for line in stdin:
         line = line.strip()

@@ -64,7 +64,7 @@ def install_commands(profile_dir: str | Path, base_python: str = "python3") -> l
             [str(_venv_python(venv)), "-m", "pip", "install", *ENGINE_REQUIREMENTS]]
 
 
-def candidate_pythons(configured: str | None, profile_dir: str | Path | None) -> list[Path]:
+def candidate_pythons(configured: str | None, profile_dir: str | Path | None, checkout: bool = True) -> list[Path]:
     found = []
     if configured:
         found.append(Path(configured))
@@ -72,13 +72,15 @@ def candidate_pythons(configured: str | None, profile_dir: str | Path | None) ->
         found.append(_venv_python(managed_environment(profile_dir)))
     if os.environ.get("ROAD_EXTRACTOR_PYTHON"):
         found.append(Path(os.environ["ROAD_EXTRACTOR_PYTHON"]))
-    found.append(_venv_python(PLUGIN_DIR.parent / ".venv"))  # a development checkout
+    if checkout:
+        found.append(_venv_python(PLUGIN_DIR.parent / ".venv"))  # a development checkout
     return found
 
 
-def find_engine_python(configured: str | None = None, profile_dir: str | Path | None = None) -> Path:
+def find_engine_python(configured: str | None = None, profile_dir: str | Path | None = None,
+                       checkout: bool = True) -> Path:
     """The first candidate Python that exists; `EngineMissing` (with the command that fixes it) otherwise."""
-    for python in candidate_pythons(configured, profile_dir):
+    for python in candidate_pythons(configured, profile_dir, checkout):
         if python.exists():
             return python
     commands = "\n".join(" ".join(c) for c in install_commands(profile_dir or "~/.road_extractor"))
