@@ -80,6 +80,9 @@ def candidate_pythons(configured: str | None, profile_dir: str | Path | None, ch
 def find_engine_python(configured: str | None = None, profile_dir: str | Path | None = None,
                        checkout: bool = True) -> Path:
     """The first candidate Python that exists; `EngineMissing` (with the command that fixes it) otherwise."""
+    if configured and not Path(configured).exists():
+        raise EngineMissing(f"the engine Python set in the plugin's settings, {configured}, does not exist; correct "
+                            f"it or clear it to use the managed environment")
     for python in candidate_pythons(configured, profile_dir, checkout):
         if python.exists():
             return python

@@ -1,32 +1,45 @@
-"""Menu and toolbar wiring. The work itself belongs to the engine (`core`), reached through its command line."""
+"""Menu, toolbar, dialog and Processing provider. The work belongs to the engine, in its own process."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
-from qgis.core import Qgis, QgsMessageLog
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from .engine import EngineMissing
+from .layers import RESOURCES, add_results
+from .runner import UserError, describe_layer, plan_run, shutdown_engine
+from .tasks import LOG_TAG, ExtractRoadsTask
 
 MENU = "&Road extractor"
-LOG_TAG = "Road extractor"
-ICON = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+ICON = RESOURCES / "icon.svg"
 
 
 class RoadExtractorPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
-        self.actions: list[QAction] = []
+        self.actions: list = []
         self.toolbar = None
+        self.provider = None
+        self.dialog = None
+        self.tasks: list[ExtractRoadsTask] = []
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS plugin interface (also called by qgis_process)
+        from .processing_provider import RoadExtractorProvider
+
+        if self.provider is None:
+            self.provider = RoadExtractorProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS plugin interface
+        from qgis.PyQt.QtGui import QIcon
+        from qgis.PyQt.QtWidgets import QAction
+
+        self.initProcessing()
         self.toolbar = self.iface.addToolBar(LOG_TAG)
         self.toolbar.setObjectName("RoadExtractorToolbar")
-        icon = QIcon(str(ICON)) if ICON.exists() else QIcon()
-        action = QAction(icon, "Extract roads…", self.iface.mainWindow())
+        action = QAction(QIcon(str(ICON)), "Extract roads…", self.iface.mainWindow())
         action.setObjectName("road_extractor_extract_roads")
         action.setToolTip("Extract road centrelines from a raster layer")
-        action.triggered.connect(self.extract_roads)
+        action.triggered.connect(self.show_dialog)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.toolbar.addAction(action)
         self.actions.append(action)
@@ -40,9 +53,54 @@ class RoadExtractorPlugin:
             self.iface.mainWindow().removeToolBar(self.toolbar)
             self.toolbar.deleteLater()
             self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        for task in self.tasks:
+            task.cancel()
+        shutdown_engine()
 
-    def extract_roads(self) -> None:
-        message = ("The extraction dialog is not in this release yet; run the engine from a terminal: "
-                   "road-extractor --help")
+    # ------------------------------------------------------------------------------------------------ runs
+
+    def show_dialog(self) -> None:
+        from .dialog import ExtractRoadsDialog
+
+        if self.dialog is None:
+            self.dialog = ExtractRoadsDialog(self.iface)
+            self.dialog.accepted.connect(lambda: self.start_run(self.dialog))
+        self.dialog.show()
+        self.dialog.raise_()
+
+    def start_run(self, dialog) -> ExtractRoadsTask | None:
+        """Plans the run from the dialog's choices (main thread) and hands it to a QgsTask."""
+        try:
+            raster = describe_layer(dialog.layer.currentLayer())
+            run = plan_run(raster, dialog.area_request(), dialog.current_settings(),
+                           dialog.model_info.get("gsd_m"))
+        except (UserError, EngineMissing, ValueError) as exc:
+            self.report_error(str(exc))
+            return None
+        task = ExtractRoadsTask(run, lambda result, error: self.run_finished(task, result, error))
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+        self.iface.messageBar().pushInfo(LOG_TAG, f"extracting roads from '{raster.name}' (see the task manager)")
+        return task
+
+    def run_finished(self, task: ExtractRoadsTask, result: dict | None, error: str | None) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if result is None:
+            if error == "cancelled":
+                self.iface.messageBar().pushInfo(LOG_TAG, "road extraction cancelled; nothing was written")
+            else:
+                self.report_error(error or "the run failed")
+            return
+        add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas())
+        message = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {result['junction_count']} "
+                   f"junctions in {result['seconds']:.0f} s -> {result['roads']}")
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
-        self.iface.messageBar().pushMessage(LOG_TAG, message, level=Qgis.Info, duration=8)
+        self.iface.messageBar().pushSuccess(LOG_TAG, message)
+
+    def report_error(self, message: str) -> None:
+        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Critical)
+        self.iface.messageBar().pushCritical(LOG_TAG, message.splitlines()[0])

@@ -37,3 +37,15 @@ def road_tiles(tmp_path_factory) -> Path:
         Image.fromarray(scene.image).save(root / "images" / f"t{i}.png")
         Image.fromarray(scene.roads.astype(np.uint8) * 255).save(root / "masks" / f"t{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def random_model_file(tmp_path_factory) -> Path:
+    """A ResNet-18 model file with random weights at 1 m/px: exercises every stage, predicts nothing in particular."""
+    from core.checkpoint import ModelInfo, save_model
+    from core.model import ModelConfig, build_model
+
+    config = ModelConfig(backbone="resnet18")
+    path = tmp_path_factory.mktemp("model") / "random.pt"
+    return save_model(path, build_model(config).eval(), ModelInfo(config=config, gsd_m=1.0,
+                                                                  metrics={"val_road_iou": 0.5}))

@@ -8,21 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoint import ModelInfo, save_model
 from core.demo import write_sample
-from core.model import ModelConfig, build_model
 from core.sample import make_scene
 from road_extractor.engine import EngineClient, EngineError, EngineMissing, find_engine_python, install_commands
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    config = ModelConfig(backbone="resnet18")
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return save_model(path, build_model(config).eval(), ModelInfo(config=config, gsd_m=1.0,
-                                                                  metrics={"val_road_iou": 0.5}))
+@pytest.fixture
+def model_file(random_model_file) -> Path:
+    return random_model_file
 
 
 @pytest.fixture(scope="module")

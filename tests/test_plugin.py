@@ -1,28 +1,215 @@
-"""The plugin in real QGIS (headless): loads, wires its action, unloads cleanly."""
+"""The plugin in real QGIS (headless): it loads and unloads, its dialog, a run as a QgsTask on a real GeoTIFF, an
+area limited to selected polygons, cancel, the Processing algorithms, and the messages of bad choices."""
 
 import configparser
+import time
 from pathlib import Path
 
-from qgis.core import Qgis
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSettings,
+    QgsTask,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QToolBar
 
 import road_extractor
+from road_extractor.runner import UserError, describe_layer, shutdown_engine
+from road_extractor.settings import PREFIX, ExtractSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_plugin_loads_runs_its_action_and_unloads(qgis_iface):
+@pytest.fixture
+def plugin(qgis_iface, qgis_new_project):
+    settings = QgsSettings()
+    settings.remove(PREFIX.rstrip("/"))
+    plugin = road_extractor.classFactory(qgis_iface)
+    plugin.initGui()
+    yield plugin
+    plugin.unload()
+    settings.remove(PREFIX.rstrip("/"))
+
+
+@pytest.fixture
+def vegas(shared_data, qgis_new_project) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(shared_data / "spacenet" / "vegas_img0.tif"), "vegas")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _wait(task, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+        assert time.monotonic() < deadline, "the task did not finish"
+    for _ in range(20):  # finished() runs on the main thread through the event loop
+        QCoreApplication.processEvents()
+
+
+def _dialog(plugin, layer, model, out: Path, **changes):
+    plugin.show_dialog()
+    dialog = plugin.dialog
+    dialog.layer.setLayer(layer)
+    dialog.model.setFilePath(str(model))
+    dialog.scales.setText(changes.pop("scales", "1.0"))
+    dialog.output.setFilePath(str(out))
+    for key, value in changes.items():
+        setattr(dialog.settings, key, value)
+    return dialog
+
+
+def test_plugin_loads_registers_processing_and_unloads(qgis_iface):
     plugin = road_extractor.classFactory(qgis_iface)
     plugin.initGui()
     toolbars = [t for t in qgis_iface.mainWindow().findChildren(QToolBar) if t.objectName() == "RoadExtractorToolbar"]
     assert len(toolbars) == 1
     actions = [a for a in toolbars[0].actions() if a.objectName() == "road_extractor_extract_roads"]
     assert len(actions) == 1 and not actions[0].icon().isNull()
-    qgis_iface.messageBar().clear_messages()
+    provider = QgsApplication.processingRegistry().providerById("road_extractor")
+    assert sorted(a.name() for a in provider.algorithms()) == ["evaluate_roads", "extract_roads",
+                                                               "vectorize_road_mask"]
     actions[0].trigger()
-    assert any("road-extractor --help" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
+    assert plugin.dialog is not None and plugin.dialog.isVisible()
+    plugin.dialog.close()
     plugin.unload()
     assert plugin.actions == [] and plugin.toolbar is None
+    assert QgsApplication.processingRegistry().providerById("road_extractor") is None
+
+
+def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
+    plugin.show_dialog()
+    dialog = plugin.dialog
+    assert dialog.area.currentData() == "layer" and dialog.scales.text() == "0.75, 1.0, 1.25"
+    assert dialog.device.currentText() == "auto" and dialog.augment.currentText() == "none"
+    assert dialog.model.filePath() == "" and dialog.output.filePath() == ""  # the shipped model, a temporary file
+    dialog.scales.setText("1.0")
+    dialog.device.setCurrentText("cpu")
+    dialog.accept()
+    again = ExtractSettings.load()
+    assert again.scales == "1.0" and again.device == "cpu"
+
+
+def test_a_run_adds_styled_layers_with_the_rasters_crs_and_extent(plugin, vegas, random_model_file, tmp_path):
+    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "vegas_roads.gpkg")
+    task = plugin.start_run(dialog)
+    _wait(task)
+    assert task.error is None, task.error
+    group = QgsProject.instance().layerTreeRoot().findGroup("Roads - vegas")
+    layers = {node.layer().name(): node.layer() for node in group.findLayers()}
+    assert set(layers) == {"roads", "junctions", "road probability"}
+    probability = layers["road probability"]
+    assert probability.crs().authid() == "EPSG:4326" == layers["roads"].crs().authid()
+    assert probability.extent().toString(6) == vegas.extent().toString(6)  # written on the input's grid
+    assert layers["roads"].renderer().type() == "singleSymbol"  # the QML style
+    assert layers["roads"].featureCount() == task.result["road_count"]
+    assert (tmp_path / "vegas_roads.gpkg").exists()
+
+
+def test_a_run_limited_to_a_selected_polygon_covers_only_it(plugin, vegas, random_model_file, tmp_path):
+    extent = vegas.extent()
+    part = QgsRectangle(extent.xMinimum(), extent.yMinimum(), extent.center().x(), extent.center().y())
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "area", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(part))
+    polygons.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(polygons)
+    polygons.selectAll()
+    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "part_roads.gpkg")
+    dialog.area.setCurrentIndex(dialog.area.findData("selection"))
+    dialog.area_layer.setLayer(polygons)
+    task = plugin.start_run(dialog)
+    _wait(task)
+    assert task.error is None, task.error
+    with rasterio.open(task.result["probability"]) as ds:
+        valid = ds.read_masks(1) > 0
+        bounds = ds.bounds
+    # Inside the south-west quarter only: the rest is NoData (or not written at all).
+    assert bounds.right <= extent.center().x() + 1e-4 and bounds.top <= extent.center().y() + 1e-4
+    assert 0.8 < valid.mean() <= 1.0
+
+
+def test_cancel_stops_the_task_and_leaves_nothing(plugin, vegas, random_model_file, tmp_path):
+    out = tmp_path / "cancelled"
+    out.mkdir()
+    dialog = _dialog(plugin, vegas, random_model_file, out / "roads.gpkg", scales="0.75, 1.0, 1.25")
+    dialog.settings.tile = 128
+    task = plugin.start_run(dialog)
+    deadline = time.monotonic() + 120
+    while task.progress() <= 0 and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    task.cancel()
+    _wait(task)
+    assert task.result is None and task.error == "cancelled"
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert QgsProject.instance().layerTreeRoot().findGroup("Roads - vegas") is None
+
+
+def test_bad_choices_get_one_sentence_with_the_fix(plugin, random_model_file, tmp_path, qgis_iface):
+    vector = QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory")
+    with pytest.raises(UserError, match="'points' is a vector layer; choose a raster layer"):
+        describe_layer(vector)
+    settings = ExtractSettings(engine_python=str(tmp_path / "no-python"))
+    from road_extractor.engine import EngineMissing
+    from road_extractor.runner import engine_request
+
+    shutdown_engine()
+    with pytest.raises(EngineMissing, match="set in the plugin's settings, .* does not exist; correct it"):
+        engine_request(settings, "ping")
+    shutdown_engine()
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    from road_extractor.engine import EngineError
+
+    with pytest.raises(EngineError, match="notes.pt"):
+        engine_request(ExtractSettings(), "describe_model", {"path": str(bad)})
+
+
+def test_processing_algorithms_run_in_batch_and_evaluate(plugin, qgis_processing, shared_data, random_model_file,
+                                                         tmp_path):
+    import processing
+
+    vegas = shared_data / "spacenet" / "vegas_img0.tif"
+    half = tmp_path / "vegas_half.tif"
+    with rasterio.open(vegas) as src:
+        profile = src.profile
+        profile.update(width=src.width // 2, height=src.height // 2,
+                       transform=src.window_transform(((0, src.height // 2), (0, src.width // 2))))
+        with rasterio.open(half, "w", **profile) as dst:
+            dst.write(src.read(window=((0, src.height // 2), (0, src.width // 2))))
+    results = []
+    for raster in (vegas, half):  # a batch: the same algorithm over two rasters
+        results.append(processing.run("road_extractor:extract_roads", {
+            "INPUT": str(raster), "MODEL": str(random_model_file), "SCALES": "1.0",
+            "OUTPUT_PROBABILITY": str(tmp_path / f"{raster.stem}_p.tif"),
+            "OUTPUT_MASK": str(tmp_path / f"{raster.stem}_m.tif"),
+            "OUTPUT_ROADS": str(tmp_path / f"{raster.stem}.gpkg")}))
+    for raster, result in zip((vegas, half), results, strict=True):
+        with rasterio.open(result["OUTPUT_PROBABILITY"]) as ds, rasterio.open(raster) as src:
+            assert ds.crs == src.crs and ds.shape == src.shape
+        assert Path(result["OUTPUT_ROADS"]).exists() and result["ROAD_COUNT"] >= 0
+    vectorized = processing.run("road_extractor:vectorize_road_mask", {
+        "INPUT": results[0]["OUTPUT_MASK"], "OUTPUT_ROADS": str(tmp_path / "from_mask.gpkg")})
+    assert QgsVectorLayer(vectorized["ROADS"], "roads", "ogr").isValid()
+    table = tmp_path / "metrics.csv"
+    evaluated = processing.run("road_extractor:evaluate_roads", {
+        "PREDICTION": results[0]["OUTPUT_MASK"], "REFERENCE": str(shared_data / "spacenet" /
+                                                                  "vegas_img0_roads.geojson"),
+        "OUTPUT_TABLE": str(table)})
+    assert 0 <= evaluated["ROAD_IOU"] <= 1 and 0 < evaluated["MIOU_ALL_BACKGROUND"] < 0.5
+    assert "road_iou" in table.read_text()
 
 
 def test_metadata_declares_the_supported_qgis_versions():
@@ -30,14 +217,15 @@ def test_metadata_declares_the_supported_qgis_versions():
     metadata.read(REPO / "metadata.txt")
     general = metadata["general"]
     assert general["qgisMinimumVersion"] == "3.22" and general["qgisMaximumVersion"] == "3.99"
-    for key in ("name", "description", "about", "version", "author", "email", "tracker", "repository", "icon"):
+    for key in ("name", "description", "about", "version", "author", "email", "tracker", "repository", "icon",
+                "homepage", "tags"):
         assert general.get(key), key
+    assert general["hasProcessingProvider"] == "yes"
     assert (REPO / "resources" / general["icon"]).exists()
 
 
 def test_road_styles_load_on_a_real_road_geopackage(qgis_app, tmp_path):
     """The QML files in resources/ style the layers `road-extractor vectorize` writes, in real QGIS."""
-    import numpy as np
     import rasterio
     from qgis.core import QgsVectorLayer
     from rasterio.transform import from_origin

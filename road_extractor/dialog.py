@@ -1,0 +1,298 @@
+"""The "Extract roads" dialog. It only fills in `ExtractSettings` and an area; the run itself is a QgsTask."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsRectangle, QgsTask
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .runner import AreaRequest, UserError, engine_request, metres_per_unit, selection_area, transform_extent
+from .settings import AREAS, AUGMENTS, ExtractSettings
+
+AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
+               "rectangle": "Drawn rectangle"}
+# Seconds per megapixel and inference pass, for the estimate before a first run has measured this machine:
+# the shipped ResNet-18 on a 2-core CPU (about 0.7 MP/s) and on a mid-range GPU.
+DEFAULT_SECONDS_PER_MP = {"cpu": 1.4, "cuda": 0.02}
+
+
+class ExtractRoadsDialog(QDialog):
+    def __init__(self, iface, parent=None) -> None:
+        super().__init__(parent or iface.mainWindow())
+        self.iface = iface
+        self.setWindowTitle("Extract roads")
+        self.setObjectName("RoadExtractorDialog")
+        self.settings = ExtractSettings.load()
+        self.drawn_rectangle: QgsRectangle | None = None
+        self.model_info: dict = {}
+        self._build()
+        self._load(self.settings)
+
+    # ------------------------------------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.layer = QgsMapLayerComboBox()
+        self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow("Imagery", self.layer)
+
+        area_row = QHBoxLayout()
+        self.area = QComboBox()
+        for key in AREAS:
+            self.area.addItem(AREA_LABELS[key], key)
+        self.area_layer = QgsMapLayerComboBox()
+        self.area_layer.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.draw = QPushButton("Draw…")
+        area_row.addWidget(self.area)
+        area_row.addWidget(self.area_layer, 1)
+        area_row.addWidget(self.draw)
+        form.addRow("Area", area_row)
+
+        self.model = QgsFileWidget()
+        self.model.setFilter("Model files (*.pt *.pth)")
+        self.model.lineEdit().setPlaceholderText("the shipped model")
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        form.addRow("Model", self.model)
+        form.addRow("", self.model_label)
+        layout.addLayout(form)
+
+        inference = QGroupBox("Inference")
+        inference_form = QFormLayout(inference)
+        self.scales = QLineEdit()
+        self.augment = QComboBox()
+        self.augment.addItems(AUGMENTS)
+        self.device = QComboBox()
+        self.device.setEditable(True)
+        self.device.addItems(["auto", "cpu", "cuda:0"])
+        self.test_device = QPushButton("Test")
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device, 1)
+        device_row.addWidget(self.test_device)
+        self.device_label = QLabel("")
+        self.threshold = self._spin(0.05, 0.95, 0.05)
+        self.estimate = QLabel("")
+        inference_form.addRow("Scales", self.scales)
+        inference_form.addRow("Flips / rotations", self.augment)
+        inference_form.addRow("Device", device_row)
+        inference_form.addRow("", self.device_label)
+        inference_form.addRow("Mask threshold", self.threshold)
+        inference_form.addRow("Estimate", self.estimate)
+        layout.addWidget(inference)
+
+        vectors = QGroupBox("Road lines (lengths in metres)")
+        vector_form = QFormLayout(vectors)
+        self.spur = self._spin(0, 200, 1)
+        self.min_length = self._spin(0, 1000, 5)
+        self.bridge = self._spin(0, 200, 1)
+        self.simplify = self._spin(0, 20, 0.5)
+        vector_form.addRow("Prune dead ends shorter than", self.spur)
+        vector_form.addRow("Drop pieces shorter than", self.min_length)
+        vector_form.addRow("Bridge gaps up to", self.bridge)
+        vector_form.addRow("Simplify within", self.simplify)
+        layout.addWidget(vectors)
+
+        output_form = QFormLayout()
+        self.output = QgsFileWidget()
+        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setFilter("GeoPackage (*.gpkg)")
+        self.output.lineEdit().setPlaceholderText("a temporary file")
+        self.overwrite = QCheckBox("Overwrite")
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output, 1)
+        output_row.addWidget(self.overwrite)
+        holder = QWidget()
+        holder.setLayout(output_row)
+        output_form.addRow("Roads GeoPackage", holder)
+        layout.addLayout(output_form)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
+        self.buttons.button(QDialogButtonBox.Ok).setText("Run")
+        layout.addWidget(self.buttons)
+        self.buttons.rejected.connect(self.reject)
+        self.buttons.accepted.connect(self.accept)
+
+        self.area.currentIndexChanged.connect(self._area_changed)
+        self.draw.clicked.connect(self._draw_rectangle)
+        self.test_device.clicked.connect(self.check_device)
+        self.model.fileChanged.connect(lambda _: self.check_model())
+        for signal in (self.layer.layerChanged, self.area.currentIndexChanged, self.scales.textChanged,
+                       self.augment.currentIndexChanged, self.device.currentTextChanged):
+            signal.connect(lambda *_: self.update_estimate())
+
+    @staticmethod
+    def _spin(low: float, high: float, step: float) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setDecimals(2)
+        return spin
+
+    def _load(self, s: ExtractSettings) -> None:
+        self.area.setCurrentIndex(max(0, AREAS.index(s.area) if s.area in AREAS else 0))
+        self.model.setFilePath(s.model)
+        self.scales.setText(s.scales)
+        self.augment.setCurrentText(s.augment)
+        self.device.setCurrentText(s.device)
+        self.threshold.setValue(s.threshold)
+        self.spur.setValue(s.spur_m)
+        self.min_length.setValue(s.min_length_m)
+        self.bridge.setValue(s.bridge_m)
+        self.simplify.setValue(s.simplify_m)
+        self.output.setFilePath(s.output)
+        self.overwrite.setChecked(s.overwrite)
+        self._area_changed()
+        self.update_estimate()
+
+    def current_settings(self) -> ExtractSettings:
+        s = self.settings
+        s.area = self.area.currentData()
+        s.model = self.model.filePath().strip()
+        s.scales = self.scales.text()
+        s.augment = self.augment.currentText()
+        s.device = self.device.currentText().strip() or "auto"
+        s.threshold = self.threshold.value()
+        s.spur_m, s.min_length_m = self.spur.value(), self.min_length.value()
+        s.bridge_m, s.simplify_m = self.bridge.value(), self.simplify.value()
+        s.output = self.output.filePath().strip()
+        s.overwrite = self.overwrite.isChecked()
+        return s
+
+    # ------------------------------------------------------------------------------------------------ area
+
+    def _area_changed(self) -> None:
+        kind = self.area.currentData()
+        self.area_layer.setVisible(kind == "selection")
+        self.draw.setVisible(kind == "rectangle")
+
+    def _draw_rectangle(self) -> None:
+        from qgis.gui import QgsMapToolExtent
+
+        canvas = self.iface.mapCanvas()
+        self._previous_tool = canvas.mapTool()
+        self._tool = QgsMapToolExtent(canvas)
+        self._tool.extentChanged.connect(self._rectangle_drawn)
+        canvas.setMapTool(self._tool)
+        self.hide()
+
+    def _rectangle_drawn(self, extent: QgsRectangle) -> None:
+        self.drawn_rectangle = QgsRectangle(extent)
+        canvas = self.iface.mapCanvas()
+        canvas.setMapTool(self._previous_tool) if self._previous_tool else canvas.unsetMapTool(self._tool)
+        self.show()
+        self.update_estimate()
+
+    def area_request(self) -> AreaRequest:
+        kind = self.area.currentData()
+        canvas_crs = self.iface.mapCanvas().mapSettings().destinationCrs()
+        if kind == "canvas":
+            return AreaRequest("canvas", QgsRectangle(self.iface.mapCanvas().extent()), canvas_crs)
+        if kind == "rectangle":
+            if self.drawn_rectangle is None or self.drawn_rectangle.isEmpty():
+                raise UserError("no rectangle has been drawn; press 'Draw…' and drag a rectangle on the map")
+            return AreaRequest("rectangle", QgsRectangle(self.drawn_rectangle), canvas_crs)
+        if kind == "selection":
+            return selection_area(self.area_layer.currentLayer(), Path(tempfile.mkdtemp(prefix="road_area_")))
+        return AreaRequest("layer")
+
+    # ---------------------------------------------------------------------------------------- engine checks
+
+    def _in_background(self, description: str, work, done) -> None:
+        """Engine calls start a process and load torch (seconds): never on the main thread."""
+        def function(task):
+            return work()
+
+        def finished(exception, result=None):
+            done(exception, result)
+
+        task = QgsTask.fromFunction(description, function, on_finished=finished)
+        self._checks = getattr(self, "_checks", []) + [task]
+        QgsApplication.taskManager().addTask(task)
+
+    def check_model(self) -> None:
+        path = self.model.filePath().strip() or None
+        self.model_label.setText("reading the model…")
+        settings = self.current_settings()
+
+        def done(exception, result):
+            if exception is not None:
+                self.model_info = {}
+                self.model_label.setText(f"<span style='color:#b00'>{exception}</span>")
+            else:
+                self.model_info = result
+                metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.get("metrics", {}).items()
+                                    if isinstance(v, float))
+                self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
+                                         f"classes {', '.join(result['classes'])}"
+                                         + (f"; validation: {metrics}" if metrics else ""))
+            self.update_estimate()
+
+        self._in_background("Road extractor: read model",
+                            lambda: engine_request(settings, "describe_model", {"path": path}), done)
+
+    def check_device(self) -> None:
+        settings = self.current_settings()
+        self.device_label.setText("starting the engine…")
+
+        def done(exception, result):
+            if exception is not None:
+                self.device_label.setText(f"<span style='color:#b00'>{exception}</span>")
+            else:
+                self.device_label.setText(f"uses {result['uses_label']} (torch {result['torch']})")
+
+        self._in_background("Road extractor: test device",
+                            lambda: engine_request(settings, "devices", {"device": settings.device}), done)
+
+    def update_estimate(self) -> None:
+        """Megapixels at the model's resolution x inference passes x seconds per megapixel-pass."""
+        layer = self.layer.currentLayer()
+        if layer is None:
+            self.estimate.setText("")
+            return
+        try:
+            settings = self.current_settings()
+            passes = len(settings.scale_list()) * {"none": 1, "flip": 2, "d4": 8}[settings.augment]
+            area = self.area_request() if self.area.currentData() in ("canvas", "rectangle") else None
+        except (UserError, ValueError, KeyError) as exc:
+            self.estimate.setText(str(exc))
+            return
+        extent, crs = (area.extent, area.crs) if area and area.extent else (layer.extent(), layer.crs())
+        if crs != layer.crs():
+            extent = transform_extent(extent, crs, layer.crs()).intersect(layer.extent())
+        gsd = float(self.model_info.get("gsd_m") or 1.0)
+        unit = metres_per_unit(layer.crs(), extent)
+        megapixels = extent.width() * unit / gsd * extent.height() * unit / gsd / 1e6
+        device = "cuda" if settings.device.startswith("cuda") else "cpu"
+        seconds = megapixels * passes * DEFAULT_SECONDS_PER_MP[device]
+        shown = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+        self.estimate.setText(f"{megapixels:.1f} MP at {gsd:g} m/px x {passes} pass(es): about {shown} "
+                              f"on {'a GPU' if device == 'cuda' else 'the CPU'}")
+
+    def accept(self) -> None:
+        """Saves the settings; the plugin starts the run (`RoadExtractorPlugin.start_run`)."""
+        try:
+            self.current_settings().scale_list()
+        except ValueError as exc:
+            self.iface.messageBar().pushWarning("Road extractor", str(exc))
+            return
+        self.current_settings().save()
+        super().accept()
+

@@ -1,0 +1,258 @@
+"""The Processing provider "Road extractor": Extract roads, Vectorize road mask, Evaluate roads. They run in the
+toolbox, in batch mode, in the Graphical Modeler and from `qgis_process`, through the same engine as the dialog."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingProvider,
+    QgsProcessingUtils,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .engine import EngineError
+from .layers import RESOURCES
+from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
+from .settings import AUGMENTS, ExtractSettings
+
+VECTORIZE_PARAMETERS = (
+    ("HIGH", "high", "Probability a road piece must reach", 0.5, False),
+    ("LOW", "low", "Probability road pieces grow down to (hysteresis)", 0.3, False),
+    ("SPUR_M", "spur_m", "Prune dead ends shorter than (m)", 12.0, True),
+    ("MIN_LENGTH_M", "min_length_m", "Drop isolated pieces shorter than (m)", 30.0, True),
+    ("BRIDGE_M", "bridge_m", "Join facing road ends closer than (m)", 24.0, True),
+    ("SIMPLIFY_M", "simplify_m", "Simplify lines within (m)", 1.0, True),
+)
+
+
+def _file_of(layer) -> str:
+    """The file behind a layer (`path|layername=...` -> path)."""
+    source = layer.source().split("|")[0]
+    if not Path(source).exists():
+        raise QgsProcessingException(f"'{layer.name()}' is not a file on disk; save it as a GeoTIFF or GeoPackage "
+                                     f"first")
+    return source
+
+
+class _EngineAlgorithm(QgsProcessingAlgorithm):
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802 - Processing API
+        return ""
+
+    def icon(self) -> QIcon:
+        return QIcon(str(RESOURCES / "icon.svg"))
+
+    def createInstance(self):  # noqa: N802 - Processing API
+        return type(self)()
+
+    def _add_vectorize_parameters(self) -> None:
+        for name, _, label, default, metres in VECTORIZE_PARAMETERS:
+            parameter = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, default,
+                                                     minValue=0.0, maxValue=1e6 if metres else 1.0)
+            self.addParameter(parameter)
+
+    def _vectorize_options(self, parameters, context) -> dict:
+        return {key: self.parameterAsDouble(parameters, name, context)
+                for name, key, *_ in VECTORIZE_PARAMETERS}
+
+    def _request(self, op: str, args: dict, feedback) -> dict:
+        try:
+            return engine_request(ExtractSettings.load(), op, args,
+                                  on_progress=lambda f, m: feedback.setProgress(100 * f),
+                                  on_log=feedback.pushInfo, is_cancelled=feedback.isCanceled)
+        except EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+
+class ExtractRoadsAlgorithm(_EngineAlgorithm):
+    def name(self) -> str:
+        return "extract_roads"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Extract roads"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("Runs the road model over a raster layer (a file, or any layer QGIS draws, read at the model's "
+                "resolution) and writes a road probability raster, a road mask, and road centrelines with "
+                "junctions in a GeoPackage. Leave the model empty for the shipped model. Multi-scale inference "
+                "(0.75, 1, 1.25) is slower and usually finds more roads.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Imagery"))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Only within this extent", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer("AOI", "Only within these polygons", optional=True))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model file (empty: the shipped model)",
+                                                     optional=True, fileFilter="Model files (*.pt *.pth)"))
+        self.addParameter(QgsProcessingParameterString("SCALES", "Inference scales", "0.75, 1.0, 1.25"))
+        self.addParameter(QgsProcessingParameterEnum("AUGMENT", "Flips and rotations at inference", list(AUGMENTS),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda:N)", "auto"))
+        self.addParameter(QgsProcessingParameterNumber("THRESHOLD", "Road probability threshold of the mask",
+                                                       QgsProcessingParameterNumber.Double, 0.5, minValue=0.0,
+                                                       maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (pixels at the model's resolution)",
+                                                       QgsProcessingParameterNumber.Integer, 512, minValue=64))
+        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)",
+                                                       QgsProcessingParameterNumber.Integer, 64, minValue=0))
+        self._add_vectorize_parameters()
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_PROBABILITY", "Road probability"))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Road mask"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
+                                                                "GeoPackage (*.gpkg)"))
+        self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
+        self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
+        self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
+        self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        settings = ExtractSettings.load()
+        settings.model = self.parameterAsFile(parameters, "MODEL", context) or ""
+        settings.scales = self.parameterAsString(parameters, "SCALES", context)
+        settings.augment = AUGMENTS[self.parameterAsEnum(parameters, "AUGMENT", context)]
+        settings.device = self.parameterAsString(parameters, "DEVICE", context) or "auto"
+        settings.threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
+        settings.tile = self.parameterAsInt(parameters, "TILE", context)
+        settings.overlap = self.parameterAsInt(parameters, "OVERLAP", context)
+        for key, value in self._vectorize_options(parameters, context).items():
+            setattr(settings, key, value)
+        roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
+        settings.output, settings.overwrite = roads, True
+        try:
+            raster = describe_layer(layer)
+            area = AreaRequest("layer")
+            aoi = self.parameterAsVectorLayer(parameters, "AOI", context)
+            if aoi is not None:
+                path = self.parameterAsCompatibleSourceLayerPath(parameters, "AOI", context, ["gpkg", "shp"], "gpkg",
+                                                                 feedback)
+                area = AreaRequest("selection", aoi.extent(), aoi.crs(), path)
+            elif parameters.get("EXTENT"):
+                extent = self.parameterAsExtent(parameters, "EXTENT", context)
+                area = AreaRequest("canvas", extent, self.parameterAsExtentCrs(parameters, "EXTENT", context))
+            run = plan_run(raster, area, settings)
+            run.out_dir = Path(tempfile.mkdtemp(prefix="extract_", dir=QgsProcessingUtils.tempFolder()))
+            result = execute(run, lambda f, m: feedback.setProgress(100 * f), feedback.isCanceled,
+                             on_log=feedback.pushInfo, feedback=feedback)
+        except (UserError, EngineError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        outputs = {"OUTPUT_ROADS": roads, "ROADS": f"{roads}|layername=roads",
+                   "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
+                   "LENGTH_KM": result["length_km"]}
+        for key, produced in (("OUTPUT_PROBABILITY", result["probability"]), ("OUTPUT_MASK", result["mask"])):
+            destination = self.parameterAsOutputLayer(parameters, key, context)
+            shutil.move(produced, destination)
+            outputs[key] = destination
+        feedback.pushInfo(f"{result['road_count']} roads, {result['length_km']:.2f} km, "
+                          f"{result['junction_count']} junctions in {result['seconds']:.0f} s")
+        return outputs
+
+
+class VectorizeRoadMaskAlgorithm(_EngineAlgorithm):
+    def name(self) -> str:
+        return "vectorize_road_mask"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Vectorize road mask"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("Turns a road mask (1 road, 0 background) or a road probability raster (0-255) into road "
+                "centrelines and junctions: skeleton, graph, clean-up in metres, simplified lines.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Road mask or probability raster"))
+        self._add_vectorize_parameters()
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
+                                                                "GeoPackage (*.gpkg)"))
+        self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
+        self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
+        self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
+        self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        raster = _file_of(self.parameterAsRasterLayer(parameters, "INPUT", context))
+        roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
+        result = self._request("vectorize", {"raster": raster, "out": roads, "overwrite": True,
+                                             "vectorize_options": self._vectorize_options(parameters, context)},
+                               feedback)
+        return {"OUTPUT_ROADS": roads, "ROADS": f"{roads}|layername=roads",
+                "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
+                "LENGTH_KM": result["length_km"]}
+
+
+class EvaluateRoadsAlgorithm(_EngineAlgorithm):
+    def name(self) -> str:
+        return "evaluate_roads"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Evaluate roads"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("Compares predicted roads with reference roads. Rasters (mask or probability) against a reference "
+                "mask or lines: road IoU, F1, relaxed precision/recall (Mnih 2013) and the mIoU of predicting "
+                "background everywhere. Lines against lines: APLS, completeness, correctness and quality.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Predicted roads (raster or lines)"))
+        self.addParameter(QgsProcessingParameterMapLayer("REFERENCE", "Reference roads (mask raster or lines)"))
+        self.addParameter(QgsProcessingParameterNumber("RHO", "Relaxed metrics slack (pixels)",
+                                                       QgsProcessingParameterNumber.Double, 3.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber("BUFFER_M", "Completeness/correctness buffer (m)",
+                                                       QgsProcessingParameterNumber.Double, 3.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber("ROAD_WIDTH_M", "Width of reference lines as a mask (m)",
+                                                       QgsProcessingParameterNumber.Double, 7.0, minValue=0.1))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_TABLE", "Metrics table", "CSV (*.csv)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        prediction = _file_of(self.parameterAsLayer(parameters, "PREDICTION", context))
+        reference = _file_of(self.parameterAsLayer(parameters, "REFERENCE", context))
+        metrics = self._request("evaluate", {
+            "prediction": prediction, "reference": reference,
+            "rho": self.parameterAsDouble(parameters, "RHO", context),
+            "buffer_m": self.parameterAsDouble(parameters, "BUFFER_M", context),
+            "road_width_m": self.parameterAsDouble(parameters, "ROAD_WIDTH_M", context)}, feedback)
+        table = self.parameterAsFileOutput(parameters, "OUTPUT_TABLE", context)
+        temporary = Path(table).with_name(f".{Path(table).name}.part")
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["metric", "value"])
+            writer.writerows(metrics.items())
+        temporary.replace(table)
+        for key, value in metrics.items():
+            feedback.pushInfo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        return {"OUTPUT_TABLE": table, **{k.upper(): v for k, v in metrics.items() if isinstance(v, (int, float))}}
+
+
+class RoadExtractorProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "road_extractor"
+
+    def name(self) -> str:
+        return "Road extractor"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(RESOURCES / "icon.svg"))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - Processing API
+        for algorithm in (ExtractRoadsAlgorithm(), VectorizeRoadMaskAlgorithm(), EvaluateRoadsAlgorithm()):
+            self.addAlgorithm(algorithm)
+

@@ -1,0 +1,250 @@
+"""From QGIS layers to an engine job and back: what the dialog's task and the Processing algorithms share.
+
+Layers are read on the main thread into plain descriptions (`RasterInput`, `AreaRequest`); the slow part
+(exporting a web layer's pixels, running the engine) works on those in a background thread. A file raster GDAL
+reads goes to the engine by path; any other layer (XYZ, WMS, a virtual raster provider) is read through QGIS's
+raster provider at the model's resolution into a temporary GeoTIFF first.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsDistanceArea,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRectangle,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from .engine import EngineClient, EngineError, find_engine_python
+from .settings import ExtractSettings
+
+MODEL_GSD_FALLBACK_M = 1.0
+
+
+class UserError(ValueError):
+    """A choice that cannot run, in one sentence with the fix."""
+
+
+@dataclass
+class RasterInput:
+    name: str
+    path: str | None  # a file GDAL reads, sent by path
+    crs: QgsCoordinateReferenceSystem
+    extent: QgsRectangle
+    provider: object = None  # a clone of the layer's provider, for layers that are not files
+
+    @property
+    def needs_export(self) -> bool:
+        return self.path is None
+
+
+@dataclass
+class AreaRequest:
+    kind: str  # layer, canvas, selection, rectangle
+    extent: QgsRectangle | None = None  # in `crs`; None for the whole layer
+    crs: QgsCoordinateReferenceSystem | None = None
+    polygons_file: str | None = None  # selected polygons written to a file, for "selection"
+
+
+@dataclass
+class ExtractionRun:
+    """Everything a background thread needs: plain values, no layers."""
+
+    raster: RasterInput
+    area: AreaRequest
+    settings: ExtractSettings
+    out_dir: Path
+    roads: Path
+    model_gsd_m: float = MODEL_GSD_FALLBACK_M
+    notes: list[str] = field(default_factory=list)
+
+
+def describe_layer(layer) -> RasterInput:
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        kind = "a vector layer" if isinstance(layer, QgsVectorLayer) else "not a usable raster layer"
+        name = layer.name() if layer is not None else "nothing"
+        raise UserError(f"'{name}' is {kind}; choose a raster layer with imagery (a GeoTIFF, an orthophoto, an "
+                        f"XYZ or WMS layer)")
+    if not layer.crs().isValid():
+        raise UserError(f"'{layer.name()}' has no coordinate reference system; set one in its properties "
+                        f"(Layer Properties > Source) first")
+    path = None
+    if layer.providerType() == "gdal":
+        candidate = layer.source().split("|")[0]
+        if Path(candidate).exists():
+            path = candidate
+    provider = None if path else layer.dataProvider().clone()
+    return RasterInput(layer.name(), path, layer.crs(), layer.extent(), provider)
+
+
+def selection_area(layer, folder: Path) -> AreaRequest:
+    """The selected polygons of `layer`, written to a GeoPackage the engine reads (with their CRS)."""
+    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
+        raise UserError("the area 'selected features' needs a polygon layer; choose one in the dialog")
+    if layer.selectedFeatureCount() == 0:
+        raise UserError(f"no features are selected in '{layer.name()}'; select the polygons to extract roads in")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.onlySelectedFeatures = True
+    path = folder / "area.gpkg"
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
+                                                       options)
+    if result[0] != QgsVectorFileWriter.NoError:
+        raise UserError(f"could not write the selected polygons to {path}: {result[1]}")
+    extent = layer.boundingBoxOfSelected()
+    return AreaRequest("selection", extent, layer.crs(), str(path))
+
+
+def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> float:
+    """Ground metres per map unit of `crs` at the middle of `extent` (degrees, Web Mercator and feet alike)."""
+    distance = QgsDistanceArea()
+    distance.setSourceCrs(crs, QgsProject.instance().transformContext())
+    distance.setEllipsoid(crs.ellipsoidAcronym() or "EPSG:7030")
+    centre = extent.center()
+    step = max(extent.width(), 1e-9) / 100
+    metres = distance.measureLine(QgsPointXY(centre.x() - step / 2, centre.y()),
+                                  QgsPointXY(centre.x() + step / 2, centre.y()))
+    return metres / step if metres > 0 else 1.0
+
+
+def transform_extent(extent: QgsRectangle, source: QgsCoordinateReferenceSystem,
+               target: QgsCoordinateReferenceSystem) -> QgsRectangle:
+    if source == target:
+        return QgsRectangle(extent)
+    transform = QgsCoordinateTransform(source, target, QgsProject.instance())
+    return transform.transformBoundingBox(extent)
+
+
+def export_window(raster: RasterInput, area: AreaRequest, gsd_m: float, path: Path, feedback=None) -> Path:
+    """Reads the area of a non-file layer through QGIS's provider at `gsd_m` into a GeoTIFF (a background-safe
+    clone of the provider does the reading)."""
+    extent = raster.extent if area.extent is None else transform_extent(area.extent, area.crs, raster.crs)
+    extent = extent.intersect(raster.extent) if not raster.extent.isEmpty() else extent
+    if extent.isEmpty():
+        raise UserError("the chosen area does not overlap the raster layer; pan to the imagery or choose another "
+                        "area")
+    unit = metres_per_unit(raster.crs, extent)
+    columns = max(1, round(extent.width() * unit / gsd_m))
+    rows = max(1, round(extent.height() * unit / gsd_m))
+    if columns * rows > 40000 * 40000:
+        raise UserError(f"the area is {columns}x{rows} pixels at {gsd_m} m/px; choose a smaller area (a canvas "
+                        f"extent or a drawn rectangle) for a web layer")
+    pipe = QgsRasterPipe()
+    if not pipe.set(raster.provider.clone()):
+        raise UserError(f"QGIS cannot read the pixels of '{raster.name}'")
+    writer = QgsRasterFileWriter(str(path))
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
+    error = writer.writeRaster(pipe, columns, rows, extent, raster.crs, QgsProject.instance().transformContext(),
+                               feedback)
+    if error != QgsRasterFileWriter.NoError:
+        raise UserError(f"reading '{raster.name}' through QGIS failed (error {error}); check the layer draws "
+                        f"in QGIS (network, credentials) and try again")
+    return path
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "raster"
+
+
+def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, model_gsd_m: float | None = None
+             ) -> ExtractionRun:
+    settings.scale_list()  # refuses bad scales before anything starts
+    if settings.output:
+        roads = Path(settings.output)
+        if roads.suffix.lower() != ".gpkg":
+            raise UserError(f"the output {roads} must be a GeoPackage (.gpkg)")
+        if roads.exists() and not settings.overwrite:
+            raise UserError(f"{roads} already exists; tick 'Overwrite' or choose another output file")
+        out_dir = roads.parent
+    else:
+        out_dir = Path(tempfile.mkdtemp(prefix="road_extractor_"))
+        roads = out_dir / f"{safe_name(raster.name)}_roads.gpkg"
+    return ExtractionRun(raster, area, settings, out_dir, roads, model_gsd_m or MODEL_GSD_FALLBACK_M)
+
+
+def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:
+    s = run.settings
+    job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, "tile": s.tile,
+           "overlap": s.overlap, "scales": s.scale_list(), "augment": s.augment, "device": s.device,
+           "threshold": s.threshold, "overwrite": s.overwrite, "roads": str(run.roads),
+           "vectorize_options": s.vectorize_options()}
+    if run.area.polygons_file:
+        job["aoi"] = run.area.polygons_file
+    elif run.area.extent is not None and not exported:
+        e, crs = run.area.extent, run.area.crs
+        job["bbox"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
+        job["bbox_crs"] = crs.authid() or crs.toWkt()
+    return job
+
+
+# ------------------------------------------------------------------------------------------------- the engine
+
+_engine: EngineClient | None = None
+_engine_lock = threading.Lock()  # one request at a time: the worker runs one job, the dialog and Processing share it
+
+
+def profile_dir() -> str:
+    return QgsApplication.qgisSettingsDirPath()
+
+
+def engine_client(settings: ExtractSettings) -> EngineClient:
+    global _engine
+    python = find_engine_python(settings.engine_python or None, profile_dir())
+    if _engine is None or _engine.python != python:
+        if _engine is not None:
+            _engine.close()
+        _engine = EngineClient(python)
+    return _engine
+
+
+def shutdown_engine() -> None:
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.close()
+            _engine = None
+
+
+def engine_request(settings: ExtractSettings, op: str, args: dict | None = None, **callbacks) -> dict:
+    with _engine_lock:
+        return engine_client(settings).request(op, args, **callbacks)
+
+
+def execute(run: ExtractionRun, on_progress: Callable[[float, str], None], is_cancelled: Callable[[], bool],
+            on_log: Callable[[str], None] = lambda message: None, feedback=None) -> dict:
+    """The slow part, safe in a background thread: export if needed, then the engine's extract job. A failed or
+    cancelled run removes what it exported; the engine itself leaves nothing half-written."""
+    exported = run.raster.needs_export
+    exported_path = run.out_dir / f"{safe_name(run.raster.name)}.tif"
+    try:
+        if exported:
+            on_progress(0.0, f"reading '{run.raster.name}' through QGIS at {run.model_gsd_m:g} m/px")
+            export_window(run.raster, run.area, run.model_gsd_m, exported_path, feedback)
+        if is_cancelled():
+            raise EngineError("cancelled; nothing was written", "cancelled")
+        job = job_for(run, str(exported_path) if exported else run.raster.path, exported)
+        result = engine_request(run.settings, "extract", job, on_progress=on_progress, on_log=on_log,
+                                is_cancelled=is_cancelled)
+    except BaseException:
+        if exported:
+            exported_path.unlink(missing_ok=True)
+        raise
+    result["exported_input"] = str(exported_path) if exported else None
+    return result
