@@ -10,13 +10,16 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 BASE_PACKAGES := python3 python3-venv python3-pip
 QGIS_PACKAGES := qgis python3-qgis qgis-providers
 
-.PHONY: demo test env system-packages qgis lint bench clean
+.PHONY: demo test env system-packages qgis lint bench clean plugin-zip
 
 demo: env
 	$(VENV)/bin/road-extractor demo --out demo-output
 
 test: qgis env
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+plugin-zip: env
+	$(PY) -m road_extractor.packaging --out dist/road_extractor.zip
 
 lint: env
 	$(VENV)/bin/ruff check core training road_extractor tests benchmarks

@@ -221,7 +221,7 @@ def test_metadata_declares_the_supported_qgis_versions():
                 "homepage", "tags"):
         assert general.get(key), key
     assert general["hasProcessingProvider"] == "yes"
-    assert (REPO / "resources" / general["icon"]).exists()
+    assert (REPO / general["icon"]).exists()
 
 
 def test_road_styles_load_on_a_real_road_geopackage(qgis_app, tmp_path):

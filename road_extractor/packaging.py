@@ -1,0 +1,71 @@
+"""`python -m road_extractor.packaging --out dist/road_extractor.zip`: a zip for QGIS's "Install from ZIP".
+
+Layout inside the zip (one top-level folder, as QGIS requires):
+
+    road_extractor/              the plugin's modules, metadata.txt, resources/ (icon, QML styles)
+    road_extractor/engine/core/  the engine's source, run by the worker process (PYTHONPATH=engine)
+    road_extractor/engine/resources/models/   the shipped model, where the engine looks for it
+
+The engine's dependencies (torch, rasterio, ...) are not in the zip: the plugin creates an environment for them
+on first use, or uses one the user points it to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def _files(folder: Path, suffixes: tuple[str, ...] | None = None):
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not SKIP_PARTS & set(path.parts) and (suffixes is None or path.suffix in suffixes):
+            yield path
+
+
+def version() -> str:
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "metadata.txt")
+    return metadata["general"]["version"]
+
+
+def build_zip(out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.part")
+    root = "road_extractor"
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in _files(REPO / "road_extractor", (".py",)):
+            archive.write(path, f"{root}/{path.relative_to(REPO / 'road_extractor')}")
+        archive.write(REPO / "metadata.txt", f"{root}/metadata.txt")
+        archive.write(REPO / "resources" / "icon.svg", f"{root}/resources/icon.svg")
+        for path in _files(REPO / "resources" / "styles", (".qml",)):
+            archive.write(path, f"{root}/resources/styles/{path.name}")
+        for path in _files(REPO / "core", (".py",)):
+            archive.write(path, f"{root}/engine/core/{path.relative_to(REPO / 'core')}")
+        for path in _files(REPO / "resources" / "models"):
+            archive.write(path, f"{root}/engine/resources/models/{path.name}")
+        for name in ("README.md", "LICENSE"):
+            if (REPO / name).exists():
+                archive.write(REPO / name, f"{root}/{name}")
+    temporary.replace(out)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m road_extractor.packaging",
+                                     description="Build the plugin zip for QGIS's 'Install from ZIP'.")
+    parser.add_argument("--out", default=f"dist/road_extractor-{version()}.zip")
+    args = parser.parse_args(argv)
+    path = build_zip(args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
