@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
-from .engine import EngineMissing
+from .engine import EngineMissing, find_engine_python
 from .layers import RESOURCES, add_results
-from .runner import UserError, describe_layer, plan_run, shutdown_engine
+from .runner import UserError, describe_layer, plan_run, profile_dir, shutdown_engine
 from .tasks import LOG_TAG, ExtractRoadsTask
 
 MENU = "&Road extractor"
@@ -74,6 +74,11 @@ class RoadExtractorPlugin:
     def start_run(self, dialog) -> ExtractRoadsTask | None:
         """Plans the run from the dialog's choices (main thread) and hands it to a QgsTask."""
         try:
+            find_engine_python(dialog.current_settings().engine_python or None, profile_dir())
+        except EngineMissing as exc:
+            self.offer_engine_setup(exc)
+            return None
+        try:
             raster = describe_layer(dialog.layer.currentLayer())
             run = plan_run(raster, dialog.area_request(), dialog.current_settings(),
                            dialog.model_info.get("gsd_m"))
@@ -100,6 +105,31 @@ class RoadExtractorPlugin:
                    f"junctions in {result['seconds']:.0f} s -> {result['roads']}")
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
         self.iface.messageBar().pushSuccess(LOG_TAG, message)
+
+    def offer_engine_setup(self, problem: Exception) -> None:
+        """The engine's environment is missing: say so, show the commands, offer to run them."""
+        from qgis.PyQt.QtWidgets import QPushButton
+
+        from .setup_engine import EngineSetupTask, commands_text
+
+        commands = commands_text(profile_dir())
+        QgsMessageLog.logMessage(f"{problem}\nTo create it from a terminal:\n{commands}", LOG_TAG, Qgis.Warning)
+        bar = self.iface.messageBar()
+        widget = bar.createMessage(LOG_TAG, "The road extraction engine needs its own Python environment "
+                                   "(PyTorch and friends, about 1 GB). The commands are in the log panel.")
+        button = QPushButton("Set up engine", widget)
+        widget.layout().addWidget(button)
+
+        def start() -> None:
+            task = EngineSetupTask(profile_dir())
+            task.taskCompleted.connect(lambda: bar.pushSuccess(LOG_TAG, "engine environment ready; run again"))
+            task.taskTerminated.connect(lambda: self.report_error(task.error or "engine set-up failed"))
+            self.tasks.append(task)
+            QgsApplication.taskManager().addTask(task)
+            bar.popWidget(widget)
+
+        button.clicked.connect(start)
+        bar.pushWidget(widget, Qgis.Warning)
 
     def report_error(self, message: str) -> None:
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Critical)

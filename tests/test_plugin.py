@@ -248,3 +248,18 @@ def test_road_styles_load_on_a_real_road_geopackage(qgis_app, tmp_path):
         assert ok, message
         assert layer.renderer().type() == renderer
     assert layer.renderer().rootRule().children()[0].filterExpression() == '"degree" >= 3'
+
+
+def test_a_missing_engine_offers_to_set_it_up_with_the_commands_shown(plugin, qgis_iface):
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from road_extractor.engine import EngineMissing
+
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(lambda message, tag, level: logged.append(message))
+    plugin.offer_engine_setup(EngineMissing("no Python environment with the road extraction engine was found"))
+    widget = qgis_iface.messageBar().currentItem()
+    assert "needs its own Python environment" in widget.text()
+    assert [b.text() for b in widget.findChildren(QPushButton)] == ["Set up engine"]
+    text = "\n".join(logged)
+    assert "-m venv" in text and "pip install torch" in text and "engine-venv" in text
