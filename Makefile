@@ -22,7 +22,7 @@ plugin-zip: env
 	$(PY) -m road_extractor.packaging --out dist/road_extractor.zip
 
 lint: env
-	$(VENV)/bin/ruff check core training road_extractor tests benchmarks
+	$(VENV)/bin/ruff check core training road_extractor tests benchmarks docs
 
 bench: env
 	$(PY) benchmarks/model_throughput.py

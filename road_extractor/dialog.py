@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsRectangle, QgsTask
@@ -163,7 +164,8 @@ class ExtractRoadsDialog(QDialog):
         self.update_estimate()
 
     def current_settings(self) -> ExtractSettings:
-        s = self.settings
+        """A new settings object from the widgets (signals fire while `_load` fills them: never write back)."""
+        s = replace(self.settings)
         s.area = self.area.currentData()
         s.model = self.model.filePath().strip()
         s.scales = self.scales.text()
@@ -288,11 +290,13 @@ class ExtractRoadsDialog(QDialog):
 
     def accept(self) -> None:
         """Saves the settings; the plugin starts the run (`RoadExtractorPlugin.start_run`)."""
+        settings = self.current_settings()
         try:
-            self.current_settings().scale_list()
+            settings.scale_list()
         except ValueError as exc:
             self.iface.messageBar().pushWarning("Road extractor", str(exc))
             return
-        self.current_settings().save()
+        settings.save()
+        self.settings = settings
         super().accept()
 

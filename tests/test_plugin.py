@@ -94,6 +94,8 @@ def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     assert dialog.area.currentData() == "layer" and dialog.scales.text() == "0.75, 1.0, 1.25"
     assert dialog.device.currentText() == "auto" and dialog.augment.currentText() == "none"
     assert dialog.model.filePath() == "" and dialog.output.filePath() == ""  # the shipped model, a temporary file
+    assert (dialog.threshold.value(), dialog.spur.value(), dialog.min_length.value(), dialog.bridge.value(),
+            dialog.simplify.value()) == (0.5, 12.0, 30.0, 24.0, 1.0)
     dialog.scales.setText("1.0")
     dialog.device.setCurrentText("cpu")
     dialog.accept()
