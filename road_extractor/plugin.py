@@ -58,6 +58,10 @@ class RoadExtractorPlugin:
             self.provider = None
         for task in self.tasks:
             task.cancel()
+        if self.dialog is not None:
+            self.dialog.close()
+            self.dialog.deleteLater()
+            self.dialog = None
         shutdown_engine()
 
     # ------------------------------------------------------------------------------------------------ runs

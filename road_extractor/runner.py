@@ -19,9 +19,11 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsDataProvider,
     QgsDistanceArea,
     QgsPointXY,
     QgsProject,
+    QgsProviderRegistry,
     QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
@@ -47,7 +49,8 @@ class RasterInput:
     path: str | None  # a file GDAL reads, sent by path
     crs: QgsCoordinateReferenceSystem
     extent: QgsRectangle
-    provider: object = None  # a clone of the layer's provider, for layers that are not files
+    provider_key: str = "gdal"  # for layers that are not files: a provider is made from these in the thread
+    uri: str = ""
 
     @property
     def needs_export(self) -> bool:
@@ -89,8 +92,7 @@ def describe_layer(layer) -> RasterInput:
         candidate = layer.source().split("|")[0]
         if Path(candidate).exists():
             path = candidate
-    provider = None if path else layer.dataProvider().clone()
-    return RasterInput(layer.name(), path, layer.crs(), layer.extent(), provider)
+    return RasterInput(layer.name(), path, layer.crs(), layer.extent(), layer.providerType(), layer.source())
 
 
 def selection_area(layer, folder: Path) -> AreaRequest:
@@ -132,8 +134,9 @@ def transform_extent(extent: QgsRectangle, source: QgsCoordinateReferenceSystem,
 
 
 def export_window(raster: RasterInput, area: AreaRequest, gsd_m: float, path: Path, feedback=None) -> Path:
-    """Reads the area of a non-file layer through QGIS's provider at `gsd_m` into a GeoTIFF (a background-safe
-    clone of the provider does the reading)."""
+    """Reads the area of a non-file layer through QGIS's provider at `gsd_m` into a GeoTIFF. The provider is made
+    here, in the calling thread, and dropped before returning: a provider outliving its thread (or QGIS's exit)
+    crashes QGIS."""
     extent = raster.extent if area.extent is None else transform_extent(area.extent, area.crs, raster.crs)
     extent = extent.intersect(raster.extent) if not raster.extent.isEmpty() else extent
     if extent.isEmpty():
@@ -145,14 +148,17 @@ def export_window(raster: RasterInput, area: AreaRequest, gsd_m: float, path: Pa
     if columns * rows > 40000 * 40000:
         raise UserError(f"the area is {columns}x{rows} pixels at {gsd_m} m/px; choose a smaller area (a canvas "
                         f"extent or a drawn rectangle) for a web layer")
+    provider = QgsProviderRegistry.instance().createProvider(raster.provider_key, raster.uri,
+                                                             QgsDataProvider.ProviderOptions())
     pipe = QgsRasterPipe()
-    if not pipe.set(raster.provider.clone()):
-        raise UserError(f"QGIS cannot read the pixels of '{raster.name}'")
+    if provider is None or not provider.isValid() or not pipe.set(provider):  # the pipe owns the provider now
+        raise UserError(f"QGIS cannot read the pixels of '{raster.name}'; check that the layer draws")
     writer = QgsRasterFileWriter(str(path))
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
     error = writer.writeRaster(pipe, columns, rows, extent, raster.crs, QgsProject.instance().transformContext(),
                                feedback)
+    del pipe
     if error != QgsRasterFileWriter.NoError:
         raise UserError(f"reading '{raster.name}' through QGIS failed (error {error}); check the layer draws "
                         f"in QGIS (network, credentials) and try again")

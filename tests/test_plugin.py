@@ -265,3 +265,41 @@ def test_a_missing_engine_offers_to_set_it_up_with_the_commands_shown(plugin, qg
     assert [b.text() for b in widget.findChildren(QPushButton)] == ["Set up engine"]
     text = "\n".join(logged)
     assert "-m venv" in text and "pip install torch" in text and "engine-venv" in text
+
+
+def test_a_web_tile_layer_is_read_through_qgis_at_the_models_resolution(plugin, shared_data, random_model_file,
+                                                                         tmp_path, qgis_new_project):
+    """An XYZ layer (tiles made from the SpaceNet scene, served from file:// as a tile server would) has no file
+    GDAL can open: the plugin reads the chosen area through QGIS's provider at 1 m/px and sends that."""
+    import shutil
+    import subprocess
+
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform
+
+    gdal2tiles = shutil.which("gdal2tiles.py")
+    if gdal2tiles is None:
+        pytest.skip("gdal2tiles.py (GDAL's tools) is not installed")
+    tiles = tmp_path / "tiles"
+    subprocess.run(["/usr/bin/python3", gdal2tiles, "--xyz", "-z", "17", "-q",
+                    str(shared_data / "spacenet" / "vegas_img0.tif"), str(tiles)], check=True, timeout=300)
+    layer = QgsRasterLayer(f"type=xyz&url=file://{tiles}/{{z}}/{{x}}/{{y}}.png&zmin=17&zmax=17", "tiles", "wms")
+    assert layer.isValid() and layer.providerType() == "wms"
+    QgsProject.instance().addMapLayer(layer)
+    vegas = QgsRasterLayer(str(shared_data / "spacenet" / "vegas_img0.tif"), "vegas")
+    mercator = QgsCoordinateReferenceSystem("EPSG:3857")
+    area = QgsCoordinateTransform(vegas.crs(), mercator, QgsProject.instance()).transformBoundingBox(vegas.extent())
+    dialog = _dialog(plugin, layer, random_model_file, tmp_path / "tiles_roads.gpkg")
+    dialog.area.setCurrentIndex(dialog.area.findData("rectangle"))
+    dialog.drawn_rectangle = area
+    plugin.iface.mapCanvas().setDestinationCrs(mercator)
+    task = plugin.start_run(dialog)
+    _wait(task)
+    assert task.error is None, task.error
+    assert Path(task.result["exported_input"]).exists()
+    with rasterio.open(task.result["exported_input"]) as exported:
+        assert exported.crs.to_epsg() == 3857
+        ground = exported.res[0] * np.cos(np.radians(36.24))  # Web Mercator metres -> ground metres here
+        assert abs(ground - 1.0) < 0.05
+        assert abs(exported.bounds.left - area.xMinimum()) < 5 and abs(exported.bounds.top - area.yMaximum()) < 5
+    with rasterio.open(task.result["probability"]) as ds:
+        assert ds.crs.to_epsg() == 3857 and ds.read_masks(1).mean() > 200
