@@ -71,6 +71,20 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                                                      minValue=0.0, maxValue=1e6 if metres else 1.0)
             self.addParameter(parameter)
 
+    def _add_road_outputs(self) -> None:
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
+                                                                "GeoPackage (*.gpkg)"))
+        self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
+        self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
+        self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
+        self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+
+    @staticmethod
+    def _road_outputs(roads: str, result: dict) -> dict:
+        return {"OUTPUT_ROADS": roads, "ROADS": f"{roads}|layername=roads",
+                "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
+                "LENGTH_KM": result["length_km"]}
+
     def _vectorize_options(self, parameters, context) -> dict:
         return {key: self.parameterAsDouble(parameters, name, context)
                 for name, key, *_ in VECTORIZE_PARAMETERS}
@@ -117,12 +131,7 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         self._add_vectorize_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_PROBABILITY", "Road probability"))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Road mask"))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
-                                                                "GeoPackage (*.gpkg)"))
-        self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
-        self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
-        self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
-        self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+        self._add_road_outputs()
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
@@ -155,9 +164,7 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
                              on_log=feedback.pushInfo, feedback=feedback)
         except (UserError, EngineError) as exc:
             raise QgsProcessingException(str(exc)) from None
-        outputs = {"OUTPUT_ROADS": roads, "ROADS": f"{roads}|layername=roads",
-                   "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
-                   "LENGTH_KM": result["length_km"]}
+        outputs = self._road_outputs(roads, result)
         for key, produced in (("OUTPUT_PROBABILITY", result["probability"]), ("OUTPUT_MASK", result["mask"])):
             destination = self.parameterAsOutputLayer(parameters, key, context)
             shutil.move(produced, destination)
@@ -181,12 +188,7 @@ class VectorizeRoadMaskAlgorithm(_EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Road mask or probability raster"))
         self._add_vectorize_parameters()
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
-                                                                "GeoPackage (*.gpkg)"))
-        self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
-        self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
-        self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
-        self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+        self._add_road_outputs()
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         raster = _file_of(self.parameterAsRasterLayer(parameters, "INPUT", context))
@@ -194,9 +196,7 @@ class VectorizeRoadMaskAlgorithm(_EngineAlgorithm):
         result = self._request("vectorize", {"raster": raster, "out": roads, "overwrite": True,
                                              "vectorize_options": self._vectorize_options(parameters, context)},
                                feedback)
-        return {"OUTPUT_ROADS": roads, "ROADS": f"{roads}|layername=roads",
-                "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
-                "LENGTH_KM": result["length_km"]}
+        return self._road_outputs(roads, result)
 
 
 class EvaluateRoadsAlgorithm(_EngineAlgorithm):

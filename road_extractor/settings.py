@@ -20,6 +20,8 @@ class ExtractSettings:
     device: str = "auto"
     threshold: float = 0.5
     tile: int = 512
+    # The engine's defaults (core.jobs.VectorizeOptions); repeated because the plugin cannot import the engine,
+    # which may live in another environment. tests/test_plugin.py checks the two agree.
     overlap: int = 64
     high: float = 0.5
     low: float = 0.3
