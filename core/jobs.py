@@ -110,9 +110,8 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
     by a failed or cancelled run: each output is written to a temporary file and renamed."""
     from .area import area_from_bbox, area_from_vector
-    from .checkpoint import load_model
     from .extract import ExtractParams, extract_roads
-    from .models import resolve_model
+    from .models import open_model, resolve_model
     from .raster import RasterioSource
 
     if job.bbox and job.aoi:
@@ -126,7 +125,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
                            threshold=job.threshold, output_resolution=job.output_resolution,
                            overwrite=job.overwrite)
     model_path = resolve_model(job.model)
-    model = load_model(model_path)
+    model = open_model(model_path)
     with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:
         area = None
         if job.bbox:

@@ -20,3 +20,16 @@ def default_model() -> Path:
 
 def resolve_model(path: str | Path | None) -> Path:
     return Path(path) if path else default_model()
+
+
+def open_model(path: str | Path | None):
+    """A model for inference from any file the engine runs: the project's model file, a seed checkpoint, a state
+    dict (through `core.checkpoint`), or an ONNX export (through onnxruntime); None means the shipped model."""
+    resolved = resolve_model(path)
+    if resolved.suffix.lower() == ".onnx":
+        from .onnx_model import load_onnx_model
+
+        return load_onnx_model(resolved)
+    from .checkpoint import load_model
+
+    return load_model(resolved)

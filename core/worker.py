@@ -53,11 +53,10 @@ class _Channel:
 
 def describe_model(path: str | None) -> dict[str, Any]:
     """What a model file says about itself and whether it is usable, without running it."""
-    from .checkpoint import load_model
-    from .models import resolve_model
+    from .models import open_model, resolve_model
 
     resolved = resolve_model(path)
-    model = load_model(resolved)
+    model = open_model(resolved)
     info = model.info
     return {"path": str(resolved), "gsd_m": info.gsd_m, "classes": list(info.class_names),
             "bands": list(info.bands), "architecture": info.config.to_dict(), "metrics": info.metrics,

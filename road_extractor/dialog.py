@@ -68,7 +68,7 @@ class ExtractRoadsDialog(QDialog):
         form.addRow("Area", area_row)
 
         self.model = QgsFileWidget()
-        self.model.setFilter("Model files (*.pt *.pth)")
+        self.model.setFilter("Model files (*.pt *.pth *.onnx)")
         self.model.lineEdit().setPlaceholderText("the shipped model")
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)

@@ -116,7 +116,7 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Only within this extent", optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer("AOI", "Only within these polygons", optional=True))
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model file (empty: the shipped model)",
-                                                     optional=True, fileFilter="Model files (*.pt *.pth)"))
+                                                     optional=True, fileFilter="Model files (*.pt *.pth *.onnx)"))
         self.addParameter(QgsProcessingParameterString("SCALES", "Inference scales", "0.75, 1.0, 1.25"))
         self.addParameter(QgsProcessingParameterEnum("AUGMENT", "Flips and rotations at inference", list(AUGMENTS),
                                                      defaultValue=0))

@@ -103,3 +103,20 @@ def test_protocol_mismatch_and_missing_engine_are_named(tmp_path):
     with pytest.raises(EngineMissing, match="-m venv"):
         find_engine_python(str(tmp_path / "nothing"), tmp_path / "profile", checkout=False)
     assert install_commands(tmp_path / "profile")[0][1:3] == ["-m", "venv"]
+
+
+def test_an_onnx_export_runs_through_the_same_engine(engine, model_file, scene_tif, tmp_path):
+    import rasterio
+
+    from core.checkpoint import load_model
+    from core.onnx_export import export_onnx
+
+    onnx_file = export_onnx(load_model(model_file), tmp_path / "model.onnx")
+    described = engine.request("describe_model", {"path": str(onnx_file)})
+    assert described["file_kind"] == "ONNX model (onnxruntime)" and described["gsd_m"] == 1.0
+    job = {"input": str(scene_tif), "tile": 128, "overlap": 16, "scales": [0.75, 1.0], "vectorize": False}
+    from_torch = engine.request("extract", {**job, "out_dir": str(tmp_path / "torch"), "model": str(model_file)})
+    from_onnx = engine.request("extract", {**job, "out_dir": str(tmp_path / "onnx"), "model": str(onnx_file)})
+    with rasterio.open(from_torch["probability"]) as a, rasterio.open(from_onnx["probability"]) as b:
+        difference = abs(a.read(1).astype(int) - b.read(1).astype(int))
+    assert difference.max() <= 2  # 1/255 steps: float rounding between two runtimes
