@@ -87,6 +87,9 @@ class Area:
     x1: float
     y1: float
     polygons: list = field(default_factory=list)  # shapely geometries in the raster's CRS
+    # The processing-grid window (x0, y0, x1, y1) to run the network on, when the caller chooses it: region runs
+    # align each block's window to the whole raster's tile grid so blocks compute exactly the tiles of one run.
+    computed: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -285,7 +288,8 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
     grid = processing_grid(info, model.info.gsd_m, notes)
     area = area or Area(0, 0, info.width, info.height)
     try:
-        tiling = TileGrid(*_computed_window(area, grid, params), params.tile, params.overlap)
+        window = area.computed or _computed_window(area, grid, params)
+        tiling = TileGrid(*window, params.tile, params.overlap)
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)

@@ -101,7 +101,7 @@ def test_protocol_mismatch_and_missing_engine_are_named(tmp_path):
     with pytest.raises(EngineMissing, match="does not exist"):
         EngineClient(tmp_path / "no-python", REPO).start()
     with pytest.raises(EngineMissing, match="-m venv"):
-        find_engine_python(str(tmp_path / "nothing"), tmp_path / "profile", checkout=False)
+        find_engine_python(None, tmp_path / "profile", checkout=False)
     assert install_commands(tmp_path / "profile")[0][1:3] == ["-m", "venv"]
 
 

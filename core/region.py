@@ -1,0 +1,348 @@
+"""Region-scale extraction on Dask distributed: many rasters or one huge mosaic, cut into blocks that workers run
+in parallel, assembled into one probability/mask mosaic and one road GeoPackage; resumable after a crash.
+
+- Inputs (files, folders, VRTs) become one GDAL VRT mosaic; they must share a CRS.
+- The mosaic's processing grid is cut into blocks. Each block runs `extract_roads` on its core plus a halo of at
+  least one tile, with its window aligned to the tile grid of the whole mosaic: a block computes exactly the
+  tiles a one-machine run computes over its core, so the assembled probabilities equal that run's.
+- Each finished block's pieces are written to a temporary folder and renamed into place; a manifest records
+  finished blocks. Dask retries a block whose worker died on another worker; a re-run of the same command skips
+  what the manifest lists, so a crash or Ctrl-C loses only the blocks in flight.
+- Pieces are assembled into VRTs (and optionally COGs); the road network is vectorized from the probability VRT
+  with the same window-joining code as a single run, so roads crossing block borders are joined exactly.
+- One model per worker process, loaded on first use; with several GPUs, worker N uses GPU N modulo their number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_output
+from .errors import InputError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RegionJob:
+    inputs: list[str]
+    out_dir: str
+    model: str | None = None
+    block: int = 4096  # block side in pixels at the model's resolution
+    tile: int = 512
+    overlap: int = 64
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+    augment: str = "none"
+    device: str = "auto"
+    precision: str = "auto"
+    threshold: float = 0.5
+    bands: str | None = None
+    vectorize: bool = True
+    vectorize_options: dict = field(default_factory=dict)
+    cog: bool = False
+
+    def fingerprint(self) -> str:
+        """What makes two runs the same job: everything that changes a block's pixels."""
+        keys = ("model", "block", "tile", "overlap", "scales", "augment", "threshold", "bands")
+        text = json.dumps({k: getattr(self, k) for k in keys} | {"inputs": [str(p) for p in self.inputs]})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Block:
+    row: int
+    col: int
+    core: tuple[float, float, float, float]  # input pixels x0, y0, x1, y1
+    window: tuple[int, int, int, int]  # processing-grid pixels the network runs on (core + halo, tile-aligned)
+
+    @property
+    def id(self) -> str:
+        return f"r{self.row:04d}_c{self.col:04d}"
+
+
+@dataclass
+class RegionResult:
+    probability: Path
+    mask: Path
+    blocks: int
+    blocks_run: int
+    seconds: float
+    megapixels: float
+    roads: Path | None = None
+    network: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------- planning
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputError(f"{path} holds no rasters ({', '.join(RASTER_SUFFIXES)}); give raster files or a "
+                                 f"folder of them")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder; check the path")
+    return files
+
+
+def build_mosaic(files: list[Path], out: Path) -> Path:
+    """One raster for all inputs: the file itself, or a VRT mosaic (GDAL's BuildVRT) of inputs sharing a CRS."""
+    if len(files) == 1:
+        return files[0]
+    import rasterio
+    from osgeo import gdal
+
+    crs = {}
+    for path in files:
+        with rasterio.open(path) as ds:
+            crs.setdefault(ds.crs.to_string() if ds.crs else "none", path.name)
+    if len(crs) > 1:
+        raise InputError(f"the inputs are in different CRSs ({', '.join(f'{c} ({n})' for c, n in crs.items())}); "
+                         f"reproject them to one (gdalwarp) or run them separately")
+    gdal.UseExceptions()
+    with atomic_output(out) as temporary:
+        gdal.BuildVRT(str(temporary), [str(p) for p in files]).FlushCache()
+    return out
+
+
+def plan_blocks(width_px: int, height_px: int, scale: tuple[float, float], block: int, tile: int, overlap: int
+                ) -> list[Block]:
+    """Blocks over a processing grid of width_px x height_px (scale = processing pixels per input pixel)."""
+    stride = tile - overlap
+    block = max(stride, block // stride * stride)  # cores on the tile grid
+    halo = math.ceil(tile / stride) * stride  # at least one whole tile of context on each side
+    blocks = []
+    for row, y in enumerate(range(0, height_px, block)):
+        for col, x in enumerate(range(0, width_px, block)):
+            x1, y1 = min(x + block, width_px), min(y + block, height_px)
+            window = (max(0, x - halo), max(0, y - halo), min(width_px, x1 + halo), min(height_px, y1 + halo))
+            core = (x / scale[0], y / scale[1], x1 / scale[0], y1 / scale[1])
+            blocks.append(Block(row, col, core, window))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------- on a worker
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def _worker_device(requested: str) -> str:
+    """`auto` on a machine with several GPUs: worker N takes GPU N modulo their number."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.device_count() > 1:
+        try:
+            from distributed import get_worker
+
+            name = str(get_worker().name)
+            index = int(name) if name.isdigit() else hash(name)
+            return f"cuda:{index % torch.cuda.device_count()}"
+        except (ImportError, ValueError):
+            pass
+    return requested
+
+
+def _model(path: str | None):
+    key = (str(path), str(os.getpid()))
+    if key not in _MODELS:
+        from .models import open_model
+
+        _MODELS[key] = open_model(path)
+    return _MODELS[key]
+
+
+def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> dict[str, Any]:
+    """Runs one block and moves its pieces into `pieces/<block id>/` in one rename. Safe to run twice (a retried
+    block whose first run finished): the second run's pieces are dropped."""
+    from .extract import Area, ExtractParams, extract_roads
+    from .raster import RasterioSource
+
+    final = Path(pieces) / block.id
+    if final.exists():
+        return _piece_record(block, final, 0.0)
+    started = time.perf_counter()
+    params = ExtractParams(tile=job["tile"], overlap=job["overlap"], scales=tuple(job["scales"]),
+                           augment=job["augment"], device=_worker_device(job["device"]), precision=job["precision"],
+                           threshold=job["threshold"], overwrite=True)
+    scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
+    try:
+        with RasterioSource(mosaic, bands=job.get("bands")) as source:
+            extract_roads(source, _model(job.get("model")), scratch, params,
+                          Area(*block.core, computed=block.window))
+        try:
+            os.replace(scratch, final)
+        except OSError:  # another run of this block got there first
+            shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _piece_record(block, final, time.perf_counter() - started)
+
+
+def _piece_record(block: Block, folder: Path, seconds: float) -> dict[str, Any]:
+    probability = next(folder.glob("*_road_probability.tif"))
+    mask = next(folder.glob("*_road_mask.tif"))
+    x0, y0, x1, y1 = block.core
+    return {"id": block.id, "probability": str(probability), "mask": str(mask), "seconds": seconds,
+            "megapixels": (x1 - x0) * (y1 - y0) / 1e6}
+
+
+# --------------------------------------------------------------------------------------------- the client
+
+
+class Manifest:
+    """Finished blocks of one job, saved atomically after each."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path, self.fingerprint = path, fingerprint
+        self.blocks: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            data = json.loads(path.read_text())
+            if data.get("fingerprint") != fingerprint:
+                raise InputError(f"{path.parent} holds the results of a different job (other inputs, model or "
+                                 f"settings); choose another output folder or delete it")
+            self.blocks = {k: v for k, v in data.get("blocks", {}).items()
+                           if Path(v["probability"]).exists() and Path(v["mask"]).exists()}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.blocks[record["id"]] = record
+        with atomic_output(self.path) as temporary:
+            temporary.write_text(json.dumps({"fingerprint": self.fingerprint, "blocks": self.blocks}, indent=1))
+
+
+@dataclass(frozen=True)
+class RegionProgress:
+    blocks_done: int
+    blocks_total: int
+    megapixels_per_s: float
+    eta_s: float | None
+
+
+def _client(workers: int, scheduler: str | None):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    # One thread per worker: torch already uses every core a worker process has; processes isolate crashes.
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           env={"OMP_NUM_THREADS": str(threads), "ROAD_EXTRACTOR_WORKERS": "1"})
+    return Client(cluster), cluster
+
+
+def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None, client=None,
+               progress: Callable[[RegionProgress], None] | None = None,
+               log: Callable[[str], None] = lambda message: None) -> RegionResult:
+    from .extract import processing_grid
+    from .models import open_model
+    from .raster import RasterioSource
+
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(job.inputs)
+    mosaic = build_mosaic(files, out / "mosaic.vrt")
+    model_info = open_model(job.model).info  # refuses a bad model before any worker starts
+    with RasterioSource(mosaic, bands=job.bands) as source:
+        info = source.info
+        grid = processing_grid(info, model_info.gsd_m, [])
+    blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile, job.overlap)
+    manifest = Manifest(out / MANIFEST, job.fingerprint())
+    todo = [b for b in blocks if b.id not in manifest.blocks]
+    log(f"{len(blocks)} blocks of {job.block} px over {grid.width}x{grid.height} px at the model's resolution; "
+        f"{len(blocks) - len(todo)} already done")
+    pieces = out / "pieces"
+    pieces.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    own = None
+    if todo:
+        if client is None:
+            client, own = _client(workers, scheduler)
+            log(f"Dask dashboard: {client.dashboard_link}")
+        try:
+            _run_blocks(client, todo, str(mosaic), asdict(job), str(pieces), manifest, len(blocks), started,
+                        progress)
+        finally:
+            if own is not None:
+                client.close()
+                own.close()
+    for stale in pieces.glob(".r*"):  # scratch of a worker killed mid-block (its block ran again elsewhere)
+        shutil.rmtree(stale, ignore_errors=True)
+    probability, mask = _assemble(out, [manifest.blocks[b.id] for b in blocks], job.cog)
+    megapixels = sum(r["megapixels"] for r in manifest.blocks.values())
+    result = RegionResult(probability, mask, len(blocks), len(todo), time.perf_counter() - started, megapixels)
+    if job.vectorize:
+        from .jobs import VectorizeOptions
+        from .vectorize import vectorize_file
+
+        result.roads = out / f"{Path(files[0]).stem if len(files) == 1 else 'mosaic'}_roads.gpkg"
+        network = vectorize_file(probability, result.roads, VectorizeOptions(**job.vectorize_options).params(),
+                                 overwrite=True)
+        result.network = {"road_count": len(network.roads), "length_km": network.total_length_m / 1000,
+                          "junction_count": sum(1 for a in network.junction_attributes if a["degree"] >= 3)}
+    return result
+
+
+def _run_blocks(client, todo: list[Block], mosaic: str, job: dict, pieces: str, manifest: Manifest, total: int,
+                started: float, progress) -> None:
+    """Submits the blocks (Dask retries one whose worker died, on another worker) and records each as it ends."""
+    from distributed import as_completed
+
+    futures = [client.submit(run_block, block, mosaic, job, pieces, retries=3, pure=False) for block in todo]
+    finished = 0
+    try:
+        for future in as_completed(futures):
+            record = future.result()
+            manifest.add(record)
+            finished += 1
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                megapixels = sum(manifest.blocks[b.id]["megapixels"] for b in todo if b.id in manifest.blocks)
+                left = len(todo) - finished
+                progress(RegionProgress(len(manifest.blocks), total, megapixels / elapsed if elapsed else 0.0,
+                                        left * elapsed / finished))
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def _assemble(out: Path, records: list[dict[str, Any]], cog: bool) -> tuple[Path, Path]:
+    """VRTs over the pieces (paths relative to the VRT, so the folder can move), optionally COGs."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    outputs = []
+    for kind in ("probability", "mask"):
+        vrt = out / f"road_{kind}.vrt"
+        with atomic_output(vrt) as temporary:
+            dataset = gdal.BuildVRT(str(temporary), [r[kind] for r in records])
+            dataset.FlushCache()
+            dataset = None  # closes the file before the rename
+        if cog:
+            target = out / f"road_{kind}.tif"
+            with atomic_output(target) as temporary:
+                gdal.Translate(str(temporary), str(vrt), format="COG",
+                               creationOptions=["COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
+            outputs.append(target)
+        else:
+            outputs.append(vrt)
+    return outputs[0], outputs[1]
