@@ -111,6 +111,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .extract import Cancelled, CancelToken
     from .jobs import ExtractJob, run_extract
 
+    if len(args.input) > 1 or Path(args.input[0]).is_dir() or args.workers or args.scheduler:
+        return cmd_extract_region(args)
+    args.input = args.input[0]
     job = ExtractJob(input=args.input, out_dir=args.out, model=args.model, bands=args.bands, gsd_m=args.gsd,
                      value_scale=args.value_scale, bbox=list(args.bbox) if args.bbox else None,
                      bbox_crs=args.bbox_crs, aoi=args.aoi, tile=args.tile, overlap=args.overlap,
@@ -152,6 +155,38 @@ def cmd_extract(args: argparse.Namespace) -> int:
         _report_network(result)
     print(f"the network ran {result['network_seconds']:.1f} s of the {result['seconds']:.1f} s "
           f"({result['network_seconds'] / result['seconds']:.0%}); reading, blending and writing took the rest")
+    return 0
+
+
+def cmd_extract_region(args: argparse.Namespace) -> int:
+    from .region import RegionJob, run_region
+
+    if args.bbox or args.aoi or args.gsd:
+        raise InputError("--bbox, --aoi and --gsd are for single rasters; cut the mosaic with gdalbuildvrt -te, or "
+                         "run without --workers/--scheduler")
+    job = RegionJob(inputs=args.input, out_dir=args.out, model=args.model, block=args.block, tile=args.tile,
+                    overlap=args.overlap, scales=list(args.tta_scales),
+                    augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"), device=args.device,
+                    precision=args.precision, threshold=args.threshold, bands=args.bands,
+                    vectorize=not args.no_vectorize, vectorize_options=asdict(_vectorize_options(args)),
+                    cog=args.cog)
+
+    def show(p) -> None:
+        if not args.quiet:
+            eta = f", ETA {p.eta_s:.0f} s" if p.eta_s else ""
+            print(f"blocks {p.blocks_done}/{p.blocks_total}, {p.megapixels_per_s:.2f} MP/s{eta}", file=sys.stderr)
+
+    try:
+        result = run_region(job, workers=args.workers or 1, scheduler=args.scheduler, progress=show,
+                            log=lambda message: print(f"note: {message}", file=sys.stderr))
+    except KeyboardInterrupt:
+        print("interrupted: finished blocks are kept; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(f"probability {result.probability}")
+    print(f"mask        {result.mask}")
+    print(f"{result.blocks} blocks ({result.blocks_run} run now), {result.megapixels:.1f} MP in {result.seconds:.0f} s")
+    if result.roads:
+        _report_network({"roads": result.roads, **result.network})
     return 0
 
 
@@ -239,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     extract = sub.add_parser("extract", help="road probability and mask GeoTIFFs from a raster")
-    extract.add_argument("input", help="a raster GDAL reads (GeoTIFF, VRT, JPEG2000, PNG with --gsd, ...)")
+    extract.add_argument("input", nargs="+", help="a raster GDAL reads (GeoTIFF, VRT, JPEG2000, PNG with --gsd, ...); "
+                         "several rasters or folders are run as one mosaic on Dask (see --workers)")
     extract.add_argument("--model", help="model file (default: the shipped model, resources/models/; "
                          "road-extractor inspect says whether a file is usable)")
     extract.add_argument("--out", required=True, help="output folder")
@@ -268,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.add_argument("--no-vectorize", action="store_true", help="write the rasters only, no road GeoPackage")
     _vectorize_flags(extract)
+    region = extract.add_argument_group("region scale (Dask distributed)")
+    region.add_argument("--workers", type=int, help="run blocks on a local cluster of N worker processes")
+    region.add_argument("--scheduler", metavar="ADDRESS", help="run blocks on an existing Dask cluster, e.g. "
+                        "tcp://head:8786 (dask-jobqueue for SLURM, dask-kubernetes for Kubernetes)")
+    region.add_argument("--block", type=int, default=4096, help="block side in pixels at the model's GSD (4096)")
+    region.add_argument("--cog", action="store_true", help="also assemble the blocks into Cloud-Optimized GeoTIFFs")
     extract.set_defaults(func=cmd_extract)
 
     vectorize = sub.add_parser("vectorize", help="road centrelines and junctions (GeoPackage) from a mask or "

@@ -2,9 +2,9 @@
 in parallel, assembled into one probability/mask mosaic and one road GeoPackage; resumable after a crash.
 
 - Inputs (files, folders, VRTs) become one GDAL VRT mosaic; they must share a CRS.
-- The mosaic's processing grid is cut into blocks. Each block runs `extract_roads` on its core plus a halo of at
-  least one tile, with its window aligned to the tile grid of the whole mosaic: a block computes exactly the
-  tiles a one-machine run computes over its core, so the assembled probabilities equal that run's.
+- The mosaic's processing grid is cut into blocks. Each block runs `extract_roads` on a window around its core
+  aligned to the tile grid of the whole mosaic: a block computes exactly the tiles a one-machine run computes
+  over its core, so the assembled probabilities equal that run's (to float rounding).
 - Each finished block's pieces are written to a temporary folder and renamed into place; a manifest records
   finished blocks. Dask retries a block whose worker died on another worker; a re-run of the same command skips
   what the manifest lists, so a crash or Ctrl-C loses only the blocks in flight.
@@ -125,15 +125,27 @@ def build_mosaic(files: list[Path], out: Path) -> Path:
 
 def plan_blocks(width_px: int, height_px: int, scale: tuple[float, float], block: int, tile: int, overlap: int
                 ) -> list[Block]:
-    """Blocks over a processing grid of width_px x height_px (scale = processing pixels per input pixel)."""
+    """Blocks over a processing grid of width_px x height_px (scale = processing pixels per input pixel).
+
+    The whole-raster tile grid has origins at multiples of the stride s = tile - overlap (and a last tile shifted
+    to end at the raster's edge). A block's cores start and end on multiples of s; its window starts early enough
+    to hold every grid tile that reaches into the core (s * (ceil(tile / s) - 1) before it) and ends `overlap`
+    after it, so that the window's own last tile, shifted to end there, is the grid tile ending the core. Every
+    core pixel is then blended from exactly the tiles of a one-process run."""
     stride = tile - overlap
-    block = max(stride, block // stride * stride)  # cores on the tile grid
-    halo = math.ceil(tile / stride) * stride  # at least one whole tile of context on each side
+    block = max(stride, block // stride * stride)
+    before = stride * (math.ceil(tile / stride) - 1)
+
+    def end(core_end: int, size: int) -> int:
+        # The grid's last tile is shifted to end at the raster's edge; where it reaches into the core, so must
+        # the window.
+        return size if core_end > size - tile else min(size, core_end + overlap)
+
     blocks = []
     for row, y in enumerate(range(0, height_px, block)):
         for col, x in enumerate(range(0, width_px, block)):
             x1, y1 = min(x + block, width_px), min(y + block, height_px)
-            window = (max(0, x - halo), max(0, y - halo), min(width_px, x1 + halo), min(height_px, y1 + halo))
+            window = (max(0, x - before), max(0, y - before), end(x1, width_px), end(y1, height_px))
             core = (x / scale[0], y / scale[1], x1 / scale[0], y1 / scale[1])
             blocks.append(Block(row, col, core, window))
     return blocks

@@ -141,3 +141,25 @@ def test_a_folder_of_another_job_and_mixed_crs_are_refused(mosaic_folder, random
     with pytest.raises(InputError, match="different CRSs"):
         run_region(RegionJob(inputs=[str(odd)], out_dir=str(tmp_path / "o"), model=str(random_model_file)),
                    client=cluster)
+
+
+@pytest.mark.parametrize("width, tile, overlap, block", [(1000, 128, 16, 448), (777, 256, 32, 300),
+                                                         (5000, 512, 64, 1024), (600, 512, 64, 4096)])
+def test_each_block_window_holds_exactly_the_grid_tiles_that_reach_its_core(width, tile, overlap, block):
+    from core.region import plan_blocks
+    from core.tiling import _starts
+
+    grid = _starts(0, width, tile, tile - overlap)
+    blocks = plan_blocks(width, width, (1.0, 1.0), block, tile, overlap)
+    covered = np.zeros(width, int)
+    for b in blocks:
+        x0, _, x1, _ = b.core
+        if b.row == 0:
+            covered[int(x0):int(x1)] += 1
+        window = _starts(b.window[0], b.window[2], tile, tile - overlap)
+
+        def reaching(origins, x0=x0, x1=x1):
+            return {o for o in origins if o < x1 and o + tile > x0}
+
+        assert reaching(window) == reaching(grid), b
+    assert (covered == 1).all()  # the cores tile the raster: no gap, no overlap
