@@ -92,6 +92,10 @@ def test_two_workers_give_the_one_process_result(mosaic_folder, random_model_fil
     assert [p.blocks_done for p in seen] == [1, 2, 3, 4] and seen[-1].eta_s == 0
     _same_as_one_process(result, one_process)
     assert result.roads.exists() and (tmp_path / MANIFEST).exists()
+    from urllib.request import urlopen
+
+    with urlopen(cluster.dashboard_link, timeout=30) as page:  # the Dask dashboard shows the job's progress
+        assert page.status == 200
 
 
 def test_a_worker_killed_mid_run_has_its_blocks_rerun_elsewhere(mosaic_folder, random_model_file, cluster,
