@@ -28,3 +28,21 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert 0 <= results["road_iou"] <= 1
     out = capsys.readouterr().out
     assert "prefix 'module.' removed" in out and "weights are random" in out and "APLS" in out
+
+
+def test_the_suburb_sample_is_repeatable_and_its_roads_match_their_centrelines():
+    import shapely
+
+    from core.sample import make_suburb
+
+    a, b = make_suburb(256, seed=5), make_suburb(256, seed=5)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.roads, b.roads)
+    assert 0.02 < a.roads.mean() < 0.15  # a suburb: a few per cent of the pixels are road
+    inside = []
+    for line in a.centrelines:
+        for x, y in shapely.LineString(line).segmentize(2).coords:
+            if 0 <= x < 256 and 0 <= y < 256:
+                inside.append(a.roads[int(y), int(x)])
+    assert np.mean(inside) > 0.99  # the centrelines run inside the road mask
+    road_grey = a.image[a.roads].mean(axis=0)
+    assert np.ptp(road_grey) < 12 and 90 < road_grey.mean() < 140  # grey asphalt, as in the Massachusetts tiles

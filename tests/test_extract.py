@@ -399,7 +399,7 @@ def _cli(*args):
     [
         (lambda d: d / "missing.tif", "no such file"),
         (lambda d: (d / "notes.tif").write_text("hello") and d / "notes.tif", "not a raster GDAL can read"),
-        (lambda d: d, "is a folder"),
+        (lambda d: d, "holds no rasters"),  # a folder is a set of rasters (region scale): an empty one is named
     ],
 )
 def test_cli_bad_rasters(tmp_path, deeplab_file, make_input, message):
