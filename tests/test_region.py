@@ -167,3 +167,18 @@ def test_each_block_window_holds_exactly_the_grid_tiles_that_reach_its_core(widt
 
         assert reaching(window) == reaching(grid), b
     assert (covered == 1).all()  # the cores tile the raster: no gap, no overlap
+
+
+def test_the_command_line_runs_a_folder_on_two_workers_and_resumes(mosaic_folder, random_model_file, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "core", "extract", str(mosaic_folder), "--model", str(random_model_file),
+               "--out", str(tmp_path), "--workers", "2", "--block", "448", "--tile", "128", "--overlap", "16",
+               "--tta-scales", "1"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "blocks 4/4" in first.stderr and "Dask dashboard" in first.stderr
+    assert "4 blocks (4 run now)" in first.stdout and "mosaic_roads.gpkg" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "4 blocks (0 run now)" in again.stdout
