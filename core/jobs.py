@@ -40,30 +40,42 @@ class VectorizeOptions:
         return VectorizeParams(**asdict(self))
 
 
-@dataclass
-class ExtractJob:
-    input: str
-    out_dir: str
+@dataclass(kw_only=True)
+class InferenceOptions:
+    """How the network runs, shared by one-raster and region jobs (`core.extract.ExtractParams` as plain data)."""
+
     model: str | None = None  # None: the shipped model
     bands: str | None = None
-    gsd_m: float | None = None  # only for rasters without georeferencing
-    value_scale: str = "auto"
-    bbox: list[float] | None = None
-    bbox_crs: str | None = None
-    aoi: str | None = None  # a polygon vector file
     tile: int = 512
     overlap: int = 64
     scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
     augment: str = "none"
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 1
     threshold: float = 0.5
+    vectorize: bool = True
+    vectorize_options: dict = field(default_factory=dict)
+
+    def extract_params(self, **changes):
+        from .extract import ExtractParams
+
+        return ExtractParams(tile=self.tile, overlap=self.overlap, scales=tuple(self.scales), augment=self.augment,
+                             device=self.device, precision=self.precision, threshold=self.threshold, **changes)
+
+
+@dataclass(kw_only=True)
+class ExtractJob(InferenceOptions):
+    input: str
+    out_dir: str
+    gsd_m: float | None = None  # only for rasters without georeferencing
+    value_scale: str = "auto"
+    bbox: list[float] | None = None
+    bbox_crs: str | None = None
+    aoi: str | None = None  # a polygon vector file
+    batch_size: int = 1
     output_resolution: str = "input"
     overwrite: bool = False
-    vectorize: bool = True
     roads: str | None = None  # road GeoPackage; default OUT_DIR/<input stem>_roads.gpkg
-    vectorize_options: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtractJob:
@@ -110,7 +122,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
     by a failed or cancelled run: each output is written to a temporary file and renamed."""
     from .area import area_from_bbox, area_from_vector
-    from .extract import ExtractParams, extract_roads
+    from .extract import extract_roads
     from .models import open_model, resolve_model
     from .raster import RasterioSource
 
@@ -120,10 +132,8 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     roads = job.roads_path()
     if job.vectorize and roads.exists() and not job.overwrite:
         raise InputError(f"{roads} already exists; allow overwriting (--overwrite) or choose another output")
-    params = ExtractParams(tile=job.tile, overlap=job.overlap, scales=tuple(job.scales), augment=job.augment,
-                           device=job.device, precision=job.precision, batch_size=job.batch_size,
-                           threshold=job.threshold, output_resolution=job.output_resolution,
-                           overwrite=job.overwrite)
+    params = job.extract_params(batch_size=job.batch_size, output_resolution=job.output_resolution,
+                                overwrite=job.overwrite)
     model_path = resolve_model(job.model)
     model = open_model(model_path)
     with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:

@@ -29,27 +29,17 @@ from typing import Any
 
 from .atomic import atomic_output
 from .errors import InputError
+from .jobs import InferenceOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 MANIFEST = "manifest.json"
 
 
-@dataclass
-class RegionJob:
+@dataclass(kw_only=True)
+class RegionJob(InferenceOptions):
     inputs: list[str]
     out_dir: str
-    model: str | None = None
     block: int = 4096  # block side in pixels at the model's resolution
-    tile: int = 512
-    overlap: int = 64
-    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
-    augment: str = "none"
-    device: str = "auto"
-    precision: str = "auto"
-    threshold: float = 0.5
-    bands: str | None = None
-    vectorize: bool = True
-    vectorize_options: dict = field(default_factory=dict)
     cog: bool = False
 
     def fingerprint(self) -> str:
@@ -186,16 +176,16 @@ def _model(path: str | None):
 def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> dict[str, Any]:
     """Runs one block and moves its pieces into `pieces/<block id>/` in one rename. Safe to run twice (a retried
     block whose first run finished): the second run's pieces are dropped."""
-    from .extract import Area, ExtractParams, extract_roads
+    from .extract import Area, extract_roads
     from .raster import RasterioSource
 
     final = Path(pieces) / block.id
     if final.exists():
         return _piece_record(block, final, 0.0)
     started = time.perf_counter()
-    params = ExtractParams(tile=job["tile"], overlap=job["overlap"], scales=tuple(job["scales"]),
-                           augment=job["augment"], device=_worker_device(job["device"]), precision=job["precision"],
-                           threshold=job["threshold"], overwrite=True)
+    options = RegionJob(**job)
+    options.device = _worker_device(options.device)
+    params = options.extract_params(overwrite=True)
     scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
     try:
         with RasterioSource(mosaic, bands=job.get("bands")) as source:
