@@ -1,0 +1,28 @@
+"""Regression test of the shipped model on held-out Massachusetts tiles: the road IoU must not fall below the
+figure its model card (and its own metadata) states, minus a small margin. Skips where the model or the data is
+absent (a checkout before the model ships, or a user's machine without ../shared/data)."""
+
+import pytest
+
+from core.models import DEFAULT_MODEL
+
+MARGIN = 0.01
+
+
+def test_shipped_model_keeps_its_held_out_road_iou(shared_data):
+    if not DEFAULT_MODEL.exists():
+        pytest.skip(f"no shipped model at {DEFAULT_MODEL} yet")
+    from core.checkpoint import load_model
+    from training.data import find_pairs, inspect_labels, read_pair
+    from training.evaluate import Inference, evaluate_tiles
+
+    model = load_model(DEFAULT_MODEL)
+    metrics, provenance = model.info.metrics, model.info.provenance
+    assert "heldout_road_iou" in metrics and provenance.get("validation_tiles"), \
+        "the model file must record its held-out road IoU and the tiles it was measured on"
+    pairs = {p.name: p for p in find_pairs(shared_data / "massroads")}
+    held_out = [pairs[name] for name in provenance["validation_tiles"]]
+    labels = inspect_labels(held_out)
+    tiles = ((p.name, *read_pair(p, labels)) for p in held_out)
+    result = evaluate_tiles(model, tiles, 1.0, [Inference()], graphs=False)["scales 1.0"]
+    assert result["road_iou"] >= metrics["heldout_road_iou"] - MARGIN
