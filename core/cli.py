@@ -186,7 +186,7 @@ def cmd_extract_region(args: argparse.Namespace) -> int:
     print(f"mask        {result.mask}")
     print(f"{result.blocks} blocks ({result.blocks_run} run now), {result.megapixels:.1f} MP in {result.seconds:.0f} s")
     if result.roads:
-        _report_network({"roads": result.roads, **result.network})
+        _report_network(result.network)
     return 0
 
 

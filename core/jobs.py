@@ -112,11 +112,6 @@ class EvaluateJob:
         return _from_dict(cls, data)
 
 
-def _network_summary(network, path: Path) -> dict[str, Any]:
-    return {"roads": str(path), "road_count": len(network.roads), "length_km": network.total_length_m / 1000,
-            "junction_count": sum(1 for a in network.junction_attributes if a["degree"] >= 3)}
-
-
 def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
                 log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
@@ -163,7 +158,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
             for path in (result.probability, result.mask):
                 Path(path).unlink(missing_ok=True)
             raise
-        summary.update(_network_summary(network, roads))
+        summary.update(network.summary(roads))
     return summary
 
 
@@ -173,7 +168,7 @@ def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
     options = _from_dict(VectorizeOptions, job.vectorize_options)
     network = vectorize_file(job.raster, job.out, options.params(), overwrite=job.overwrite, gsd_m=job.gsd_m,
                              cancel=cancel)
-    return _network_summary(network, Path(job.out))
+    return network.summary(job.out)
 
 
 def run_evaluate(job: EvaluateJob) -> dict[str, Any]:

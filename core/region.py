@@ -299,8 +299,7 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
         result.roads = out / f"{Path(files[0]).stem if len(files) == 1 else 'mosaic'}_roads.gpkg"
         network = vectorize_file(probability, result.roads, VectorizeOptions(**job.vectorize_options).params(),
                                  overwrite=True)
-        result.network = {"road_count": len(network.roads), "length_km": network.total_length_m / 1000,
-                          "junction_count": sum(1 for a in network.junction_attributes if a["degree"] >= 3)}
+        result.network = network.summary(result.roads)
     return result
 
 

@@ -76,6 +76,16 @@ class RoadNetwork:
     def total_length_m(self) -> float:
         return float(sum(a["length_m"] for a in self.road_attributes))
 
+    @property
+    def junction_count(self) -> int:
+        """Nodes where three or more roads meet (the junctions layer also holds dead ends, degree 1)."""
+        return sum(1 for a in self.junction_attributes if a["degree"] >= 3)
+
+    def summary(self, path) -> dict:
+        """What the command line, the worker protocol and the plugin report about a written network."""
+        return {"roads": str(path), "road_count": len(self.roads), "length_km": self.total_length_m / 1000,
+                "junction_count": self.junction_count}
+
 
 # ------------------------------------------------------------------------------------------ raster -> graph
 
