@@ -260,13 +260,18 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
     from .raster import RasterioSource
 
     out = Path(job.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(job.inputs)
-    mosaic = build_mosaic(files, out / "mosaic.vrt")
     model_info = open_model(job.model).info  # refuses a bad model before any worker starts
-    with RasterioSource(mosaic, bands=job.bands) as source:
-        info = source.info
-        grid = processing_grid(info, model_info.gsd_m, [])
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        mosaic = build_mosaic(files, out / "mosaic.vrt")
+        with RasterioSource(mosaic, bands=job.bands) as source:
+            grid = processing_grid(source.info, model_info.gsd_m, [])
+    except BaseException:
+        if created:  # refused inputs leave no output folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile, job.overlap)
     manifest = Manifest(out / MANIFEST, job.fingerprint())
     todo = [b for b in blocks if b.id not in manifest.blocks]

@@ -144,6 +144,7 @@ def test_a_folder_of_another_job_and_mixed_crs_are_refused(mosaic_folder, random
     with pytest.raises(InputError, match="different CRSs"):
         run_region(RegionJob(inputs=[str(odd)], out_dir=str(tmp_path / "o"), model=str(random_model_file)),
                    client=cluster)
+    assert not (tmp_path / "o").exists()  # refused inputs leave no output folder
 
 
 @pytest.mark.parametrize("width, tile, overlap, block", [(1000, 128, 16, 448), (777, 256, 32, 300),
