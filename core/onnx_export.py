@@ -19,10 +19,12 @@ MIN_OPSET = 17
 MIN_SIDE = 32
 
 
-def export_onnx(model: RoadModel, path: str | Path, *, opset: int = 18, sample_size: int = 256) -> Path:
+def export_onnx(model: RoadModel, path: str | Path, *, opset: int = 18, sample_size: int = 256,
+                half: bool = False) -> Path:
     """Writes the single-scale network (batch, height and width dynamic) with the model's description in the
     file's metadata (`road_extractor` holds the whole description as JSON; class_names, gsd_m and
-    normalization are also separate keys for tools that read flat metadata)."""
+    normalization are also separate keys for tools that read flat metadata). `half` stores the weights as fp16
+    and still computes in fp32 (see `_store_weights_as_fp16`)."""
     try:
         import onnx
     except ImportError:
@@ -47,6 +49,8 @@ def export_onnx(model: RoadModel, path: str | Path, *, opset: int = 18, sample_s
     finally:
         exporter_log.setLevel(level)
     proto = program.model_proto
+    if half:
+        _store_weights_as_fp16(proto.graph)
     info = model.info.to_dict()
     metadata = {
         "road_extractor": json.dumps(info),
@@ -64,3 +68,26 @@ def export_onnx(model: RoadModel, path: str | Path, *, opset: int = 18, sample_s
     with atomic_output(path) as tmp:
         onnx.save_model(proto, str(tmp))
     return Path(path)
+
+
+def _store_weights_as_fp16(graph, min_elements: int = 64) -> None:
+    """fp16 storage, fp32 arithmetic: each large float weight is stored as fp16 and cast back to fp32 by a Cast
+    node, which onnxruntime folds away when it loads the model. The file halves; what runs is the fp32 network
+    with fp16-rounded weights, on every execution provider (an fp16 graph would need fp16 kernels, which CPUs
+    mostly lack). Small tensors (scalars, shapes) stay fp32: rounding an epsilon or a scale buys nothing."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for tensor in graph.initializer:
+        if tensor.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.size < min_elements or not np.all(np.abs(values) < np.finfo(np.float16).max):
+            continue
+        name = tensor.name
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float16), f"{name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT, name=f"{name}.to_fp32"))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)

@@ -54,3 +54,21 @@ def test_old_opset_is_refused(exported, tmp_path, capsys):
     assert main(["export", model.report.source, "--onnx", str(tmp_path / "x.onnx"), "--opset", "13"]) == 2
     assert "opset 13 is too old" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_half_storage_halves_the_file_and_computes_in_fp32(exported, tmp_path):
+    model, full = exported
+    half = tmp_path / "half.onnx"
+    assert main(["export", model.report.source, "--onnx", str(half), "--half"]) == 0
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    graph = onnx.load(str(half)).graph
+    assert {i.data_type for i in graph.initializer if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}
+    session = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == session.get_outputs()[0].type == "tensor(float)"
+    rounded = build_model(model.info.config)
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in model.network.state_dict().items()})
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        expected = rounded.eval()(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-3, rtol=1e-3)

@@ -116,6 +116,25 @@ def test_export_writes_the_model_file_and_onnx(trained_run, tmp_path):
     assert "val_road_iou" in json.dumps(described)
 
 
+def test_export_records_the_held_out_figures_and_their_tiles(road_tiles, trained_run, tmp_path, capsys):
+    from core.checkpoint import load_model
+
+    evaluation = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained_run), "--data", str(road_tiles), *TINY, "--no-graphs",
+                 "--json", str(evaluation)]) == 0
+    results = json.loads(evaluation.read_text())
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "m.pt"), "--evaluation", str(evaluation)]) == 0
+    info = load_model(tmp_path / "m.pt").info
+    assert info.metrics["heldout_road_iou"] == results["scales 1.0"]["road_iou"]
+    assert info.metrics["heldout_multiscale_f1"] == results["scales 0.75/1/1.25"]["f1"]
+    held_out = split_by_tile(find_pairs(road_tiles), 1)[1]
+    assert info.provenance["validation_tiles"] == [p.name for p in held_out]
+
+    evaluation.write_text(json.dumps({"scales 0.75/1/1.25": results["scales 0.75/1/1.25"]}))
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "n.pt"), "--evaluation", str(evaluation)]) == 2
+    assert "no single-scale result" in capsys.readouterr().err and not (tmp_path / "n.pt").exists()
+
+
 def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, capsys):
     out = tmp_path / "ablation"
     args = ["ablate", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "0",

@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     export_parser.add_argument("--out", required=True, help="model file to write (.pt)")
     export_parser.add_argument("--half", action="store_true", help="store weights as fp16")
     export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")
+    export_parser.add_argument("--evaluation", metavar="EVAL.json",
+                               help="record held-out figures from `evaluate --json` and the tiles they come from")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -107,13 +109,14 @@ def cmd_ablate(args) -> int:
 def cmd_export(args) -> int:
     from .fit import export
 
-    written = export(Path(args.checkpoint), Path(args.out), args.half)
+    evaluation = json.loads(Path(args.evaluation).read_text()) if args.evaluation else None
+    written = export(Path(args.checkpoint), Path(args.out), args.half, evaluation=evaluation)
     print(f"wrote {written}")
     if args.onnx:
         from core.checkpoint import load_model
         from core.onnx_export import export_onnx
 
-        print(f"wrote {export_onnx(load_model(written), args.onnx)}")
+        print(f"wrote {export_onnx(load_model(written), args.onnx, half=args.half)}")
     return 0
 
 

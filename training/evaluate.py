@@ -60,7 +60,8 @@ class Scores:
     def summary(self, rho: float) -> dict:
         pixels = pixel_metrics_from_counts(*(int(v) for v in self.confusion))
         apls_mean = float(np.mean(self.apls)) if self.apls else float("nan")
-        return {**pixels, **relaxed_from_counts(self.relaxed, rho), "apls": apls_mean, "tiles": len(self.tiles)}
+        return {**pixels, **relaxed_from_counts(self.relaxed, rho), "apls": apls_mean, "tiles": len(self.tiles),
+                "tile_names": [row["tile"] for row in self.tiles]}
 
 
 def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:

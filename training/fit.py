@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -148,10 +149,39 @@ def road_model(path: Path) -> RoadModel:
     return load_model(path)
 
 
-def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None = None) -> Path:
-    """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics."""
+HELD_OUT_FIGURES = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
+
+
+def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
+    """`python -m training evaluate --json` output -> (flat metrics for the model file, the tiles they come from).
+    Single-scale figures are `heldout_<name>`, multi-scale ones `heldout_multiscale_<name>`: the regression test
+    and the model card read them from the file itself."""
+    metrics, tiles = {}, []
+    for label, summary in evaluation.items():
+        prefix = "heldout_" if label == "scales 1.0" else "heldout_multiscale_" if label.startswith("scales ") \
+            and "+" not in label else None
+        if prefix is None:
+            continue
+        # A figure that was not measured (APLS with --no-graphs is NaN) is left out rather than stored as NaN.
+        metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
+                        if isinstance(summary.get(name), (int, float)) and math.isfinite(summary[name])})
+        tiles = tiles or list(summary.get("tile_names", []))
+    if "heldout_road_iou" not in metrics or not tiles:
+        raise InputError("the evaluation has no single-scale result with tile names; write it with "
+                         "`python -m training evaluate CKPT --json EVAL.json` (this version) and export again")
+    return metrics, tiles
+
+
+def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None = None,
+           evaluation: dict | None = None) -> Path:
+    """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics and, given
+    an `evaluate --json` result, its held-out figures and the names of the tiles they were measured on."""
     module, best, provenance = load_checkpoint(checkpoint)
     config = module.config
-    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, provenance=provenance,
-                     metrics={**best, **(metrics or {})})
+    metrics = {**best, **(metrics or {})}
+    if evaluation is not None:
+        held_out, tiles = held_out_metrics(evaluation)
+        metrics.update(held_out)
+        provenance["validation_tiles"] = tiles
+    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, provenance=provenance, metrics=metrics)
     return save_model(out, module.network, info, half=half)
