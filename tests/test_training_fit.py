@@ -1,5 +1,6 @@
 """Two-stage training on generated data: the frozen stage freezes BatchNorm too, runs resume, exports load."""
 
+import csv
 import subprocess
 import sys
 import time
@@ -111,6 +112,24 @@ def test_a_killed_and_resumed_fit_ends_exactly_where_an_uninterrupted_one_does(d
     model = load_model(model_file)
     assert model.info.gsd_m == 1.0 and "val_road_iou" in model.info.metrics
     assert (out / "config.yaml").exists() and (out / "logs" / "metrics.csv").exists()
+
+
+def test_a_resumed_run_appends_to_its_metrics_log(tmp_path):
+    from training.fit import ResumableCSVLogger
+
+    first = ResumableCSVLogger(tmp_path, name="logs", version="")
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.log_metrics({"val/road_iou": 0.2}, step=1)
+    first.save()
+    resumed = ResumableCSVLogger(tmp_path, name="logs", version="")
+    resumed.log_metrics({"train/loss": 0.5}, step=2)
+    resumed.save()
+    resumed.log_metrics({"lr/head": 0.1}, step=3)  # a column the first run never logged
+    resumed.save()
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[1]["val/road_iou"] == "0.2" and rows[2]["train/loss"] == "0.5" and rows[3]["lr/head"] == "0.1"
 
 
 def test_fit_in_process_returns_the_best_checkpoint(dataset, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import sys
 from pathlib import Path
@@ -43,6 +45,22 @@ class CropSchedule(L.Callback):
         self.crops.distribute(trainer.global_rank, trainer.world_size)
         self.tiles.distribute(trainer.global_rank, trainer.world_size)
         self.crops.position = lambda: (trainer.current_epoch, trainer.global_step)
+
+
+class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
+    """Lightning's CSV logger deletes metrics.csv when its writer starts in a folder that has one, so a resumed run
+    lost the whole history before the resume (it happened to this project's own model run). This one puts the
+    file back and continues its columns, so the resumed run appends."""
+
+    @property
+    def experiment(self):
+        path = Path(self.log_dir) / "metrics.csv"
+        history = path.read_text() if self._experiment is None and path.exists() else None
+        writer = super().experiment
+        if history is not None:
+            path.write_text(history)
+            writer.metrics_keys = sorted(next(csv.reader(io.StringIO(history)), []))
+        return writer
 
 
 def build(config: TrainConfig):
@@ -97,7 +115,7 @@ def fit(config: TrainConfig) -> Path:
         default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
         accelerator=config.accelerator, devices=config.devices, strategy=_strategy(config),
         num_nodes=config.num_nodes, precision=precision_for(config), gradient_clip_val=config.grad_clip or None,
-        logger=[L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
         callbacks=[best, last, periodic, schedule], use_distributed_sampler=False,
         log_every_n_steps=config.log_every_n_steps,
