@@ -241,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), size=args.size, model=args.model)
     return 0
 
 
@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    demo.add_argument("--model", help="model file to run (default: the shipped model)")
+    demo.add_argument("--size", type=int, default=512, help="side of the sample in pixels at 1 m/px (512)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -4,7 +4,7 @@ Layout inside the zip (one top-level folder, as QGIS requires):
 
     road_extractor/              the plugin's modules, metadata.txt, resources/ (icon, QML styles)
     road_extractor/engine/core/  the engine's source, run by the worker process (PYTHONPATH=engine)
-    road_extractor/engine/resources/models/   the shipped model, where the engine looks for it
+    road_extractor/engine/resources/models/   the shipped model file and its card, where the engine looks
 
 The engine's dependencies (torch, rasterio, ...) are not in the zip: the plugin creates an environment for them
 on first use, or uses one the user points it to.
@@ -48,7 +48,8 @@ def build_zip(out: str | Path) -> Path:
             archive.write(path, f"{root}/resources/styles/{path.name}")
         for path in _files(REPO / "core", (".py",)):
             archive.write(path, f"{root}/engine/core/{path.relative_to(REPO / 'core')}")
-        for path in _files(REPO / "resources" / "models"):
+        # The engine runs the torch model file; its ONNX twin (for onnxruntime and other tools) would double the zip.
+        for path in _files(REPO / "resources" / "models", (".pt", ".md")):
             archive.write(path, f"{root}/engine/resources/models/{path.name}")
         for name in ("README.md", "LICENSE"):
             if (REPO / name).exists():

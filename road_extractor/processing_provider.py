@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -129,8 +130,11 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)",
                                                        QgsProcessingParameterNumber.Integer, 64, minValue=0))
         self._add_vectorize_parameters()
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_PROBABILITY", "Road probability"))
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Road mask"))
+        # Temporary files unless set, and optional: qgis_process 3.22 refuses to run while a mandatory destination
+        # is not named, even one with a default.
+        for name, label in (("OUTPUT_PROBABILITY", "Road probability"), ("OUTPUT_MASK", "Road mask")):
+            self.addParameter(QgsProcessingParameterRasterDestination(name, label, QgsProcessing.TEMPORARY_OUTPUT,
+                                                                      optional=True, createByDefault=True))
         self._add_road_outputs()
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
@@ -167,8 +171,9 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         outputs = self._road_outputs(roads, result)
         for key, produced in (("OUTPUT_PROBABILITY", result["probability"]), ("OUTPUT_MASK", result["mask"])):
             destination = self.parameterAsOutputLayer(parameters, key, context)
-            shutil.move(produced, destination)
-            outputs[key] = destination
+            if destination:  # empty where the user chose to skip this output
+                shutil.move(produced, destination)
+                outputs[key] = destination
         feedback.pushInfo(f"{result['road_count']} roads, {result['length_km']:.2f} km, "
                           f"{result['junction_count']} junctions in {result['seconds']:.0f} s")
         return outputs

@@ -103,8 +103,8 @@ def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     assert again.scales == "1.0" and again.device == "cpu"
 
 
-def test_a_run_adds_styled_layers_with_the_rasters_crs_and_extent(plugin, vegas, random_model_file, tmp_path):
-    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "vegas_roads.gpkg")
+def test_a_run_with_the_shipped_model_adds_styled_layers_with_roads(plugin, vegas, tmp_path):
+    dialog = _dialog(plugin, vegas, "", tmp_path / "vegas_roads.gpkg")  # no model chosen: the shipped one
     task = plugin.start_run(dialog)
     _wait(task)
     assert task.error is None, task.error
@@ -115,7 +115,7 @@ def test_a_run_adds_styled_layers_with_the_rasters_crs_and_extent(plugin, vegas,
     assert probability.crs().authid() == "EPSG:4326" == layers["roads"].crs().authid()
     assert probability.extent().toString(6) == vegas.extent().toString(6)  # written on the input's grid
     assert layers["roads"].renderer().type() == "singleSymbol"  # the QML style
-    assert layers["roads"].featureCount() == task.result["road_count"]
+    assert layers["roads"].featureCount() == task.result["road_count"] > 0
     assert (tmp_path / "vegas_roads.gpkg").exists()
 
 

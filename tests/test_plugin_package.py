@@ -31,6 +31,9 @@ def test_zip_has_the_plugin_its_metadata_styles_and_the_engine(plugin_zip):
                      "road_extractor/resources/styles/roads.qml", "road_extractor/engine/core/worker.py",
                      "road_extractor/processing_provider.py"):
         assert expected in names, expected
+    assert "road_extractor/engine/resources/models/roads-resnet18-massachusetts.pt" in names  # the default model
+    assert "road_extractor/engine/resources/models/README.md" in names  # and its card
+    assert not any(n.endswith(".onnx") for n in names)  # the engine runs the .pt; the ONNX twin stays out
     assert all(n.startswith("road_extractor/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     metadata = configparser.ConfigParser()
@@ -62,3 +65,16 @@ def test_installed_zip_loads_in_a_fresh_profile_and_runs_from_qgis_process(plugi
                          env=env, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     assert out.exists() and "ROAD_COUNT:\t1" in ran.stdout
+
+    # Extract roads with no model given: the engine finds the shipped model inside the installed plugin.
+    from core.demo import write_sample
+    from core.sample import make_suburb
+
+    sample, _ = write_sample(make_suburb(256), tmp_path)
+    extracted = tmp_path / "extracted.gpkg"
+    ran = subprocess.run([QGIS_PROCESS, "run", "road_extractor:extract_roads", "--", f"INPUT={sample}",
+                          "SCALES=1.0", f"OUTPUT_ROADS={extracted}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    counts = [line.split("\t")[1] for line in ran.stdout.splitlines() if line.startswith("ROAD_COUNT:")]
+    assert extracted.exists() and counts and float(counts[0]) > 0, ran.stdout[-2000:]
