@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model-file", metavar="OUT.pt",
                         help="write the project's self-describing model file (e.g. from a seed checkpoint)")
     export.add_argument("--gsd", type=float, help="ground sample distance (m/px) the model was trained at")
-    export.add_argument("--half", action="store_true", help="store weights as fp16 (half the file size; ONNX still computes in fp32)")
+    export.add_argument("--half", action="store_true",
+                        help="store weights as fp16 (half the file size; ONNX still computes in fp32)")
     _architecture_flags(export)
     export.set_defaults(func=cmd_export)
 

@@ -240,11 +240,9 @@ class ExtractRoadsDialog(QDialog):
                 self.model_label.setText(f"<span style='color:#b00'>{exception}</span>")
             else:
                 self.model_info = result
-                metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.get("metrics", {}).items()
-                                    if isinstance(v, float))
                 self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
                                          f"classes {', '.join(result['classes'])}"
-                                         + (f"; validation: {metrics}" if metrics else ""))
+                                         + describe_metrics(result.get("metrics", {})))
             self.update_estimate()
 
         self._in_background("Road extractor: read model",
@@ -284,8 +282,9 @@ class ExtractRoadsDialog(QDialog):
         megapixels = extent.width() * unit / gsd * extent.height() * unit / gsd / 1e6
         device = "cuda" if settings.device.startswith("cuda") else "cpu"
         seconds = megapixels * passes * DEFAULT_SECONDS_PER_MP[device]
-        shown = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-        self.estimate.setText(f"{megapixels:.1f} MP at {gsd:g} m/px x {passes} pass(es): about {shown} "
+        shown = (f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s" if seconds >= 1
+                 else "under 1 s")
+        self.estimate.setText(f"{megapixels:.2g} MP at {gsd:g} m/px x {passes} pass(es): {shown} "
                               f"on {'a GPU' if device == 'cuda' else 'the CPU'}")
 
     def accept(self) -> None:
@@ -300,3 +299,17 @@ class ExtractRoadsDialog(QDialog):
         self.settings = settings
         super().accept()
 
+
+
+def describe_metrics(metrics: dict) -> str:
+    """The model file's figures in one short line: its held-out ones where it records them (the shipped model
+    does), else the first few numbers it has."""
+    if isinstance(metrics.get("heldout_road_iou"), float):
+        text = f"; held-out road IoU {metrics['heldout_road_iou']:.3f}"
+        if isinstance(metrics.get("heldout_multiscale_road_iou"), float):
+            text += f" ({metrics['heldout_multiscale_road_iou']:.3f} at 0.75/1/1.25)"
+        named = (("F1", "heldout_f1"), ("APLS", "heldout_apls"))
+        return text + "".join(f", {label} {metrics[key]:.3f}" for label, key in named
+                              if isinstance(metrics.get(key), float))
+    numbers = [f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)][:4]
+    return f"; validation: {', '.join(numbers)}" if numbers else ""

@@ -27,8 +27,9 @@ def test_demo_runs_the_shipped_model_and_writes_every_output(tmp_path, capsys):
     with rasterio.open(tmp_path / "sample_road_probability.tif") as ds:
         assert ds.crs.to_epsg() == 32619 and ds.width == 256
     # The shipped ONNX export computes what torch computes (fp32 arithmetic on the same fp16-stored weights).
-    assert figures["onnx_max_abs_diff"] < 1e-3 * max(1.0, figures["largest_logit"])
-    # A trained model finds the suburb's streets: random weights score near 0 here (road IoU about 0.04).
+    assert figures["onnx_max_probability_diff"] < 2 / 255  # below the probability raster's two steps
+    # A trained model finds the suburb's streets. Random weights (two seeds, measured): road IoU 0.03 and 0.08,
+    # APLS 0.00, mIoU below predicting background everywhere.
     assert figures["road_iou"] > 0.15 and figures["apls"] > 0.05
     assert figures["miou"] > figures["miou_all_background"]
     out = capsys.readouterr().out

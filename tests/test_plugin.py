@@ -303,3 +303,13 @@ def test_a_web_tile_layer_is_read_through_qgis_at_the_models_resolution(plugin, 
         assert abs(exported.bounds.left - area.xMinimum()) < 5 and abs(exported.bounds.top - area.yMaximum()) < 5
     with rasterio.open(task.result["probability"]) as ds:
         assert ds.crs.to_epsg() == 3857 and ds.read_masks(1).mean() > 200
+
+
+def test_the_dialog_states_a_models_held_out_figures_in_one_line():
+    from road_extractor.dialog import describe_metrics
+
+    shipped = {"val_road_iou": 0.37, "heldout_road_iou": 0.371, "heldout_multiscale_road_iou": 0.382,
+               "heldout_f1": 0.541, "heldout_apls": 0.228, "heldout_precision": 0.5}
+    assert describe_metrics(shipped) == "; held-out road IoU 0.371 (0.382 at 0.75/1/1.25), F1 0.541, APLS 0.228"
+    assert describe_metrics({"road_iou": 0.5, "epoch": 3}) == "; validation: road_iou 0.500"
+    assert describe_metrics({}) == ""

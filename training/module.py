@@ -111,8 +111,9 @@ class RoadSegmentation(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.apply_stage()
-        # channels_last makes a training step about 1.4x faster on CPU (measured on 2 cores, ResNet-18 at 256 px)
-        # and is the layout tensor cores want; validation through core puts the network back to contiguous.
+        # channels_last: forward + backward of ResNet-18 at 256 px, batch 8, 5.2 s instead of 7.4 s on 2 CPU cores
+        # (a whole step 5.9 s instead of 6.5 s), and the layout tensor cores want. Validation through core puts
+        # the network back to contiguous, so each epoch sets it again.
         self.network.to(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
