@@ -33,7 +33,7 @@ def test_demo_runs_the_shipped_model_and_writes_every_output(tmp_path, capsys):
     assert figures["road_iou"] > 0.15 and figures["apls"] > 0.05
     assert figures["miou"] > figures["miou_all_background"]
     out = capsys.readouterr().out
-    assert "held-out Massachusetts tiles: road IoU" in out and "APLS" in out
+    assert "held-out tiles of massroads: road IoU" in out and "APLS" in out
 
 
 def test_demo_without_a_model_names_the_fix_and_writes_nothing(tmp_path):
