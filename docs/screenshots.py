@@ -1,9 +1,12 @@
 """Screenshots for the README, taken headless in real QGIS (QT_QPA_PLATFORM=offscreen):
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots.py ../shared/data/spacenet/vegas_img0.tif
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots.py ../shared/data/spacenet/vegas_img0.tif \
+        --result result-vegas.png
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots.py demo-output/sample.tif --scales "0.75, 1.0, 1.25" \
+        --result result-sample.png --no-dialog
 
-writes docs/dialog.png (the "Extract roads" dialog on that raster) and docs/result.png (the raster with the
-extracted probability, roads and junctions, as the plugin adds them), using the shipped model unless --model.
+write docs/dialog.png (the "Extract roads" dialog on that raster) and docs/RESULT (the raster with the extracted
+probability, roads and junctions, as the plugin adds them), using the shipped model unless --model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def main() -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--scales", default="1.0")
     parser.add_argument("--out", default=str(REPO / "docs"))
+    parser.add_argument("--result", default="result.png", help="file name of the result picture in --out")
+    parser.add_argument("--no-dialog", action="store_true", help="keep the existing dialog.png")
     args = parser.parse_args()
 
     from pytest_qgis.qgis_interface import QgisInterface  # a working QgisInterface for a headless QGIS
@@ -62,7 +67,8 @@ def main() -> int:
         time.sleep(0.05)
     dialog.adjustSize()
     out = Path(args.out)
-    dialog.grab().save(str(out / "dialog.png"))
+    if not args.no_dialog:
+        dialog.grab().save(str(out / "dialog.png"))
     task = plugin.start_run(dialog)
     while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
         QCoreApplication.processEvents()
@@ -81,8 +87,8 @@ def main() -> int:
     job = QgsMapRendererParallelJob(settings)
     job.start()
     job.waitForFinished()
-    job.renderedImage().save(str(out / "result.png"))
-    print(f"wrote {out / 'dialog.png'} and {out / 'result.png'}: {task.result['road_count']} roads, "
+    job.renderedImage().save(str(out / args.result))
+    print(f"wrote {out / args.result}: {task.result['road_count']} roads, "
           f"{task.result['length_km']:.2f} km")
     plugin.unload()
     return 0
