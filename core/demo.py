@@ -149,7 +149,8 @@ def run_demo(out_dir: Path, size: int = 512, model: str | Path | None = None) ->
 
 
 def _check_onnx(model_path: Path, road_model, scene) -> dict[str, float]:
-    """The ONNX export shipped beside the model file, run by onnxruntime on the sample: the same logits as torch."""
+    """The ONNX export shipped beside the model file, run by onnxruntime on the sample: the same road
+    probabilities as torch."""
     onnx_file = model_path.with_suffix(".onnx")
     if model_path.suffix.lower() == ".onnx" or not onnx_file.exists():
         return {}
@@ -162,7 +163,7 @@ def _check_onnx(model_path: Path, road_model, scene) -> dict[str, float]:
     inputs = normalize(torch.from_numpy(scene.image).permute(2, 0, 1)[None], road_model.info.normalization)
     onnx_logits = session.run(None, {"image": inputs.numpy()})[0]
     with torch.inference_mode():
-        torch_logits = road_model.network.float().eval()(inputs.contiguous()).numpy()
+        torch_logits = road_model.network.eval()(inputs.contiguous()).numpy()
     # Road probabilities are what users get (stored in 1/255 steps); logits differ by float summation order only.
     onnx_road, torch_road = (torch.softmax(torch.as_tensor(logits), dim=1)[:, 1].numpy()
                              for logits in (onnx_logits, torch_logits))

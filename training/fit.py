@@ -18,6 +18,7 @@ from core.errors import InputError
 from .config import TrainConfig
 from .data import Augment, CropOrder, RoadCrops, TileShard, read_pair
 from .doctor import balance_findings, format_finding, label_findings
+from .evaluate import MULTI_SCALE, Inference
 from .module import RoadSegmentation
 
 
@@ -174,11 +175,11 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
     """`python -m training evaluate --json` output -> (flat metrics for the model file, the tiles they come from).
     Single-scale figures are `heldout_<name>`, multi-scale ones `heldout_multiscale_<name>`: the regression test
     and the model card read them from the file itself."""
+    prefixes = {Inference(scales=(1.0,)).label: "heldout_", Inference(scales=MULTI_SCALE).label: "heldout_multiscale_"}
     metrics, tiles = {}, []
     for label, summary in evaluation.items():
-        prefix = "heldout_" if label == "scales 1.0" else "heldout_multiscale_" if label.startswith("scales ") \
-            and "+" not in label else None
-        if prefix is None:
+        prefix = prefixes.get(label)
+        if prefix is None:  # other settings (flips, rotations) are not recorded
             continue
         # A figure that was not measured (APLS with --no-graphs is NaN) is left out rather than stored as NaN.
         metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
