@@ -133,6 +133,9 @@ def test_export_records_the_held_out_figures_and_their_tiles(road_tiles, trained
     evaluation.write_text(json.dumps({"scales 0.75/1/1.25": results["scales 0.75/1/1.25"]}))
     assert main(["export", str(trained_run), "--out", str(tmp_path / "n.pt"), "--evaluation", str(evaluation)]) == 2
     assert "no single-scale result" in capsys.readouterr().err and not (tmp_path / "n.pt").exists()
+    evaluation.write_text("{not json")
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "n.pt"), "--evaluation", str(evaluation)]) == 2
+    assert "is not JSON" in capsys.readouterr().err and not (tmp_path / "n.pt").exists()
 
 
 def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, capsys):

@@ -109,7 +109,7 @@ def cmd_ablate(args) -> int:
 def cmd_export(args) -> int:
     from .fit import export
 
-    evaluation = json.loads(Path(args.evaluation).read_text()) if args.evaluation else None
+    evaluation = _read_evaluation(Path(args.evaluation)) if args.evaluation else None
     written = export(Path(args.checkpoint), Path(args.out), args.half, evaluation=evaluation)
     print(f"wrote {written}")
     if args.onnx:
@@ -118,6 +118,19 @@ def cmd_export(args) -> int:
 
         print(f"wrote {export_onnx(load_model(written), args.onnx, half=args.half)}")
     return 0
+
+
+def _read_evaluation(path: Path) -> dict:
+    fix = f"write it with `python -m training evaluate CKPT --json {path}`"
+    if not path.is_file():
+        raise InputError(f"the evaluation {path} does not exist; {fix}")
+    try:
+        evaluation = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"the evaluation {path} is not JSON ({exc}); {fix}") from None
+    if not isinstance(evaluation, dict):
+        raise InputError(f"the evaluation {path} is not what `evaluate --json` writes; {fix}")
+    return evaluation
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
