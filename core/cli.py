@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .devices import PRECISIONS
 from .errors import InputError
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
@@ -287,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--flip-tta", action="store_true", help="also average the horizontally mirrored image")
     extract.add_argument("--d4-tta", action="store_true", help="average all 8 flips and 90-degree rotations")
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    extract.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                         help="autocast on GPU (auto: bf16 where supported, else fp16); the CPU runs fp32")
+    extract.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AMX or AVX-512 BF16 flags), "
+                              "fp16 on older GPUs, else fp32")
     extract.add_argument("--batch-size", type=int, default=1, help="tiles per batch (halved on CUDA out-of-memory)")
     extract.add_argument("--threshold", type=float, default=0.5, help="road probability for the mask (0.5)")
     extract.add_argument("--output-resolution", choices=("input", "model"), default="input",

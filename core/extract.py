@@ -27,6 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from . import __version__
 from .checkpoint import RoadModel
+from .devices import resolve_device, resolve_precision
 from .inference import DEFAULT_SCALES, normalize, predict_probabilities
 from .raster import RasterError, RasterInfo, Window, WindowSource
 from .tiling import Tile, TileGrid, blend_weights
@@ -104,41 +105,6 @@ class ExtractResult:
     network_seconds: float = 0.0  # of `seconds`, the time the network itself ran: the rest is the engine's
 
 
-# ------------------------------------------------------------------------------------------------- devices
-
-
-def resolve_device(spec: str) -> torch.device:
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise RasterError(f"--device {spec}: torch sees no CUDA GPU (this torch {torch.__version__} "
-                              f"{'has no CUDA support' if torch.version.cuda is None else 'finds no driver or GPU'});"
-                              f" use --device cpu or auto")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise RasterError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-        return torch.device("cuda", index)
-    raise RasterError(f"--device {spec!r} is not known; use auto, cpu, cuda or cuda:N")
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. bf16/fp16 only on GPUs: on CPUs without bf16 arithmetic (most) torch
-    falls back to a reference convolution tens of times slower than fp32 (see the README's benchmark)."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise RasterError(f"--precision {precision!r} is not known; use auto, fp32, bf16 or fp16")
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise RasterError(f"--precision {precision} runs on a GPU only; on the CPU use fp32 (or auto)")
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 # ---------------------------------------------------------------------------------------------- the engine
 
 
@@ -152,7 +118,8 @@ class _Predictor:
 
     def __init__(self, model: RoadModel, params: ExtractParams, log: Callable[[str], None]) -> None:
         self.device = resolve_device(params.device)
-        self.autocast = resolve_precision(params.precision, self.device)
+        self.precision = resolve_precision(params.precision, self.device)
+        self.autocast = self.precision.autocast
         self.network = model.network.to(self.device).eval()
         if self.device.type == "cpu":
             # channels_last is the faster CPU layout; `restore` puts the caller's network back as it was.
@@ -293,6 +260,7 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
+    notes.append(f"precision: {predictor.precision.why}")
     for note in notes:
         log(note)
 
@@ -313,8 +281,7 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
         if progress:
             progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
         road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model, params,
-                                       scratch_path,
-                                       (probability_path, mask_path), cancel)
+                                       predictor.precision.name, scratch_path, (probability_path, mask_path), cancel)
     seconds = time.perf_counter() - started
     megapixels = (area.x1 - area.x0) * (area.y1 - area.y0) / 1e6
     return ExtractResult(probability_path, mask_path, len(tiling), seconds, megapixels, road_fraction, notes,
@@ -393,8 +360,8 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
 
 
 def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, processing_origin: tuple[int, int],
-                   area: Area, model: RoadModel,
-                   params: ExtractParams, scratch: Path, targets: tuple[Path, Path], cancel) -> float:
+                   area: Area, model: RoadModel, params: ExtractParams, precision_used: str, scratch: Path,
+                   targets: tuple[Path, Path], cancel) -> float:
     """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
     writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
     from rasterio.enums import Resampling
@@ -417,7 +384,8 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, pro
     tags = {
         "ROAD_EXTRACTOR_VERSION": __version__,
         "ROAD_EXTRACTOR_MODEL": json.dumps({"file": Path(model.report.source).name, **model.info.to_dict()}),
-        "ROAD_EXTRACTOR_PARAMS": json.dumps({**asdict(params), "input": info.path, "input_gsd_m": info.gsd_m,
+        "ROAD_EXTRACTOR_PARAMS": json.dumps({**asdict(params), "precision_used": precision_used,
+                                             "input": info.path, "input_gsd_m": info.gsd_m,
                                              "processing_scale": [grid.scale_x, grid.scale_y]}),
     }
     common = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=crs, transform=transform,

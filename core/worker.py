@@ -64,11 +64,11 @@ def describe_model(path: str | None) -> dict[str, Any]:
             "size_mb": os.path.getsize(resolved) / 1e6}
 
 
-def devices(requested: str = "auto") -> dict[str, Any]:
-    """The devices torch sees, and what `requested` really resolves to (checked by running on it)."""
+def devices(requested: str = "auto", precision: str = "auto") -> dict[str, Any]:
+    """The devices torch sees, and what `requested` and `precision` really resolve to (checked by running)."""
     import torch
 
-    from .extract import resolve_device
+    from .devices import resolve_device, resolve_precision
 
     found = [{"name": "cpu", "label": f"CPU ({os.cpu_count()} cores)"}]
     if torch.cuda.is_available():
@@ -77,11 +77,13 @@ def devices(requested: str = "auto") -> dict[str, Any]:
             found.append({"name": f"cuda:{index}",
                           "label": f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"})
     device = resolve_device(requested)
+    chosen = resolve_precision(precision, device)
     check = (torch.ones(64, 64, device=device) @ torch.ones(64, 64, device=device)).sum().item()
     used = next((d for d in found if d["name"] == str(device) or (device.type == "cuda" and d["name"] ==
                                                                  f"cuda:{device.index or 0}")), found[0])
     return {"devices": found, "requested": requested, "uses": used["name"], "uses_label": used["label"],
-            "check": check == 64 * 64 * 64, "torch": torch.__version__, "cuda": torch.version.cuda}
+            "check": check == 64 * 64 * 64, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "precision": chosen.name, "precision_why": chosen.why}
 
 
 def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
     if op == "ping":
         return {"pong": True}
     if op == "devices":
-        return devices(args.get("device", "auto"))
+        return devices(args.get("device", "auto"), args.get("precision", "auto"))
     if op == "describe_model":
         return describe_model(args.get("path"))
     if op == "extract":

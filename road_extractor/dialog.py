@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .runner import AreaRequest, UserError, engine_request, metres_per_unit, selection_area, transform_extent
-from .settings import AREAS, AUGMENTS, ExtractSettings
+from .settings import AREAS, AUGMENTS, PRECISIONS, ExtractSettings
 
 AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
                "rectangle": "Drawn rectangle"}
@@ -89,12 +89,17 @@ class ExtractRoadsDialog(QDialog):
         device_row.addWidget(self.device, 1)
         device_row.addWidget(self.test_device)
         self.device_label = QLabel("")
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISIONS)
+        self.precision.setToolTip("auto: bf16 where the GPU or CPU computes it natively (CPUs with AMX or AVX-512 "
+                                  "BF16: 2-4x faster), else fp32")
         self.threshold = self._spin(0.05, 0.95, 0.05)
         self.estimate = QLabel("")
         inference_form.addRow("Scales", self.scales)
         inference_form.addRow("Flips / rotations", self.augment)
         inference_form.addRow("Device", device_row)
         inference_form.addRow("", self.device_label)
+        inference_form.addRow("Precision", self.precision)
         inference_form.addRow("Mask threshold", self.threshold)
         inference_form.addRow("Estimate", self.estimate)
         layout.addWidget(inference)
@@ -153,6 +158,7 @@ class ExtractRoadsDialog(QDialog):
         self.scales.setText(s.scales)
         self.augment.setCurrentText(s.augment)
         self.device.setCurrentText(s.device)
+        self.precision.setCurrentText(s.precision if s.precision in PRECISIONS else "auto")
         self.threshold.setValue(s.threshold)
         self.spur.setValue(s.spur_m)
         self.min_length.setValue(s.min_length_m)
@@ -171,6 +177,7 @@ class ExtractRoadsDialog(QDialog):
         s.scales = self.scales.text()
         s.augment = self.augment.currentText()
         s.device = self.device.currentText().strip() or "auto"
+        s.precision = self.precision.currentText()
         s.threshold = self.threshold.value()
         s.spur_m, s.min_length_m = self.spur.value(), self.min_length.value()
         s.bridge_m, s.simplify_m = self.bridge.value(), self.simplify.value()
@@ -256,10 +263,12 @@ class ExtractRoadsDialog(QDialog):
             if exception is not None:
                 self.device_label.setText(f"<span style='color:#b00'>{exception}</span>")
             else:
-                self.device_label.setText(f"uses {result['uses_label']} (torch {result['torch']})")
+                self.device_label.setText(f"uses {result['uses_label']}, {result['precision_why']} "
+                                          f"(torch {result['torch']})")
 
         self._in_background("Road extractor: test device",
-                            lambda: engine_request(settings, "devices", {"device": settings.device}), done)
+                            lambda: engine_request(settings, "devices", {"device": settings.device,
+                                                                          "precision": settings.precision}), done)
 
     def update_estimate(self) -> None:
         """Megapixels at the model's resolution x inference passes x seconds per megapixel-pass."""

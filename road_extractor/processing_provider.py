@@ -32,7 +32,7 @@ from qgis.PyQt.QtGui import QIcon
 from .engine import EngineError
 from .layers import RESOURCES
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
-from .settings import AUGMENTS, ExtractSettings
+from .settings import AUGMENTS, PRECISIONS, ExtractSettings
 
 VECTORIZE_PARAMETERS = (
     ("HIGH", "high", "Probability a road piece must reach", 0.5, False),
@@ -122,6 +122,8 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("AUGMENT", "Flips and rotations at inference", list(AUGMENTS),
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda:N)", "auto"))
+        self.addParameter(QgsProcessingParameterEnum("PRECISION", "Precision (auto: bf16 where the hardware has it)",
+                                                     list(PRECISIONS), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("THRESHOLD", "Road probability threshold of the mask",
                                                        QgsProcessingParameterNumber.Double, 0.5, minValue=0.0,
                                                        maxValue=1.0))
@@ -144,6 +146,7 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         settings.scales = self.parameterAsString(parameters, "SCALES", context)
         settings.augment = AUGMENTS[self.parameterAsEnum(parameters, "AUGMENT", context)]
         settings.device = self.parameterAsString(parameters, "DEVICE", context) or "auto"
+        settings.precision = PRECISIONS[self.parameterAsEnum(parameters, "PRECISION", context)]
         settings.threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
         settings.tile = self.parameterAsInt(parameters, "TILE", context)
         settings.overlap = self.parameterAsInt(parameters, "OVERLAP", context)

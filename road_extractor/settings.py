@@ -9,6 +9,8 @@ from qgis.core import QgsSettings
 PREFIX = "road_extractor/"
 AREAS = ("layer", "canvas", "selection", "rectangle")
 AUGMENTS = ("none", "flip", "d4")
+# core.devices.PRECISIONS: auto = bf16 where the GPU or CPU has native bf16 arithmetic, else fp32 (fp16 on old GPUs)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -18,6 +20,7 @@ class ExtractSettings:
     scales: str = "0.75, 1.0, 1.25"
     augment: str = "none"
     device: str = "auto"
+    precision: str = "auto"  # one of PRECISIONS
     threshold: float = 0.5
     tile: int = 512
     # The engine's defaults (core.jobs.VectorizeOptions); repeated because the plugin cannot import the engine,

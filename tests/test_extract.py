@@ -14,14 +14,9 @@ from torch import nn
 
 from core.area import area_from_bbox, area_from_vector
 from core.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
-from core.extract import (
-    Cancelled,
-    CancelToken,
-    ExtractParams,
-    extract_roads,
-    resolve_device,
-    resolve_precision,
-)
+from core import devices
+from core.devices import DeviceError, resolve_device, resolve_precision
+from core.extract import Cancelled, CancelToken, ExtractParams, extract_roads
 from core.model import ModelConfig, build_model
 from core.raster import ArraySource, RasterError, RasterioSource
 
@@ -282,16 +277,73 @@ def test_aoi_bad_files(shared_data, tmp_path):
 # ----------------------------------------------------------------------------------------- devices & batches
 
 
-def test_device_and_precision_choices():
+def test_device_choices():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_precision("auto", torch.device("cpu")) is None
-    with pytest.raises(RasterError, match="bf16 runs on a GPU only"):
-        resolve_precision("bf16", torch.device("cpu"))
-    with pytest.raises(RasterError, match="not known; use auto, cpu, cuda or cuda:N"):
+    with pytest.raises(DeviceError, match="not known; use auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RasterError, match="torch sees no CUDA GPU.*--device cpu"):
+        with pytest.raises(DeviceError, match="torch sees no CUDA GPU.*use device cpu"):
             resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize("flags, auto", [({"avx2"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"),
+                                         ({"amx_bf16", "amx_tile"}, "bf16")])
+def test_cpu_precision_follows_the_cpu_flags(monkeypatch, flags, auto):
+    """auto = bf16 exactly where /proc/cpuinfo shows native bf16 arithmetic; bf16 is refused where it would be
+    emulated; fp16 never runs on a CPU. (The flags are substituted: one machine has only one kind of CPU.)"""
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
+    cpu = torch.device("cpu")
+    chosen = resolve_precision("auto", cpu)
+    assert chosen.name == auto and (chosen.autocast is torch.bfloat16) == (auto == "bf16")
+    assert chosen.lightning == {"fp32": "32-true", "bf16": "bf16-mixed"}[auto]
+    assert "auto" in chosen.why and (auto == "fp32" or next(iter(flags & {"amx_bf16", "avx512_bf16"})) in chosen.why)
+    assert resolve_precision("fp32", cpu).autocast is None
+    if auto == "fp32":
+        with pytest.raises(DeviceError, match="no native bf16 arithmetic.*use fp32 or auto"):
+            resolve_precision("bf16", cpu)
+    else:
+        assert resolve_precision("bf16", cpu).autocast is torch.bfloat16
+    with pytest.raises(DeviceError, match="fp16 runs on a GPU only"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(DeviceError, match="precision 'fp8' is not known"):
+        resolve_precision("fp8", cpu)
+
+
+def test_this_machines_cpu_flags_are_read():
+    flags = devices.cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    assert devices.native_cpu_bf16() in (None, *devices.NATIVE_BF16_CPU_FLAGS)
+    assert resolve_precision("auto", torch.device("cpu")).name == ("bf16" if devices.native_cpu_bf16() else "fp32")
+
+
+def test_bf16_and_fp32_extraction_agree_on_a_real_tile(shared_data, tmp_path):
+    """The shipped model on a Massachusetts validation tile (1000x1000 px of it, one scale): the bf16 and fp32
+    masks must agree to road IoU >= 0.98 and the probabilities to a mean absolute difference below 0.01. Runs
+    where the CPU (or GPU) has native bf16; elsewhere bf16 is refused, which test_cpu_precision... covers."""
+    if resolve_precision("auto", resolve_device("auto")).name != "bf16":
+        pytest.skip("this machine has no native bf16 arithmetic (no amx_bf16/avx512_bf16 flag, no bf16 GPU)")
+    from PIL import Image
+
+    from core.models import default_model
+
+    image = np.asarray(Image.open(shared_data / "massroads/images/17428735_15.png").convert("RGB"))[:1000, :1000]
+    source = ArraySource(image, gsd_m=1.0)
+    model = load_model(default_model())
+    results = {}
+    for precision in ("fp32", "bf16"):
+        result = extract_roads(source, model, tmp_path / precision,
+                               ExtractParams(scales=(1.0,), precision=precision))
+        assert any(precision in note for note in result.notes if note.startswith("precision"))
+        results[precision] = (_read(result.probability)[0].astype(np.float32) / 255, _read(result.mask)[0] == 1)
+        tags = json.loads(rasterio.open(result.probability).tags()["ROAD_EXTRACTOR_PARAMS"])
+        assert tags["precision_used"] == precision
+    (p32, m32), (p16, m16) = results["fp32"], results["bf16"]
+    iou = (m32 & m16).sum() / max(1, (m32 | m16).sum())
+    assert m32.sum() > 2_000, "the shipped model should find roads on this tile"
+    print(f"bf16 vs fp32 on 1000x1000 px: road IoU {iou:.4f}, mean |dp| {np.abs(p32 - p16).mean():.5f}")
+    assert iou >= 0.98, f"bf16 and fp32 masks agree to road IoU {iou:.4f} only"
+    assert np.abs(p32 - p16).mean() < 0.01
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(shared_data, tmp_path):

@@ -16,10 +16,13 @@ from core.model import ModelConfig
 
 @dataclass
 class TrainConfig:
-    data: str = ""
+    # Training data folders, `PATH` or `PATH:WEIGHT` (how often its crops are drawn, relative); validation tiles
+    # come from the first one only, so adding folders keeps every validation figure comparable.
+    data: list[str] = field(default_factory=list)
     out: str = "runs/road"
     val_tiles: float = 4  # whole tiles held out: a count, or a fraction below 1
     crop: int = 256
+    augment: str = "sensors"  # mild (flips, scale, +-10% colour) or sensors (other sensors, seasons, resolutions)
     batch_size: int = 8
     crops_per_epoch: int = 800
     # The seed's two stages: backbone frozen (BatchNorm statistics too) at the larger rate, then everything.
@@ -37,7 +40,7 @@ class TrainConfig:
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
     road_width_m: float = 7.0  # width road centrelines are rasterised at (vector labels only)
     seed: int = 0
-    precision: str = "auto"  # auto: bf16-mixed on GPUs that have it, else 32
+    precision: str = "auto"  # auto: bf16 autocast on GPUs and CPUs with native bf16 (core.devices), else fp32
     val_scales: list[float] = field(default_factory=lambda: [1.0])
     val_tile: int = 512
     val_overlap: int = 64
@@ -66,6 +69,8 @@ class TrainConfig:
         unknown = unknown_fields(cls, data)
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(unknown)}; see python -m training fit --help")
+        if isinstance(data.get("data"), str):  # runs saved before several folders were possible
+            data = {**data, "data": [data["data"]] if data["data"] else []}
         config = cls(**data)
         config.model = {**ModelConfig(backbone="resnet18").to_dict(), **config.model}
         config.model_config()  # validates
@@ -83,6 +88,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any of the options below")
     for f in fields(TrainConfig):
         if f.name == "model":
+            continue
+        if f.name == "data":
+            parser.add_argument("--data", action="append", default=None, metavar="FOLDER[:WEIGHT]",
+                                help="training data; repeat for more folders (validation tiles come from the first)")
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
         if str(f.type).startswith("list"):

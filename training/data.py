@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from .augment import Augment, imitate_sensor
+
 IGNORE = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # (image folder, mask folder) layouts: Massachusetts as republished, and as in the original release.
 FOLDER_LAYOUTS = (("images", "masks"), ("sat", "map"))
 
@@ -145,7 +148,9 @@ def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{pair.mask.name} is {mask.shape[1]}x{mask.shape[0]} but {pair.image.name} is "
                         f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
     target = labels.apply(mask)
-    target[(image == 255).all(axis=2)] = IGNORE  # white no-data: the mask's roads there cover nothing
+    # White no-data, where the mask's roads cover nothing; JPEG rounds 255 to 250-255.
+    white = 250 if pair.image.suffix.lower() in LOSSY_SUFFIXES else 255
+    target[(image >= white).all(axis=2)] = IGNORE
     return image, target
 
 
@@ -194,31 +199,66 @@ def split_by_tile(pairs: list[Pair], validation: int | float, seed: int = 0) -> 
     return sorted(order[count:], key=lambda p: p.name), sorted(order[:count], key=lambda p: p.name)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """One `--data` folder and how often its crops are drawn relative to the others (`PATH` or `PATH:WEIGHT`)."""
+
+    path: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> DataSource:
+        path, _, tail = text.rpartition(":")
+        try:
+            weight = float(tail) if path else None
+        except ValueError:
+            weight = None  # a colon that is part of the path (C:\data)
+        if weight is None:
+            return cls(text)
+        if not (math.isfinite(weight) and weight > 0):
+            raise DataError(f"--data {text}: the sampling weight after the colon must be a positive number")
+        return cls(path, weight)
+
+
+@dataclass
+class TrainingTiles:
+    """The training pairs of one source, with its label map and sampling weight."""
+
+    pairs: list[Pair]
+    labels: LabelMap
+    weight: float = 1.0
+    name: str = ""
+
+
 @dataclass
 class Split:
     train: list[Pair]
     val: list[Pair]
-    labels: LabelMap
+    labels: LabelMap  # the first source's: validation tiles come from it
+    sources: list[TrainingTiles] = field(default_factory=list)
 
     def read_val(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         return [(p.name, *read_pair(p, self.labels)) for p in self.val]
 
 
-def split_dataset(root: str | Path, val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
+def split_dataset(data: str | Path | list[str], val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
                   road_width_m: float = 7.0) -> Split:
-    """The dataset under `root` with `val_tiles` whole tiles (a count, or a fraction below 1) held out."""
-    pairs = find_pairs(root, gsd_m, road_width_m)
+    """The training data of one or more `--data` sources. Whole tiles of the FIRST source are held out for
+    validation (`val_tiles`: a count, or a fraction below 1), so adding sources never changes the validation
+    set; every tile of the other sources trains."""
+    entries = [data] if isinstance(data, (str, Path)) else list(data)
+    if not entries:
+        raise DataError("no training data given; name a folder with --data")
+    sources = [DataSource.parse(str(e)) for e in entries]
+    pairs = find_pairs(sources[0].path, gsd_m, road_width_m)
     held_out = int(val_tiles) if val_tiles >= 1 else val_tiles
     train, val = split_by_tile(pairs, held_out, seed)
-    return Split(train, val, inspect_labels(pairs))
-
-
-@dataclass
-class Augment:
-    crop: int = 512
-    scale_jitter: tuple[float, float] = (0.75, 1.25)  # mild: roads are only a few pixels wide
-    colour_jitter: float = 0.1  # brightness/contrast, multiplicative
-    flips: bool = True  # flips and 90-degree rotations: aerial images have no "up"
+    labels = inspect_labels(pairs)
+    tiles = [TrainingTiles(train, labels, sources[0].weight, Path(sources[0].path).name)]
+    for source in sources[1:]:
+        more = find_pairs(source.path, gsd_m, road_width_m)
+        tiles.append(TrainingTiles(more, inspect_labels(more), source.weight, Path(source.path).name))
+    return Split([p for t in tiles for p in t.pairs], val, labels, tiles)
 
 
 class CropOrder(Sampler):
@@ -266,17 +306,49 @@ class TileShard(Sampler):
         return iter(range(self.rank, self.length, self.world))
 
 
+def read_tiles(tiles: TrainingTiles, log=lambda message: None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every readable pair of a source in memory. One unreadable file among many is skipped with a line that
+    names it (a crash an hour into a run helps nobody); a source that is mostly unreadable is refused."""
+    read, bad = [], []
+    for pair in tiles.pairs:
+        try:
+            read.append(read_pair(pair, tiles.labels))
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: truncated, unidentified; DataError: sizes
+            bad.append(pair)
+            log(f"warning: skipped {pair.image.name} / {pair.mask.name}: {exc}")
+    if bad and len(bad) * 2 >= len(tiles.pairs):
+        raise DataError(f"{len(bad)} of {len(tiles.pairs)} image/mask pairs of {tiles.name or 'the data'} cannot be "
+                        f"read (first: {bad[0].image}); check the files")
+    return read
+
+
 class RoadCrops(Dataset):
     """Random crops of the training tiles, each reproducible from (seed, epoch, index).
 
-    Tiles are read once and kept in memory (51 Massachusetts tiles are 340 MB as uint8); a crop is taken at a
-    random scale, flipped and rotated, and its colours jittered; ignore pixels stay ignore through all of it.
+    Tiles are read once and kept in memory (51 Massachusetts tiles are 340 MB as uint8). A crop's source is drawn
+    by the sources' weights, its tile by the tile's share of valid pixels in that source; the crop is redrawn
+    until at least `min_valid` of it holds data (a crop of white no-data teaches nothing and made the loss NaN),
+    and, for `road_share` of the crops, until it holds road. It is then taken at a random scale, flipped and
+    rotated, and its colours changed by the augmentation recipe; ignore pixels stay ignore through all of it.
     """
 
-    def __init__(self, pairs: list[Pair], labels: LabelMap, augment: Augment, crops_per_epoch: int,
-                 seed: int = 0) -> None:
-        self.tiles = [read_pair(p, labels) for p in pairs]
-        self.augment, self.length, self.seed, self.epoch = augment, crops_per_epoch, seed, 0
+    def __init__(self, sources: list[TrainingTiles] | list[Pair], labels: LabelMap | None = None,
+                 augment: Augment | None = None, crops_per_epoch: int = 800, seed: int = 0,
+                 log=lambda message: None) -> None:
+        if sources and isinstance(sources[0], Pair):  # one source: (pairs, labels)
+            sources = [TrainingTiles(list(sources), labels)]
+        self.tiles: list[tuple[np.ndarray, np.ndarray]] = []
+        chances: list[float] = []
+        for source in sources:
+            tiles = [t for t in read_tiles(source, log) if (t[1] != IGNORE).any()]
+            valid = np.array([(t[1] != IGNORE).sum() for t in tiles], np.float64)
+            if not len(tiles):
+                raise DataError(f"{source.name or 'a data source'} has no tile with valid pixels")
+            self.tiles += tiles
+            chances += list(source.weight * valid / valid.sum())
+        self.chances = np.array(chances) / sum(chances)
+        self.augment = augment or Augment()
+        self.length, self.seed, self.epoch = crops_per_epoch, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -284,15 +356,29 @@ class RoadCrops(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _window(self, rng: np.random.Generator, target: np.ndarray, side: int) -> tuple[int, int]:
+        a = self.augment
+        want_road = rng.random() < a.road_share
+        best, best_valid = (0, 0), -1.0
+        for _ in range(16):
+            y = int(rng.integers(0, target.shape[0] - side + 1))
+            x = int(rng.integers(0, target.shape[1] - side + 1))
+            window = target[y:y + side, x:x + side]
+            valid = float(np.mean(window != IGNORE))
+            if valid >= a.min_valid and (not want_road or (window == 1).any()):
+                return y, x
+            if valid > best_valid:
+                best, best_valid = (y, x), valid
+        return best
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rng = np.random.default_rng([self.seed, epoch, index])
-        image, target = self.tiles[int(rng.integers(len(self.tiles)))]
+        image, target = self.tiles[int(rng.choice(len(self.tiles), p=self.chances))]
         a = self.augment
         scale = math.exp(rng.uniform(math.log(a.scale_jitter[0]), math.log(a.scale_jitter[1])))
         source = min(round(a.crop / scale), *image.shape[:2])
-        y = int(rng.integers(0, image.shape[0] - source + 1))
-        x = int(rng.integers(0, image.shape[1] - source + 1))
+        y, x = self._window(rng, target, source)
         image_crop = image[y:y + source, x:x + source]
         target_crop = target[y:y + source, x:x + source]
         if source != a.crop:
@@ -303,6 +389,8 @@ class RoadCrops(Dataset):
             image_crop, target_crop = np.rot90(image_crop, k), np.rot90(target_crop, k)
             if rng.random() < 0.5:
                 image_crop, target_crop = image_crop[:, ::-1], target_crop[:, ::-1]
+        if a.recipe == "sensors":
+            image_crop = imitate_sensor(image_crop, rng)
         pixels = torch.from_numpy(np.array(image_crop)).permute(2, 0, 1).float()
         if a.colour_jitter:
             gain = 1 + rng.uniform(-a.colour_jitter, a.colour_jitter)

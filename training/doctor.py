@@ -18,7 +18,8 @@ from core.inference import normalize
 from core.model import MODULES
 
 from .config import TrainConfig
-from .data import IGNORE, Augment, LabelMap, RoadCrops
+from .augment import Augment
+from .data import IGNORE, LabelMap, RoadCrops
 from .module import RoadSegmentation, learning_rates, road_loss
 
 
@@ -212,8 +213,8 @@ def doctor(config: TrainConfig, overfit_steps: int = 150, overfit_crop: int = 12
 
     split = config.split()
     add(label_findings(split.labels, config.model_config().num_classes))
-    crops = RoadCrops(split.train, split.labels, Augment(crop=config.crop), max(config.batch_size, overfit_batch),
-                      config.seed)
+    crops = RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment),
+                      crops_per_epoch=max(config.batch_size, overfit_batch), seed=config.seed)
     add(balance_findings([t for _, t in crops.tiles], [t for _, _, t in split.read_val()]))
     module = RoadSegmentation(config.to_dict())
     add(stage_findings(module, max(1, config.crops_per_epoch // config.batch_size)))

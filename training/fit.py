@@ -13,10 +13,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_weights, save_model
+from core.devices import Precision, resolve_precision
 from core.errors import InputError
 
 from .config import TrainConfig
-from .data import Augment, CropOrder, RoadCrops, TileShard, read_pair
+from .augment import Augment
+from .data import CropOrder, RoadCrops, TileShard, read_pair
 from .doctor import balance_findings, format_finding, label_findings
 from .evaluate import MULTI_SCALE, Inference
 from .module import RoadSegmentation
@@ -66,22 +68,26 @@ class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
 
 def build(config: TrainConfig):
     split = config.split()
-    labels, train_pairs, val_pairs = split.labels, split.train, split.val
-    train = RoadCrops(train_pairs, labels, Augment(crop=config.crop), config.crops_per_epoch, config.seed)
-    val = WholeTiles(val_pairs, labels)
+    train = RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment),
+                      crops_per_epoch=config.crops_per_epoch, seed=config.seed,
+                      log=lambda message: print(message, file=sys.stderr))
+    val = WholeTiles(split.val, split.labels)
     crops, tiles = CropOrder(len(train), config.batch_size), TileShard(len(val))
     train_loader = DataLoader(train, batch_size=config.batch_size, sampler=crops, num_workers=config.num_workers,
                               drop_last=True, persistent_workers=config.num_workers > 0)
     val_loader = DataLoader(val, batch_size=1, sampler=tiles, num_workers=0)
-    return train_loader, val_loader, labels, train_pairs, val_pairs, CropSchedule(crops, tiles)
+    return train_loader, val_loader, split, CropSchedule(crops, tiles)
 
 
-def precision_for(config: TrainConfig) -> str:
-    if config.precision != "auto":
-        return config.precision
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"  # bf16 on a CPU without bf16 arithmetic is tens of times slower (see the README)
+LIGHTNING_PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}
+
+
+def precision_for(config: TrainConfig) -> Precision:
+    """auto | fp32 | bf16 | fp16 (or Lightning's own names) on the accelerator the run uses: bf16 autocast where
+    the GPU or the CPU has native bf16 arithmetic (core.devices), else fp32."""
+    requested = LIGHTNING_PRECISIONS.get(config.precision, config.precision)
+    gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+    return resolve_precision(requested, torch.device("cuda" if gpu else "cpu"))
 
 
 def fit(config: TrainConfig) -> Path:
@@ -89,16 +95,19 @@ def fit(config: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.yaml")
     L.seed_everything(config.seed, workers=True)
-    train_loader, val_loader, labels, train_pairs, val_pairs, schedule = build(config)
-    print(f"data        {config.data}: {len(train_pairs)} training tiles, {len(val_pairs)} validation tiles "
-          f"({', '.join(p.name for p in val_pairs)}); mask values {list(labels.seen_values)} -> road = "
-          f"{list(labels.road_values)}", file=sys.stderr)
-    for finding in label_findings(labels, config.model_config().num_classes) + balance_findings(
+    train_loader, val_loader, split, schedule = build(config)
+    sources = ", ".join(f"{len(s.pairs)} of {s.name} (weight {s.weight:g})" for s in split.sources)
+    print(f"data        training tiles: {sources}; {len(split.val)} validation tiles of {split.sources[0].name} "
+          f"({', '.join(p.name for p in split.val)}); mask values {list(split.labels.seen_values)} -> road = "
+          f"{list(split.labels.road_values)}", file=sys.stderr)
+    for finding in label_findings(split.labels, config.model_config().num_classes) + balance_findings(
             [t for _, t in train_loader.dataset.tiles], [t for _, t in val_loader.dataset.tiles]):
         if finding.level == "fail":
             raise InputError(finding.text)
         print(format_finding(finding), file=sys.stderr)
-    module = RoadSegmentation(config.to_dict())
+    precision = precision_for(config)
+    print(f"precision   {precision.why}", file=sys.stderr)
+    module = RoadSegmentation(config.to_dict(), precision_used=precision.name)
     if config.init:
         report = load_into(module.network, read_weights(config.init))
         print(f"init        {config.init}: {report.file_kind}\n{report.format()}", file=sys.stderr)
@@ -115,7 +124,7 @@ def fit(config: TrainConfig) -> Path:
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
         accelerator=config.accelerator, devices=config.devices, strategy=_strategy(config),
-        num_nodes=config.num_nodes, precision=precision_for(config), gradient_clip_val=config.grad_clip or None,
+        num_nodes=config.num_nodes, precision=precision.lightning, gradient_clip_val=config.grad_clip or None,
         logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
         callbacks=[best, last, periodic, schedule], use_distributed_sampler=False,
@@ -126,6 +135,11 @@ def fit(config: TrainConfig) -> Path:
     if resume:
         print(f"resume      from {resume}", file=sys.stderr)
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    if module.skipped_steps:
+        print(f"skipped     {module.skipped_steps} step(s) whose loss was not finite", file=sys.stderr)
+    if not all(torch.isfinite(t).all() for t in module.network.state_dict().values() if t.is_floating_point()):
+        raise InputError(f"training diverged: the weights in {checkpoints} hold NaN or infinity; lower the learning "
+                         f"rate (--lr-stage2, --lr-stage1) and train into a new --out")
     return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"
 
 
@@ -156,7 +170,8 @@ def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:
             if callback.get("best_model_score") is not None:
                 metrics["val_road_iou"] = float(callback["best_model_score"])
     provenance = {"trained_with": "python -m training fit", "data": config.data, "epoch": int(state.get("epoch", -1)),
-                  "global_step": int(state.get("global_step", -1))}
+                  "global_step": int(state.get("global_step", -1)),
+                  "precision": state["hyper_parameters"].get("precision_used", "fp32")}
     return module, metrics, provenance
 
 

@@ -61,6 +61,10 @@ LOSSES = ("ce", "ce_dice", "ce_dice_cldice")
 def road_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, class_weights: torch.Tensor) -> torch.Tensor:
     if kind not in LOSSES:
         raise ValueError(f"loss {kind!r} is not known; use one of {', '.join(LOSSES)}")
+    if not (target != IGNORE).any():
+        # Nothing to learn from (every pixel no-data): cross-entropy would be 0/0 = NaN. A zero that keeps the graph
+        # leaves the weights as they are (AdamW's decay aside) and logs 0, not NaN.
+        return logits.sum() * 0.0
     loss = F.cross_entropy(logits.float(), target, weight=class_weights, ignore_index=IGNORE)
     if kind in ("ce_dice", "ce_dice_cldice"):
         loss = loss + dice_loss(logits, target)
@@ -84,15 +88,17 @@ def learning_rates(config: TrainConfig, step: int, steps_per_epoch: int) -> tupl
 
 
 class RoadSegmentation(L.LightningModule):
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, precision_used: str = "fp32") -> None:
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        # precision_used: what `fit` resolved "auto" to on the machine that trained last (recorded in the model file)
+        self.save_hyperparameters({"config": config, "precision_used": precision_used})
         self.config = TrainConfig.from_dict(config)
         self.network = build_model(self.config.model_config())
         self.normalization = Normalization()
         self.register_buffer("class_weights", torch.tensor(self.config.class_weights, dtype=torch.float32),
                              persistent=False)
         self._confusion = np.zeros(4, np.int64)  # tp, fp, fn, tn over the validation tiles
+        self.skipped_steps = 0
 
     # ------------------------------------------------------------------------------------------ the two stages
 
@@ -148,6 +154,12 @@ class RoadSegmentation(L.LightningModule):
         images, target = batch
         logits = self.network(normalize(images, self.normalization).contiguous(memory_format=torch.channels_last))
         loss = road_loss(logits, target, self.config.loss, self.class_weights)
+        if not torch.isfinite(loss):
+            # A diverging step is skipped (Lightning skips the optimizer step when training_step returns None) and
+            # counted; `fit` refuses to finish with non-finite weights.
+            self.skipped_steps += 1
+            self.log("train/skipped_nonfinite", float(self.skipped_steps))
+            return None
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/stage", float(self.stage))
         self.log("lr/head", self.optimizers().optimizer.param_groups[1]["lr"])
