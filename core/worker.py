@@ -107,8 +107,40 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
         return run_vectorize(VectorizeJob.from_dict(args), cancel=cancel)
     if op == "evaluate":
         return run_evaluate(EvaluateJob.from_dict(args))
+    if op == "finetune":
+        return _finetune(args, emit, cancel)
     raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows ping, devices, "
-                     f"describe_model, extract, vectorize, evaluate")
+                     f"describe_model, extract, vectorize, evaluate, finetune")
+
+
+def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
+    """`python -m training finetune` inside the engine: progress as steps, the latest check figure and time left."""
+    from dataclasses import fields
+
+    from .errors import unknown_fields
+    from .extract import Cancelled
+
+    try:
+        from training.finetune import FinetuneSpec, finetune
+    except ImportError as exc:
+        raise InputError(f"fine-tuning needs the training package beside the engine ({exc}); reinstall the plugin "
+                         f"or use an engine environment made from the project's checkout") from None
+    unknown = unknown_fields(FinetuneSpec, args)
+    if unknown:
+        raise InputError(f"unknown fine-tuning option(s) {', '.join(unknown)}")
+    spec = FinetuneSpec(**{f.name: args[f.name] for f in fields(FinetuneSpec) if f.name in args})
+
+    def progress(p) -> None:
+        check = f", check road IoU {p.check_road_iou:.3f}" if p.check_road_iou is not None else ""
+        emit({"type": "progress", "fraction": min(1.0, p.elapsed_s / p.budget_s), "stage": "fine-tuning",
+              "message": f"step {p.step}, loss {p.loss:.3f}{check}, about {max(0, p.budget_s - p.elapsed_s):.0f} s "
+                         f"left"})
+
+    try:
+        return finetune(spec, log=lambda message: emit({"type": "log", "message": message}), progress=progress,
+                        cancelled=lambda: cancel.cancelled)
+    except KeyboardInterrupt:
+        raise Cancelled() from None
 
 
 def serve(stdin=None) -> int:

@@ -72,7 +72,13 @@ class ExtractRoadsDialog(QDialog):
         self.model.lineEdit().setPlaceholderText("the shipped model")
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
-        form.addRow("Model", self.model)
+        self.finetune = QPushButton("Fine-tune…")
+        self.finetune.setToolTip("Teach the model your imagery from road lines you have (Processing: Fine-tune road "
+                                 "model); the new model is chosen here when it is done")
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.finetune)
+        form.addRow("Model", model_row)
         form.addRow("", self.model_label)
         layout.addLayout(form)
 
@@ -139,6 +145,7 @@ class ExtractRoadsDialog(QDialog):
         self.area.currentIndexChanged.connect(self._area_changed)
         self.draw.clicked.connect(self._draw_rectangle)
         self.test_device.clicked.connect(self.check_device)
+        self.finetune.clicked.connect(self.open_finetune)
         self.model.fileChanged.connect(lambda _: self.check_model())
         for signal in (self.layer.layerChanged, self.area.currentIndexChanged, self.scales.textChanged,
                        self.augment.currentIndexChanged, self.device.currentTextChanged):
@@ -254,6 +261,24 @@ class ExtractRoadsDialog(QDialog):
 
         self._in_background("Road extractor: read model",
                             lambda: engine_request(settings, "describe_model", {"path": path}), done)
+
+    FINETUNE_ALGORITHM = "road_extractor:finetune_road_model"
+
+    def open_finetune(self) -> None:
+        """Processing's dialog for the fine-tuning algorithm (a cancellable task with progress); the model it
+        writes becomes this dialog's model."""
+        import processing
+
+        settings = self.current_settings()
+        settings.save()
+        parameters = {"MODEL": settings.model} if settings.model else {}
+        layer = self.layer.currentLayer()
+        if layer is not None:
+            parameters["RASTERS"] = [layer.id()]
+        processing.execAlgorithmDialog(self.FINETUNE_ALGORITHM, parameters)
+        trained = ExtractSettings.load().model
+        if trained and trained != settings.model:
+            self.model.setFilePath(trained)
 
     def check_device(self) -> None:
         settings = self.current_settings()

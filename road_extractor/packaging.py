@@ -46,8 +46,9 @@ def build_zip(out: str | Path) -> Path:
         archive.write(REPO / "resources" / "icon.svg", f"{root}/resources/icon.svg")
         for path in _files(REPO / "resources" / "styles", (".qml",)):
             archive.write(path, f"{root}/resources/styles/{path.name}")
-        for path in _files(REPO / "core", (".py",)):
-            archive.write(path, f"{root}/engine/core/{path.relative_to(REPO / 'core')}")
+        for package in ("core", "training"):  # training: fine-tuning runs in the engine too
+            for path in _files(REPO / package, (".py",)):
+                archive.write(path, f"{root}/engine/{package}/{path.relative_to(REPO / package)}")
         # The engine runs the torch model file; its ONNX twin (for onnxruntime and other tools) would double the zip.
         for path in _files(REPO / "resources" / "models", (".pt", ".md")):
             archive.write(path, f"{root}/engine/resources/models/{path.name}")

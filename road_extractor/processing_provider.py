@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterEnum,
@@ -19,6 +20,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -250,6 +252,77 @@ class EvaluateRoadsAlgorithm(_EngineAlgorithm):
         return {"OUTPUT_TABLE": table, **{k.upper(): v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
+class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
+    """`python -m training finetune` from the toolbox: runs in the engine process as Processing's cancellable task."""
+
+    def name(self) -> str:
+        return "finetune_road_model"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Fine-tune road model"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("Teaches a road model your imagery from road lines you already have (OpenStreetMap through "
+                "QuickOSM, a national road layer, or a few streets you digitise). Starts from the shipped model (or "
+                "the one given), draws the lines at the road width, learns only inside the train area (default: "
+                "around the lines), stops after the given minutes, and scores the model before and after on the "
+                "check area (default: the southern quarter of the labelled area, never trained on): road IoU, "
+                "completeness and correctness within 5 m, APLS. The new model becomes the Extract roads dialog's "
+                "model. Layers in any CRS are reprojected.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterMultipleLayers("RASTERS", "Imagery", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterVectorLayer("ROADS", "Road lines",
+                                                            [QgsProcessing.TypeVectorLine]))
+        self.addParameter(QgsProcessingParameterVectorLayer("TRAIN_AREA", "Train area (labels complete inside)",
+                                                            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer("CHECK_AREA", "Check area (scored, never trained on)",
+                                                            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterNumber("ROAD_WIDTH_M", "Road width in metres (0: the model's)",
+                                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber("MINUTES", "Training time (minutes)",
+                                                       QgsProcessingParameterNumber.Double, 8.0, minValue=0.01))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model to start from (empty: the shipped model)",
+                                                     optional=True, fileFilter="Model files (*.pt *.pth)"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "New model", "Model files (*.pt)"))
+        self.addOutput(QgsProcessingOutputFile("MODEL_FILE", "Model file"))
+        for key, label in (("BEFORE_COMPLETENESS", "Completeness before"), ("AFTER_COMPLETENESS", "Completeness after"),
+                           ("BEFORE_CORRECTNESS", "Correctness before"), ("AFTER_CORRECTNESS", "Correctness after"),
+                           ("BEFORE_ROAD_IOU", "Road IoU before"), ("AFTER_ROAD_IOU", "Road IoU after")):
+            self.addOutput(QgsProcessingOutputNumber(key, label))
+
+    def _vector_path(self, parameters, name, context, feedback) -> str:
+        if self.parameterAsVectorLayer(parameters, name, context) is None:
+            return ""
+        # A file-backed layer is passed as it is; a memory or web layer is written to a GeoPackage first.
+        return self.parameterAsCompatibleSourceLayerPath(parameters, name, context, ["gpkg", "shp", "geojson"],
+                                                         "gpkg", feedback).split("|")[0]
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        rasters = [_file_of(layer) for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]
+        out = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
+        if not out.lower().endswith(".pt"):
+            out += ".pt"
+        spec = {"rasters": rasters, "roads": self._vector_path(parameters, "ROADS", context, feedback),
+                "train_area": self._vector_path(parameters, "TRAIN_AREA", context, feedback),
+                "check_area": self._vector_path(parameters, "CHECK_AREA", context, feedback),
+                "road_width_m": self.parameterAsDouble(parameters, "ROAD_WIDTH_M", context),
+                "minutes": self.parameterAsDouble(parameters, "MINUTES", context),
+                "init": self.parameterAsFile(parameters, "MODEL", context) or "", "out": out, "overwrite": True}
+        settings = ExtractSettings.load()
+        spec.update(device=settings.device, precision=settings.precision)
+        result = self._request("finetune", spec, feedback)
+        settings.model = result["model"]  # the dialog opens with the new model
+        settings.save()
+        outputs = {"MODEL_FILE": result["model"]}
+        for when in ("before", "after"):
+            for key in ("completeness", "correctness", "road_iou"):
+                value = result[when].get(key)
+                if value is not None:
+                    outputs[f"{when.upper()}_{key.upper()}"] = value
+        return outputs
+
+
 class RoadExtractorProvider(QgsProcessingProvider):
     def id(self) -> str:
         return "road_extractor"
@@ -261,6 +334,7 @@ class RoadExtractorProvider(QgsProcessingProvider):
         return QIcon(str(RESOURCES / "icon.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - Processing API
-        for algorithm in (ExtractRoadsAlgorithm(), VectorizeRoadMaskAlgorithm(), EvaluateRoadsAlgorithm()):
+        for algorithm in (ExtractRoadsAlgorithm(), VectorizeRoadMaskAlgorithm(), EvaluateRoadsAlgorithm(),
+                          FinetuneRoadModelAlgorithm()):
             self.addAlgorithm(algorithm)
 

@@ -12,9 +12,9 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
+from core import devices
 from core.area import area_from_bbox, area_from_vector
 from core.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
-from core import devices
 from core.devices import DeviceError, resolve_device, resolve_precision
 from core.extract import Cancelled, CancelToken, ExtractParams, extract_roads
 from core.model import ModelConfig, build_model

@@ -313,3 +313,40 @@ def test_the_dialog_states_a_models_held_out_figures_in_one_line():
     assert describe_metrics(shipped) == "; held-out road IoU 0.371 (0.382 at 0.75/1/1.25), F1 0.541, APLS 0.228"
     assert describe_metrics({"road_iou": 0.5, "epoch": 3}) == "; validation: road_iou 0.500"
     assert describe_metrics({}) == ""
+
+
+def test_finetune_runs_from_processing_with_lines_drawn_in_another_crs(plugin, qgis_processing, random_model_file,
+                                                                        tmp_path):
+    """The generated suburb with its centrelines copied into a memory layer in WGS84 (the raster is UTM 19N): the
+    algorithm writes the layer out, the engine reprojects it, trains for seconds and scores before and after; the
+    new model becomes the Extract roads dialog's model."""
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform
+
+    from core.demo import write_sample
+    from core.sample import make_suburb
+
+    raster, roads = write_sample(make_suburb(256), tmp_path)
+    source = QgsVectorLayer(f"{roads}|layername=roads", "roads", "ogr")
+    assert source.isValid() and source.featureCount() > 0
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    drawn = QgsVectorLayer("LineString?crs=EPSG:4326", "my roads", "memory")
+    to_wgs84 = QgsCoordinateTransform(source.crs(), wgs84, QgsProject.instance())
+    features = []
+    for feature in source.getFeatures():
+        geometry = QgsGeometry(feature.geometry())
+        geometry.transform(to_wgs84)
+        copy = QgsFeature()
+        copy.setGeometry(geometry)
+        features.append(copy)
+    drawn.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(drawn)
+    out = tmp_path / "mine.pt"
+    result = processing.run("road_extractor:finetune_road_model", {
+        "RASTERS": [str(raster)], "ROADS": drawn, "MINUTES": 0.05, "MODEL": str(random_model_file),
+        "OUTPUT_MODEL": str(out)})
+    assert Path(result["MODEL_FILE"]) == out and out.exists()
+    assert 0 <= result["AFTER_ROAD_IOU"] <= 1 and 0 <= result["BEFORE_COMPLETENESS"] <= 1
+    assert ExtractSettings.load().model == str(out)
+    assert any(isinstance(a.displayName(), str) and a.name() == "finetune_road_model"
+               for a in QgsApplication.processingRegistry().providerById("road_extractor").algorithms())

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import IGNORE, Augment, DataError, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
+from training.augment import Augment
+from training.data import IGNORE, DataError, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
 
 
 def _write_pair(folder, name, image, mask, layout=("images", "masks")):
@@ -156,3 +157,88 @@ def test_spacenet_tile_with_its_centrelines_trains_at_one_metre(shared_data):
     assert 350 < image.shape[0] < 450  # 1300 px at 0.3 m -> about 390 px at 1 m
     road = np.mean(target[target != IGNORE] == 1)
     assert 0.03 < road < 0.4
+
+
+def _tiles(folder, count, value, size=64, white_rows=0, road_row=None):
+    image = np.full((size, size, 3), value, np.uint8)
+    image[:white_rows] = 255
+    mask = np.zeros((size, size), np.uint8)
+    road_row = size // 2 if road_row is None else road_row
+    mask[road_row:road_row + 4] = 255
+    for i in range(count):
+        _write_pair(folder, f"{folder.name}{i}", image, mask)
+
+
+def test_several_sources_keep_the_first_ones_validation_tiles_and_draw_by_weight(tmp_path):
+    from training.data import DataSource, split_dataset
+
+    _tiles(tmp_path / "a", 6, 40)
+    _tiles(tmp_path / "b", 3, 200)
+    alone = split_dataset(str(tmp_path / "a"), 2, seed=0)
+    both = split_dataset([str(tmp_path / "a"), f"{tmp_path / 'b'}:3"], 2, seed=0)
+    assert both.val == alone.val and all(p.image.parent.parent.name == "a" for p in both.val)
+    assert [(s.name, len(s.pairs), s.weight) for s in both.sources] == [("a", 4, 1.0), ("b", 3, 3.0)]
+    crops = RoadCrops(both.sources, augment=Augment(crop=32, colour_jitter=0, scale_jitter=(1, 1)),
+                      crops_per_epoch=400, seed=0)
+    from_b = np.mean([crops[i][0].mean().item() > 120 for i in range(400)])
+    assert 0.68 < from_b < 0.82  # weight 3 against 1: three quarters
+    assert DataSource.parse("C:\\data") == DataSource("C:\\data") and DataSource.parse("x:0.5").weight == 0.5
+    with pytest.raises(DataError, match="positive number"):
+        DataSource.parse("x:-1")
+
+
+def test_crops_hold_data_and_often_roads_even_on_mostly_empty_tiles(tmp_path):
+    """A tile 80% white no-data: crops are redrawn until most of each holds data (all-no-data crops made the loss
+    NaN), and road_share of them until they hold road."""
+    _tiles(tmp_path / "w", 1, 90, size=200, white_rows=150, road_row=180)
+    pairs = find_pairs(tmp_path / "w")
+    crops = RoadCrops(pairs, inspect_labels(pairs), Augment(crop=32, scale_jitter=(1, 1)), crops_per_epoch=50)
+    targets = [crops[i][1] for i in range(50)]
+    assert min((t != IGNORE).float().mean().item() for t in targets) >= 0.5
+    assert np.mean([(t == 1).any().item() for t in targets]) >= 0.5
+
+
+def test_one_unreadable_file_among_many_is_skipped_and_named(tmp_path, capsys):
+    from training.data import split_dataset
+
+    _tiles(tmp_path / "d", 5, 80)
+    broken = tmp_path / "d" / "images" / "d3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated
+    split = split_dataset(str(tmp_path / "d"), 1, seed=0)
+    messages = []
+    crops = RoadCrops(split.sources, augment=Augment(crop=32), crops_per_epoch=4, log=messages.append)
+    if any(p.name == "d3" for p in split.train):
+        assert len(crops.tiles) == len(split.train) - 1
+        assert len(messages) == 1 and "d3.png" in messages[0] and messages[0].startswith("warning: skipped")
+    for name in ("d0", "d1", "d2"):
+        path = tmp_path / "d" / "masks" / f"{name}.png"
+        path.write_bytes(b"")
+    with pytest.raises(DataError, match="4 of 5 image/mask pairs .* cannot be read"):
+        RoadCrops(find_pairs(tmp_path / "d"), split.labels, Augment(crop=32), crops_per_epoch=4)
+
+
+def test_the_sensors_recipe_changes_colours_reproducibly_and_never_the_labels(road_tiles):
+    pairs = find_pairs(road_tiles)
+    labels = inspect_labels(pairs)
+    mild = RoadCrops(pairs, labels, Augment(crop=96, recipe="mild"), crops_per_epoch=30, seed=1)
+    sensors = RoadCrops(pairs, labels, Augment(crop=96, recipe="sensors"), crops_per_epoch=30, seed=1)
+    changed = 0
+    for i in range(30):
+        (x0, y0), (x1, y1) = mild[i], sensors[i]
+        assert torch.equal(y0, y1)  # same window, same geometry: labels untouched
+        assert torch.equal(x1, sensors[i][0])  # reproducible
+        changed += (x0 - x1).abs().mean().item() > 3
+    assert changed >= 20
+    with pytest.raises(ValueError, match="recipe 'vivid' is not known"):
+        Augment(recipe="vivid")
+
+
+def test_a_batch_of_only_no_data_gives_a_zero_loss_not_nan():
+    from training.losses import road_loss
+
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    for kind in ("ce", "ce_dice", "ce_dice_cldice"):
+        loss = road_loss(logits, torch.full((2, 8, 8), IGNORE), kind, torch.ones(2))
+        assert loss.item() == 0.0
+        loss.backward()
+        assert torch.isfinite(logits.grad).all()

@@ -20,7 +20,7 @@ from training.data import find_pairs, inspect_labels, read_pair, split_by_tile
 from training.doctor import overfit_findings
 from training.evaluate import Inference, predict_tile
 from training.fit import fit, road_model
-from training.module import soft_cldice_loss, soft_skeleton
+from training.losses import soft_cldice_loss, soft_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--val-tiles", "1", "--crop", "64", "--batch-size", "2", "--crops-per-epoch", "4", "--val-tile", "160",
@@ -41,7 +41,7 @@ def trained_run(road_tiles, tmp_path_factory) -> Path:
 
 def test_doctor_explains_0_255_masks_and_the_flat_seed_gate_and_overfits_one_batch(road_tiles, capsys, tmp_path):
     report = tmp_path / "doctor.json"
-    code = main(["doctor", "--data", str(road_tiles), *TINY, "--overfit-steps", "60", "--json", str(report)])
+    code = main(["doctor", "--data", str(road_tiles), *TINY, "--overfit-steps", "200", "--json", str(report)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "[WARN] labels" in out and "every road pixel is ignored" in out
@@ -57,8 +57,11 @@ def test_doctor_explains_0_255_masks_and_the_flat_seed_gate_and_overfits_one_bat
     gates = findings["attention"]["figures"]
     assert findings["attention"]["level"] == "warn"  # the seed's spatial gate: ~0.5 everywhere
     assert all(abs(g["spatial_mean"] - 0.5) < 0.05 for g in gates.values())
-    assert findings["overfit"]["level"] == "ok"
-    assert findings["overfit"]["figures"]["loss_last"] < 0.1
+    overfit = findings["overfit"]
+    assert overfit["level"] == "ok", overfit["text"]
+    assert overfit["figures"]["loss_last"] <= 0.2 * overfit["figures"]["loss_first"]
+    assert overfit["figures"]["steps"] <= 200
+    print(overfit["text"])  # the steps it needed on this CPU
 
 
 def test_overfit_check_fails_when_nothing_can_learn(road_tiles):
@@ -66,7 +69,7 @@ def test_overfit_check_fails_when_nothing_can_learn(road_tiles):
     images = torch.rand(2, 3, 64, 64) * 255
     target = (torch.rand(2, 64, 64) > 0.9).long()
     finding = overfit_findings(config, images, target, steps=5, lr=0.0)[0]
-    assert finding.level == "fail" and "did NOT approach zero" in finding.text
+    assert finding.level == "fail" and "did NOT fall below" in finding.text and finding.figures["steps"] == 5
 
 
 def test_soft_skeleton_is_thin_and_cldice_rewards_connected_roads():
@@ -165,11 +168,22 @@ def test_grid_axes_are_typed_and_unknown_ones_are_refused():
         parse_grid(["colour=red"])
 
 
+def _plausible(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Weights a real file could hold, each changed from the network's own initialisation so the test sees they
+    were loaded: positive BatchNorm variances and initialisation-sized convolutions (plain randn weights blow up
+    18 layers deep into NaN, which `fit` refuses as a diverged run)."""
+    if not value.is_floating_point():
+        return value
+    if name.endswith("running_var"):
+        return torch.rand_like(value) + 0.5
+    return value * (1 + 0.2 * torch.randn_like(value)) + 0.01 * torch.randn_like(value)
+
+
 def _imagenet_file(path: Path) -> dict:
     """A file laid out like torchvision's resnet18-f37072fd.pth: backbone names, plus the classifier."""
     torch.manual_seed(1)
     state = build_model(ModelConfig(backbone="resnet18")).backbone.state_dict()
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: _plausible(k, v) for k, v in state.items()}
     state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
     torch.save(state, path)
     return state
@@ -179,7 +193,7 @@ def _seed_file(path: Path) -> dict:
     """The seed's format: {'state_dict': ...} saved from nn.DataParallel ('module.' prefixes)."""
     torch.manual_seed(2)
     network = build_model(ModelConfig(backbone="resnet18"))
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in network.state_dict().items()}
+    state = {k: _plausible(k, v) for k, v in network.state_dict().items()}
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 50}, path)
     return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
 

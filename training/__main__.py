@@ -15,6 +15,37 @@ def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-graphs", action="store_true", help="skip APLS (vectorizing every tile)")
 
 
+def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per FinetuneSpec field, with its default and help from one place."""
+    from .finetune import DEFAULT_ROAD_WIDTH_M, FinetuneSpec
+
+    d = FinetuneSpec(rasters=[], out="")
+    parser.add_argument("--raster", action="append", required=True, dest="rasters", metavar="IMAGE.tif",
+                        help="georeferenced imagery (repeat for more rasters)")
+    parser.add_argument("--roads", default="", help="road centrelines (GeoPackage, shapefile, GeoJSON; any CRS)")
+    parser.add_argument("--masks", action="append", default=[], metavar="MASK.tif",
+                        help="instead of --roads: a road mask per raster on its grid (0/1 or 0/255)")
+    parser.add_argument("--train-area", default="", help="polygons where the labels are complete (default: the "
+                                                         f"lines' extent + {d.margin_m:g} m)")
+    parser.add_argument("--check-area", default="", help="polygons scored before and after and never trained on "
+                                                         "(default: the southern quarter of the labelled area)")
+    parser.add_argument("--minutes", type=float, default=d.minutes, help=f"training time ({d.minutes:g})")
+    parser.add_argument("--out", required=True, help="the new model file (.pt)")
+    parser.add_argument("--init", default="", help="the model to start from (default: the shipped model)")
+    parser.add_argument("--road-width-m", type=float, default=0.0,
+                        help=f"width the lines are drawn at (default: the parent's, else {DEFAULT_ROAD_WIDTH_M:g})")
+    parser.add_argument("--gsd-m", type=float, default=0.0, help="metres per pixel to learn at (default: the "
+                        "imagery's own, within half to once the parent's GSD)")
+    parser.add_argument("--margin-m", type=float, default=d.margin_m)
+    for name in ("crop", "batch_size", "lr", "seed"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
+    parser.add_argument("--loss", default=d.loss, choices=("ce", "ce_dice", "ce_dice_cldice"))
+    parser.add_argument("--precision", default=d.precision, choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--json", help="also write the before/after figures to this JSON file")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="Headless training of road models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +58,13 @@ def main(argv=None) -> int:
     evaluate_parser.add_argument("--tiles", choices=("val", "all"), default="val",
                                  help="the validation split of --data/--val-tiles/--seed (default), or every tile")
     evaluate_parser.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate_parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
+                                 help="also score extracted road lines against reference centrelines: a folder of "
+                                      "NAME.tif + NAME_roads.geojson|gpkg (e.g. ../shared/data/spacenet); repeatable")
+    evaluate_parser.add_argument("--buffer-m", type=float, default=5.0,
+                                 help="completeness/correctness distance for --lines, in metres (5)")
+    evaluate_parser.add_argument("--skip-tiles", action="store_true",
+                                 help="only the --lines rasters, not the validation tiles")
     _add_evaluate_flags(evaluate_parser)
     add_flags(evaluate_parser)
 
@@ -48,6 +86,9 @@ def main(argv=None) -> int:
     export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")
     export_parser.add_argument("--evaluation", metavar="EVAL.json",
                                help="record held-out figures from `evaluate --json` and the tiles they come from")
+    finetune_parser = sub.add_parser(
+        "finetune", help="teach a road model your imagery from road lines (or masks) you have, in minutes")
+    add_finetune_flags(finetune_parser)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -72,14 +113,46 @@ def cmd_evaluate(args) -> int:
     split = config.split()
     pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
     model = road_model(Path(args.model))
-    tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)
     inferences = with_and_without_multiscale(config.val_tile, config.val_overlap)
-    results = evaluate_tiles(model, tiles, config.gsd_m, inferences, rho=args.rho,
-                             graphs=not args.no_graphs, log=lambda m: print(m, file=sys.stderr))
-    print(f"{args.model} on {len(pairs)} {args.tiles} tile(s) of {config.data}:")
-    print(format_results(results))
+    results: dict = {}
+    if not args.skip_tiles:
+        tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)
+        results = evaluate_tiles(model, tiles, config.gsd_m, inferences, rho=args.rho,
+                                 graphs=not args.no_graphs, log=lambda m: print(m, file=sys.stderr))
+        print(f"{args.model} on {len(pairs)} {args.tiles} tile(s) of {config.data[0]}:")
+        print(format_results(results))
+    if args.lines:
+        from .data import find_pairs
+        from .evaluate import LINE_COLUMNS, evaluate_line_references
+
+        line_pairs = [p for folder in args.lines for p in find_pairs(folder) if p.has_vector_roads]
+        if not line_pairs:
+            raise InputError(f"--lines {args.lines[0]}: no NAME.tif + NAME_roads.geojson|gpkg pairs there")
+        lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m,
+                                         log=lambda m: print(m, file=sys.stderr))
+        print(f"{args.model}: extracted lines against {len(line_pairs)} reference line file(s), within "
+              f"{args.buffer_m:g} m:")
+        print(format_results(lines, LINE_COLUMNS))
+        results["lines"] = lines
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from dataclasses import fields
+
+    from .finetune import FinetuneSpec, finetune
+
+    spec = FinetuneSpec(**{f.name: getattr(args, f.name) for f in fields(FinetuneSpec)})
+    try:
+        result = finetune(spec, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print("python -m training finetune: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(result["model"])
     return 0
 
 
@@ -134,7 +207,7 @@ def _read_evaluation(path: Path) -> dict:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
-            "export": cmd_export}
+            "export": cmd_export, "finetune": cmd_finetune}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -337,15 +337,27 @@ class RoadCrops(Dataset):
                  log=lambda message: None) -> None:
         if sources and isinstance(sources[0], Pair):  # one source: (pairs, labels)
             sources = [TrainingTiles(list(sources), labels)]
+        in_memory = [(read_tiles(source, log), source.weight, source.name) for source in sources]
+        self._take(in_memory, augment, crops_per_epoch, seed)
+
+    @classmethod
+    def from_arrays(cls, tiles: list[tuple[np.ndarray, np.ndarray]], augment: Augment | None = None,
+                    crops_per_epoch: int = 800, seed: int = 0) -> RoadCrops:
+        """Crops of (uint8 image [H, W, 3], target [H, W] 0/1/IGNORE) arrays already in memory (fine-tuning)."""
+        crops = cls.__new__(cls)
+        crops._take([(tiles, 1.0, "")], augment, crops_per_epoch, seed)
+        return crops
+
+    def _take(self, sources, augment: Augment | None, crops_per_epoch: int, seed: int) -> None:
         self.tiles: list[tuple[np.ndarray, np.ndarray]] = []
         chances: list[float] = []
-        for source in sources:
-            tiles = [t for t in read_tiles(source, log) if (t[1] != IGNORE).any()]
+        for tiles, weight, name in sources:
+            tiles = [t for t in tiles if (t[1] != IGNORE).any()]
             valid = np.array([(t[1] != IGNORE).sum() for t in tiles], np.float64)
             if not len(tiles):
-                raise DataError(f"{source.name or 'a data source'} has no tile with valid pixels")
+                raise DataError(f"{name or 'a data source'} has no tile with valid pixels")
             self.tiles += tiles
-            chances += list(source.weight * valid / valid.sum())
+            chances += list(weight * valid / valid.sum())
         self.chances = np.array(chances) / sum(chances)
         self.augment = augment or Augment()
         self.length, self.seed, self.epoch = crops_per_epoch, seed, 0
@@ -357,19 +369,23 @@ class RoadCrops(Dataset):
         return self.length
 
     def _window(self, rng: np.random.Generator, target: np.ndarray, side: int) -> tuple[int, int]:
+        """A window holding at least `min_valid` data (and road, when this crop wants road), else the first one
+        with enough data, else the one with the most data of up to 32 draws."""
         a = self.augment
         want_road = rng.random() < a.road_share
-        best, best_valid = (0, 0), -1.0
-        for _ in range(16):
+        enough, best, best_valid = None, (0, 0), -1.0
+        for _ in range(32):
             y = int(rng.integers(0, target.shape[0] - side + 1))
             x = int(rng.integers(0, target.shape[1] - side + 1))
             window = target[y:y + side, x:x + side]
             valid = float(np.mean(window != IGNORE))
-            if valid >= a.min_valid and (not want_road or (window == 1).any()):
-                return y, x
+            if valid >= a.min_valid:
+                if not want_road or (window == 1).any():
+                    return y, x
+                enough = enough or (y, x)
             if valid > best_valid:
                 best, best_valid = (y, x), valid
-        return best
+        return enough or best
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)

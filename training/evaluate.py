@@ -38,6 +38,7 @@ class Inference:
     tile: int = 512
     overlap: int = 64
     device: str = "auto"
+    precision: str = "auto"
 
     @property
     def label(self) -> str:
@@ -76,7 +77,8 @@ def predict_tile(model: RoadModel, image: np.ndarray, valid: np.ndarray, gsd_m: 
                  inference: Inference) -> tuple[np.ndarray, np.ndarray]:
     """Probability (0..1) and road mask of one in-memory tile, through `extract_roads` exactly as a user runs it."""
     params = ExtractParams(tile=inference.tile, overlap=inference.overlap, scales=inference.scales,
-                           augment=inference.augment, device=inference.device, overwrite=True)
+                           augment=inference.augment, device=inference.device,
+                           precision=inference.precision, overwrite=True)
     with tempfile.TemporaryDirectory() as folder:
         result = extract_roads(ArraySource(image, gsd_m=gsd_m, valid=valid), model, folder, params)
         with rasterio.open(result.probability) as ds:
@@ -125,3 +127,49 @@ def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_CO
         cells = [f"{summary[c]:.4f}" if isinstance(summary.get(c), float) else str(summary.get(c, "")) for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+LINE_COLUMNS = ("completeness", "correctness", "quality", "apls", "reference_km", "proposal_km")
+
+
+def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Inference], buffer_m: float = 5.0,
+                             log=lambda message: None) -> dict[str, dict]:
+    """{inference label: pooled figures} for georeferenced rasters with reference road centrelines (`Pair`s with
+    vector labels, e.g. SpaceNet's tile and its roads): each raster goes through `extract_roads` and
+    `vectorize_file` as a user runs them, and the extracted lines are scored against the reference lines by
+    length within `buffer_m` (completeness, correctness, quality; Wiedemann 1998) and by APLS. Completeness and
+    correctness are pooled by length over the rasters, APLS averaged."""
+    from pathlib import Path
+
+    from core.metrics import evaluate_files
+    from core.raster import RasterioSource
+    from core.vectorize import vectorize_file
+
+    inferences = list(inferences)
+    results = {}
+    for inference in inferences:
+        rows = []
+        for pair in pairs:
+            params = ExtractParams(tile=inference.tile, overlap=inference.overlap, scales=inference.scales,
+                                   augment=inference.augment, device=inference.device,
+                                   precision=inference.precision, overwrite=True)
+            with tempfile.TemporaryDirectory() as folder, RasterioSource(pair.image) as source:
+                result = extract_roads(source, model, folder, params)
+                roads = Path(folder) / "roads.gpkg"
+                vectorize_file(result.probability, roads, overwrite=True, workers=1)
+                figures = evaluate_files(roads, pair.mask, buffer_m=buffer_m)
+            rows.append({"raster": pair.image.name, **{k: figures[k] for k in LINE_COLUMNS}})
+            log(f"{pair.image.name:<24} {inference.label:<22} completeness {figures['completeness']:.3f}  "
+                f"correctness {figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
+        reference_km = sum(r["reference_km"] for r in rows)
+        proposal_km = sum(r["proposal_km"] for r in rows)
+        matched_reference = sum(r["completeness"] * r["reference_km"] for r in rows if r["reference_km"])
+        matched_proposal = sum(r["correctness"] * r["proposal_km"] for r in rows if r["proposal_km"])
+        denominator = proposal_km + reference_km - matched_reference
+        results[inference.label] = {
+            "completeness": matched_reference / reference_km if reference_km else float("nan"),
+            "correctness": matched_proposal / proposal_km if proposal_km else float("nan"),
+            "quality": matched_proposal / denominator if denominator else float("nan"),
+            "apls": float(np.mean([r["apls"] for r in rows])), "reference_km": reference_km,
+            "proposal_km": proposal_km, "buffer_m": buffer_m, "rasters": rows}
+    return results

@@ -16,8 +16,8 @@ from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_we
 from core.devices import Precision, resolve_precision
 from core.errors import InputError
 
-from .config import TrainConfig
 from .augment import Augment
+from .config import TrainConfig
 from .data import CropOrder, RoadCrops, TileShard, read_pair
 from .doctor import balance_findings, format_finding, label_findings
 from .evaluate import MULTI_SCALE, Inference

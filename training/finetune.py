@@ -1,0 +1,421 @@
+"""`python -m training finetune`: a road model taught the user's imagery from road lines they already have.
+
+raster(s) + road lines (or masks) -> labels at a GSD, trusted only inside the train area -> a parent model trained
+for a time budget -> the parent and the new model scored on a check area the training never saw -> a
+self-describing model file that names its parent, its data and its area.
+
+The loop is a plain PyTorch loop, not Lightning: it must stop on a wall-clock budget, report progress every step
+to QGIS's task, and be cancelled between steps; runs of minutes need no checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.checkpoint import ModelInfo, RoadModel, save_model
+from core.devices import resolve_device, resolve_precision
+from core.errors import InputError
+from core.inference import normalize
+
+from .augment import Augment
+from .data import IGNORE, RoadCrops
+from .losses import road_loss
+
+DEFAULT_ROAD_WIDTH_M = 7.0
+
+
+class FinetuneError(InputError):
+    """Input that cannot be fine-tuned on as given; the message names the problem and the fix."""
+
+
+@dataclass
+class FinetuneSpec:
+    """Everything a fine-tuning run needs; the command line, Processing and the plugin fill one in."""
+
+    rasters: list[str]
+    out: str
+    roads: str = ""  # road centrelines (any OGR format, any CRS)
+    masks: list[str] = field(default_factory=list)  # or road masks on the rasters' grids (0/1 or 0/255)
+    train_area: str = ""  # polygons: labels are trusted inside (default: around the lines' extent)
+    check_area: str = ""  # polygons scored before and after (default: a strip held out of the data)
+    minutes: float = 8.0  # training time budget (data preparation and scoring come on top)
+    init: str = ""  # the parent model (default: the shipped model)
+    road_width_m: float = 0.0  # 0: the parent's, else 7 m
+    gsd_m: float = 0.0  # 0: the imagery's own, but no finer than half the parent's GSD and no coarser than it
+    margin_m: float = 50.0  # without a train area: labels trusted this far around the lines' extent
+    crop: int = 256
+    batch_size: int = 8
+    lr: float = 5e-4
+    loss: str = "ce_dice"
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class Scene:
+    """One raster at the training GSD with its labels and where they may be used."""
+
+    name: str
+    image: np.ndarray  # uint8 [H, W, 3]
+    valid: np.ndarray  # bool [H, W]
+    roads: np.ndarray  # bool [H, W]
+    train: np.ndarray  # bool [H, W]: labels trusted for training
+    check: np.ndarray  # bool [H, W]: held out for scoring
+    check_shape: object  # shapely geometry of the check area in pixel coordinates (None: no check here)
+    lines: list  # reference centrelines in pixel coordinates (x right, y down)
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    step: int
+    elapsed_s: float
+    budget_s: float
+    loss: float
+    check_road_iou: float | None  # the latest score of the check area, when one was measured
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+
+
+def parent_model(path: str) -> tuple[RoadModel, Path]:
+    from core.models import resolve_model
+
+    resolved = resolve_model(path or None)
+    if resolved.suffix.lower() == ".onnx":
+        raise FinetuneError(f"{resolved.name} is an ONNX export, which cannot be trained; give the .pt model file it "
+                            f"was exported from (or leave --init empty for the shipped model)")
+    if not resolved.exists():
+        raise FinetuneError(f"--init {resolved}: no such file; check the path")
+    from core.checkpoint import load_model
+
+    model = load_model(resolved)
+    if not hasattr(model.network, "head_parameters"):
+        raise FinetuneError(f"{resolved.name} is not a road-extractor network and has no training support; give a "
+                            f"model file written by road-extractor or python -m training")
+    return model, resolved
+
+
+def training_gsd(spec: FinetuneSpec, raster_gsds: list[float], parent_gsd: float) -> float:
+    if spec.gsd_m:
+        if not (math.isfinite(spec.gsd_m) and spec.gsd_m > 0):
+            raise FinetuneError(f"--gsd-m {spec.gsd_m} must be a positive number of metres per pixel")
+        return spec.gsd_m
+    # The imagery's own detail where it is finer than the parent's, but not below half the parent's GSD: finer
+    # grids cost the square in time per area and take the parent's filters far from the scale they learnt.
+    return min(parent_gsd, max(min(raster_gsds), parent_gsd / 2))
+
+
+def _polygons(path: str, crs_wkt: str, what: str) -> list:
+    from core.geopackage import read_geometries
+
+    if not Path(path).exists():
+        raise FinetuneError(f"{what} {path}: no such file; check the path")
+    try:
+        shapes, _ = read_geometries(path, crs_wkt)
+    except ValueError as exc:
+        raise FinetuneError(f"{what} {path} is not a vector file OGR can read ({exc})") from None
+    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polygons:
+        raise FinetuneError(f"{what} {path} holds no polygons; draw the area as polygons")
+    return polygons
+
+
+def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = print) -> tuple[list[Scene], float]:
+    """The rasters at the training GSD with their labels, train and check areas; FinetuneError for input that
+    cannot be used, before anything is written."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    from core.metrics import read_lines
+    from core.raster import RasterError, RasterioSource, Window
+
+    if not spec.rasters:
+        raise FinetuneError("no raster given; name the imagery with --raster")
+    if bool(spec.roads) == bool(spec.masks):
+        raise FinetuneError("give road lines (--roads) or road masks (--masks), one of the two")
+    if spec.masks and len(spec.masks) != len(spec.rasters):
+        raise FinetuneError(f"{len(spec.masks)} mask(s) for {len(spec.rasters)} raster(s); give one mask per raster")
+    if not (math.isfinite(spec.minutes) and spec.minutes > 0):
+        raise FinetuneError(f"--minutes {spec.minutes} must be a positive number")
+    infos = []
+    for path in spec.rasters:
+        try:
+            with RasterioSource(path) as source:
+                infos.append(source.info)
+        except RasterError as exc:
+            raise FinetuneError(str(exc)) from None
+        if infos[-1].gsd_m is None or infos[-1].transform is None:
+            raise FinetuneError(f"{path} has no georeferencing, so road lines cannot be placed on it; give a "
+                                f"georeferenced raster (GeoTIFF with a CRS)")
+    gsd = training_gsd(spec, [min(i.gsd_m) for i in infos], parent_gsd)
+    width_m = spec.road_width_m
+    radius_px = width_m / 2 / gsd
+    scenes, lines_seen = [], 0
+    for index, (path, info) in enumerate(zip(spec.rasters, infos, strict=True)):
+        height = max(1, round(info.height * info.gsd_m[1] / gsd))
+        width = max(1, round(info.width * info.gsd_m[0] / gsd))
+        if min(height, width) < spec.crop:
+            raise FinetuneError(f"{Path(path).name} is {width}x{height} px at {gsd:g} m/px, smaller than one "
+                                f"{spec.crop} px training crop; give a larger raster (at least {spec.crop * gsd:g} m "
+                                f"across) or a smaller --crop")
+        with RasterioSource(path) as source:
+            values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
+        image = np.ascontiguousarray(np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0))
+        to_pixels = ~(Affine.from_gdal(*info.transform) * Affine.scale(info.width / width, info.height / height))
+
+        def pixel_xy(xy: np.ndarray, to_pixels=to_pixels) -> np.ndarray:
+            cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
+            return np.column_stack([cols, rows])
+
+        frame = shapely.box(0, 0, width, height)
+        if spec.roads:
+            try:
+                lines, _ = read_lines(spec.roads, info.crs_wkt)
+            except (ValueError, RasterError) as exc:
+                raise FinetuneError(f"--roads {spec.roads} cannot be read ({exc}); give road lines as a GeoPackage, "
+                                    f"shapefile or GeoJSON") from None
+            if not lines:
+                raise FinetuneError(f"--roads {spec.roads} holds no lines; give the road centrelines of the area")
+            pixel_lines = [shapely.transform(line, pixel_xy) for line in lines]
+            pixel_lines = [g for g in (line.intersection(frame) for line in pixel_lines) if not g.is_empty]
+            lines_seen += len(pixel_lines)
+            roads = rasterize([g.buffer(radius_px) for g in pixel_lines], out_shape=(height, width), fill=0,
+                              default_value=1, dtype="uint8").astype(bool) if pixel_lines \
+                else np.zeros((height, width), bool)
+        else:
+            roads, pixel_lines = _read_mask(spec.masks[index], info, (height, width)), []
+        if spec.train_area:
+            shapes = [shapely.transform(p, pixel_xy) for p in _polygons(spec.train_area, info.crs_wkt, "--train-area")]
+            train = rasterize(shapes, out_shape=(height, width), fill=0, default_value=1, dtype="uint8").astype(bool)
+        elif spec.roads:
+            train = np.zeros((height, width), bool)
+            if pixel_lines:  # unlabelled roads beyond the lines' extent must not be taught as background
+                margin = spec.margin_m / gsd
+                x0, y0, x1, y1 = shapely.union_all(pixel_lines).bounds
+                train[max(0, int(y0 - margin)):int(math.ceil(y1 + margin)),
+                      max(0, int(x0 - margin)):int(math.ceil(x1 + margin))] = True
+        else:
+            train = np.ones((height, width), bool)
+        check, check_shape = np.zeros((height, width), bool), None
+        if spec.check_area:
+            shapes = [shapely.transform(p, pixel_xy) for p in _polygons(spec.check_area, info.crs_wkt, "--check-area")]
+            check_shape = shapely.union_all(shapes).intersection(frame)
+            if not check_shape.is_empty:
+                check = rasterize(shapes, out_shape=(height, width), fill=0, default_value=1, dtype="uint8") \
+                    .astype(bool)
+            else:
+                check_shape = None
+        train &= valid & ~check
+        scenes.append(Scene(Path(path).stem, image, valid, roads, train, check & valid, check_shape, pixel_lines))
+    if spec.roads and not lines_seen:
+        raise FinetuneError(f"the road lines in {spec.roads} miss every raster; check that they cover the imagery "
+                            f"(and that the file's CRS is right)")
+    if not spec.check_area:
+        _hold_out_strip(scenes, log)
+    elif not any(s.check.any() for s in scenes):
+        raise FinetuneError(f"--check-area {spec.check_area} does not overlap the imagery; draw it over the rasters")
+    if not any((s.train & s.roads).any() for s in scenes):
+        raise FinetuneError("no road pixel lies in the train area; draw the train area over labelled roads")
+    return scenes, gsd
+
+
+def _read_mask(path: str, info, shape: tuple[int, int]) -> np.ndarray:
+    import rasterio
+    from rasterio.enums import Resampling
+
+    try:
+        with rasterio.open(path) as ds:
+            if (ds.width, ds.height) != (info.width, info.height):
+                raise FinetuneError(f"mask {Path(path).name} is {ds.width}x{ds.height} px but its raster is "
+                                    f"{info.width}x{info.height}; masks must be on the raster's grid")
+            values = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    except rasterio.errors.RasterioIOError as exc:
+        raise FinetuneError(f"mask {path} cannot be read ({exc})") from None
+    found = set(np.unique(values).tolist())
+    if not found <= {0, 1} and not found <= {0, 255}:
+        raise FinetuneError(f"mask {Path(path).name} holds values {sorted(found)[:8]}; give 0/1 or 0/255 road masks")
+    return values > 0
+
+
+def _hold_out_strip(scenes: list[Scene], log: Callable[[str], None]) -> None:
+    """Without a check area: the southern quarter of the trusted area of the scene with the most of it."""
+    import shapely
+
+    scene = max(scenes, key=lambda s: int(s.train.sum()))
+    rows = np.flatnonzero(scene.train.any(axis=1))
+    cols = np.flatnonzero(scene.train.any(axis=0))
+    start = int(rows[0] + 0.75 * (rows[-1] + 1 - rows[0]))
+    scene.check[start:rows[-1] + 1] = scene.train[start:rows[-1] + 1]
+    scene.train[start:] = False
+    scene.check_shape = shapely.box(cols[0], start, cols[-1] + 1, rows[-1] + 1)
+    log(f"check area  none given: rows {start}-{rows[-1]} of {scene.name} (the southern quarter of the labelled "
+        f"area) are held out and scored before and after")
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5.0, lines: bool = True,
+          device: str = "auto", precision: str = "auto") -> dict[str, float]:
+    """The model on every scene's check area, through the engine a user runs: road IoU of the mask, and the
+    extracted centrelines against the reference lines (completeness and correctness within `buffer_m`, APLS)."""
+    import shapely
+
+    from core.metrics import apls, length_metrics
+    from core.vectorize import PixelGrid, VectorizeParams, vectorize_array
+
+    from .evaluate import Inference, predict_tile
+
+    tp = fp = fn = 0
+    reference, proposal = [], []
+    for scene in scenes:
+        if not scene.check.any():
+            continue
+        rows, cols = np.flatnonzero(scene.check.any(axis=1)), np.flatnonzero(scene.check.any(axis=0))
+        context = 64  # pixels of imagery around the check area, as a user's extraction would have
+        y0, x0 = max(0, rows[0] - context), max(0, cols[0] - context)
+        y1, x1 = min(scene.image.shape[0], rows[-1] + 1 + context), min(scene.image.shape[1], cols[-1] + 1 + context)
+        inference = Inference(scales=(1.0,), device=device, precision=precision)
+        probability, mask = predict_tile(model, scene.image[y0:y1, x0:x1], scene.valid[y0:y1, x0:x1], gsd, inference)
+        inside = scene.check[y0:y1, x0:x1]
+        truth = scene.roads[y0:y1, x0:x1]
+        tp += int((mask & truth & inside).sum())
+        fp += int((mask & ~truth & inside).sum())
+        fn += int((~mask & truth & inside).sum())
+        if not lines:
+            continue
+        probability[~inside] = 0
+        grid = PixelGrid((x0 * gsd, gsd, 0.0, -y0 * gsd, 0.0, -gsd), (gsd, gsd))
+        found = vectorize_array(probability, grid, VectorizeParams()).roads
+
+        def metres(geometry):
+            return shapely.transform(geometry, lambda xy: xy * np.array([gsd, -gsd]))
+
+        area = metres(scene.check_shape)
+        proposal += [g for g in (line.intersection(area) for line in found) if not g.is_empty]
+        reference += [g for g in (metres(line).intersection(area) for line in scene.lines) if not g.is_empty]
+    figures = {"road_iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan")}
+    if lines and reference:
+        flat = [part for g in proposal for part in getattr(g, "geoms", [g]) if part.geom_type == "LineString"]
+        truth_lines = [part for g in reference for part in getattr(g, "geoms", [g]) if part.geom_type == "LineString"]
+        length = length_metrics(truth_lines, flat, buffer_m)
+        figures.update({"completeness": length["completeness"], "correctness": length["correctness"],
+                        "apls": apls(truth_lines, flat)["apls"] if flat else 0.0,
+                        "reference_km": length["reference_km"], "proposal_km": length["proposal_km"]})
+    return figures
+
+
+def format_scores(name: str, figures: dict[str, float]) -> str:
+    parts = [f"road IoU {figures['road_iou']:.3f}"]
+    if "completeness" in figures:
+        correctness = figures["correctness"]
+        parts += [f"completeness {figures['completeness']:.3f}",
+                  f"correctness {correctness:.3f}" if not math.isnan(correctness) else "correctness - (no lines)",
+                  f"APLS {figures['apls']:.3f}", f"{figures['proposal_km']:.2f} of {figures['reference_km']:.2f} km"]
+    return f"{name:<11} " + ", ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
+             progress: Callable[[FinetuneProgress], None] | None = None,
+             cancelled: Callable[[], bool] = lambda: False) -> dict:
+    """Runs the whole fine-tuning; returns {"model": path, "before": figures, "after": figures, ...}."""
+    out = Path(spec.out)
+    if out.exists() and not spec.overwrite:
+        raise FinetuneError(f"{out} already exists; choose another --out (or give --overwrite to replace it)")
+    if out.suffix.lower() != ".pt":
+        raise FinetuneError(f"--out {out} must be a .pt model file")
+    if not out.parent.exists():
+        raise FinetuneError(f"the folder {out.parent} does not exist; create it or choose another --out")
+    parent, parent_path = parent_model(spec.init)
+    parent_gsd = parent.info.gsd_m or 1.0
+    spec.road_width_m = spec.road_width_m or float(parent.info.provenance.get("road_width_m", DEFAULT_ROAD_WIDTH_M))
+    started = time.perf_counter()
+    scenes, gsd = prepare(spec, parent_gsd, log)
+    device = resolve_device(spec.device)
+    precision = resolve_precision(spec.precision, device)
+    labelled = sum(int(s.train.sum()) for s in scenes) * gsd * gsd / 1e6
+    log(f"data        {len(scenes)} raster(s) at {gsd:g} m/px, roads {spec.road_width_m:g} m wide; "
+        f"{labelled:.3f} km^2 of trusted labels, {sum(int(s.check.sum()) for s in scenes) * gsd * gsd / 1e6:.3f} "
+        f"km^2 to check ({time.perf_counter() - started:.1f} s)")
+    log(f"parent      {parent_path.name} ({parent_gsd:g} m/px); {device}, {precision.why}")
+    before = score(parent, scenes, gsd, device=spec.device, precision=spec.precision)
+    log(format_scores("before", before))
+
+    network = copy.deepcopy(parent.network).float().to(device).train()
+    network.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=spec.lr, weight_decay=1e-4)
+    tiles = [(s.image, np.where(s.train, s.roads.astype(np.uint8), IGNORE).astype(np.uint8)) for s in scenes]
+    crops = RoadCrops.from_arrays(tiles, Augment(crop=spec.crop, recipe="mild"), crops_per_epoch=1 << 30,
+                                  seed=spec.seed)
+    weights = torch.ones(2, device=device)
+    budget = spec.minutes * 60
+    torch.manual_seed(spec.seed)
+    info = ModelInfo(config=parent.info.config, gsd_m=gsd, normalization=parent.info.normalization)
+    step, loss_value, check_iou, next_check = 0, float("nan"), None, budget / 4
+    training_started = time.perf_counter()
+    while (elapsed := time.perf_counter() - training_started) < budget:
+        if cancelled():
+            raise KeyboardInterrupt("fine-tuning cancelled; nothing was written")
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr * max(0.0, 1 - elapsed / budget) ** 0.9
+        batch = [crops[(0, step * spec.batch_size + i)] for i in range(spec.batch_size)]
+        images = torch.stack([b[0] for b in batch]).to(device)
+        target = torch.stack([b[1] for b in batch]).to(device)
+        x = normalize(images, parent.info.normalization).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=precision.autocast or torch.float32,
+                            enabled=precision.autocast is not None):
+            logits = network(x)
+        loss = road_loss(logits, target, spec.loss, weights)
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            loss_value = float(loss.detach())
+        step += 1
+        elapsed = time.perf_counter() - training_started
+        if elapsed >= next_check and elapsed < budget:  # a cheap pixel score, for the progress display
+            check_iou = score(RoadModel(network.eval(), info, parent.report, parent.architecture), scenes, gsd,
+                              lines=False, device=spec.device, precision=spec.precision)["road_iou"]
+            network.train().to(memory_format=torch.channels_last)
+            next_check += budget / 4
+            log(f"step {step:>5}  {elapsed / 60:5.1f} of {spec.minutes:g} min  loss {loss_value:.3f}  "
+                f"check road IoU {check_iou:.3f}")
+        if progress:
+            progress(FinetuneProgress(step, elapsed, budget, loss_value, check_iou))
+    network.eval().to(memory_format=torch.contiguous_format)
+    if not all(torch.isfinite(t).all() for t in network.state_dict().values() if t.is_floating_point()):
+        raise FinetuneError("fine-tuning diverged (the weights hold NaN); lower --lr and run again")
+    tuned = RoadModel(network.cpu(), info, parent.report, parent.architecture)
+    after = score(tuned, scenes, gsd, device=spec.device, precision=spec.precision)
+    log(format_scores("after", after) + f"  ({step} steps of {spec.batch_size} crops in {spec.minutes:g} min)")
+    info.provenance = {
+        "trained_with": "python -m training finetune", "parent": parent_path.name,
+        "parent_provenance": parent.info.provenance, "rasters": [Path(r).name for r in spec.rasters],
+        "roads": Path(spec.roads).name if spec.roads else None, "masks": [Path(m).name for m in spec.masks],
+        "train_area": Path(spec.train_area).name if spec.train_area else "lines' extent + margin",
+        "check_area": Path(spec.check_area).name if spec.check_area else "held-out southern strip",
+        "road_width_m": spec.road_width_m, "steps": step, "batch_size": spec.batch_size, "minutes": spec.minutes,
+        "precision": precision.name, "settings": {k: v for k, v in asdict(spec).items()
+                                                  if k not in ("rasters", "masks", "out", "overwrite")}}
+    info.metrics = {**{f"check_before_{k}": v for k, v in before.items() if math.isfinite(v)},
+                    **{f"check_after_{k}": v for k, v in after.items() if math.isfinite(v)}}
+    save_model(out, network, info, half=True)
+    log(f"model       {out} ({out.stat().st_size / 1e6:.1f} MB); extract with: road-extractor extract IMAGE.tif "
+        f"--model {out} --out results/")
+    return {"model": str(out), "before": before, "after": after, "steps": step, "gsd_m": gsd,
+            "seconds": time.perf_counter() - started}
