@@ -18,6 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.devices import native_cpu_bf16
 from core.inference import DEFAULT_SCALES, predict_logits
 from core.model import ModelConfig, build_model
 
@@ -27,16 +28,6 @@ VARIANTS = {
     "bf16 autocast": (torch.contiguous_format, torch.bfloat16),
     "bf16 autocast channels_last": (torch.channels_last, torch.bfloat16),
 }
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN has bf16 arithmetic here (AVX-512 BF16 or AMX). Without it, bf16 convolutions fall back to
-    a reference kernel that is tens of times slower than fp32 (measured on an AVX2-only EPYC: ResNet-18 at
-    128x128 took 6.0 s per tile in bf16 against 0.07 s in fp32)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def count_flops(network: torch.nn.Module, images: torch.Tensor, scales: tuple[float, ...]) -> int:
@@ -86,8 +77,8 @@ def main() -> None:
     flops_per_tile: dict[tuple[float, ...], int] = {}
     for variant in args.variants:
         memory_format, dtype = VARIANTS[variant]
-        if dtype is torch.bfloat16 and args.device == "cpu" and not cpu_has_bf16() and not args.force_bf16:
-            print(f"{variant:<30}skipped: this CPU has no bf16 arithmetic (see cpu_has_bf16; --force-bf16 runs it)")
+        if dtype is torch.bfloat16 and args.device == "cpu" and native_cpu_bf16() is None and not args.force_bf16:
+            print(f"{variant:<30}skipped: no amx_bf16 or avx512_bf16 flag (--force-bf16 runs it)")
             continue
         network = build_model(config).eval().to(args.device).to(memory_format=memory_format)
         for batch in args.batches:
