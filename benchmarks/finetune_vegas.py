@@ -2,7 +2,7 @@
 trained on the northern half and scored on the southern half, with `python -m training finetune`'s DEFAULT
 settings. Prints the shipped model's figures (before), the fine-tuned model's (after) and the wall-clock time.
 
-    python benchmarks/finetune_vegas.py [--minutes M ...] [--out FOLDER]
+    python benchmarks/finetune_vegas.py [--minutes M ...] [--out FOLDER] [--picture PNG] [finetune flags]
 
 Needs ../shared/data/spacenet (research data, not part of the project).
 """
@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 VEGAS = REPO.parent / "shared" / "data" / "spacenet"
@@ -39,13 +41,62 @@ def halves(raster: Path, folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def draw_before_after(raster: Path, roads: Path, models: list[tuple[str, Path | None]], out: Path) -> None:
+    """Side by side: each model's extracted lines (red) over the tile, the reference lines (thin cyan), and the
+    line between the northern half (trained on) and the southern half (checked)."""
+    import tempfile
+
+    import rasterio
+    import shapely
+    from PIL import Image, ImageDraw
+
+    from core.extract import ExtractParams, extract_roads
+    from core.geopackage import pyogrio_raw
+    from core.metrics import read_lines
+    from core.models import open_model
+    from core.raster import RasterioSource
+    from core.vectorize import vectorize_file
+
+    with rasterio.open(raster) as ds:
+        image = ds.read((1, 2, 3)).transpose(1, 2, 0)
+        inverse, crs = ~ds.transform, ds.crs.to_wkt()
+    reference, _ = read_lines(roads, crs)
+    panels = []
+    for title, model in models:
+        with tempfile.TemporaryDirectory() as folder, RasterioSource(raster) as source:
+            result = extract_roads(source, open_model(model), folder, ExtractParams(scales=(1.0,)))
+            gpkg = Path(folder) / "roads.gpkg"
+            vectorize_file(result.probability, gpkg, workers=1)
+            found = pyogrio_raw().read(gpkg, layer="roads", columns=[])[2]
+            lines = list(shapely.from_wkb(found)) if found is not None else []
+        picture = Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+        draw = ImageDraw.Draw(picture)
+        for line in reference:
+            draw.line([inverse * xy for xy in line.coords], fill=(0, 230, 255), width=2)
+        for line in lines:
+            draw.line([inverse * xy for xy in line.coords], fill=(230, 30, 30), width=5)
+        middle = picture.height / 2
+        draw.line([(0, middle), (picture.width, middle)], fill=(255, 255, 255), width=3)
+        draw.rectangle([0, 0, picture.width, 34], fill=(0, 0, 0))
+        draw.text((8, 8), f"{title} - north: trained on, south: checked", fill=(255, 255, 255))
+        panels.append(picture)
+    width = sum(p.width for p in panels) + 10 * (len(panels) - 1)
+    sheet = Image.new("RGB", (width, panels[0].height), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width + 10
+    sheet.thumbnail((1800, 1800))
+    sheet.save(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="*", default=[None],
                         help="training budgets to try (default: finetune's own default)")
     parser.add_argument("--out", default="/tmp/finetune-vegas")
-    parser.add_argument("extra", nargs="*", help="more finetune flags after --")
-    args = parser.parse_args()
+    parser.add_argument("--picture", help="also draw the shipped and the (last) fine-tuned model's lines to this PNG")
+    args, extra = parser.parse_known_args()  # any other flag goes to finetune (e.g. --lr 0.001)
     raster, roads = VEGAS / "vegas_img0.tif", VEGAS / "vegas_img0_roads.geojson"
     if not raster.exists():
         print(f"{raster} not found: this benchmark needs the shared SpaceNet tile", file=sys.stderr)
@@ -60,7 +111,7 @@ def main() -> int:
         model, report = out / f"vegas-{minutes or 'default'}.pt", out / f"vegas-{minutes or 'default'}.json"
         command = [sys.executable, "-m", "training", "finetune", "--raster", str(raster), "--roads", str(roads),
                    "--train-area", str(north), "--check-area", str(south), "--out", str(model), "--overwrite",
-                   "--json", str(report), *(["--minutes", str(minutes)] if minutes else []), *args.extra]
+                   "--json", str(report), *(["--minutes", str(minutes)] if minutes else []), *extra]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -73,6 +124,9 @@ def main() -> int:
         print(f"| {minutes or 'default'} | {seconds:.0f} | {result['steps']} | {b['completeness']:.3f} / "
               f"{b['correctness']:.3f} / {b['apls']:.3f} | {a['completeness']:.3f} / {a['correctness']:.3f} / "
               f"{a['apls']:.3f} | {b['road_iou']:.3f} -> {a['road_iou']:.3f} |", flush=True)
+    if args.picture:
+        draw_before_after(raster, roads, [("shipped model", None), ("fine-tuned", model)], Path(args.picture))
+        print(f"picture: {args.picture}")
     return 0
 
 

@@ -244,8 +244,11 @@ class RasterioSource:
         downsampling = inner.width > (c1 - c0) * 1.5
         data = self._ds.read(list(bands), window=inner, out_shape=(len(bands), r1 - r0, c1 - c0),
                              resampling=Resampling.average if downsampling else Resampling.bilinear)
-        values[:, r0:r1, c0:c1] = data
-        valid[r0:r1, c0:c1] = self._valid(inner, (r1 - r0, c1 - c0), bands, data)
+        # NaN or infinite values (float rasters, and their spread by bilinear resampling) are no data: never fed to
+        # the network, where one NaN pixel turns every logit of its tile into NaN.
+        finite = np.isfinite(data)
+        values[:, r0:r1, c0:c1] = np.where(finite, data, 0)
+        valid[r0:r1, c0:c1] = self._valid(inner, (r1 - r0, c1 - c0), bands, data) & finite.all(axis=0)
         if scaled and self._scale_ranges:
             for i, (low, high) in enumerate(self._scale_ranges):
                 values[i] = np.clip((values[i] - low) * (255.0 / (high - low)), 0, 255)

@@ -135,3 +135,17 @@ def test_a_resumed_run_appends_to_its_metrics_log(tmp_path):
 def test_fit_in_process_returns_the_best_checkpoint(dataset, tmp_path):
     best = fit(_config(dataset, tmp_path / "run"))
     assert best.name == "best.ckpt" and best.exists()
+
+
+def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
+    from training.fit import promotion_verdict
+
+    shipped = {"heldout_road_iou": 0.371, "heldout_apls": 0.228, "lines_completeness": 0.02,
+               "lines_correctness": 0.46}
+    better = {"heldout_road_iou": 0.39, "heldout_apls": 0.25, "lines_completeness": 0.05, "lines_correctness": 0.5}
+    assert promotion_verdict(better, shipped)[0]
+    assert not promotion_verdict({**better, "heldout_road_iou": 0.375}, shipped)[0]  # +0.004: noise
+    assert not promotion_verdict({**better, "heldout_apls": 0.2}, shipped)[0]
+    ok, reasons = promotion_verdict({**better, "lines_completeness": 0.01}, shipped)
+    assert not ok and any(r.startswith("FAIL  lines completeness") for r in reasons)
+    assert not promotion_verdict({}, shipped)[0]

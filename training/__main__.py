@@ -86,6 +86,12 @@ def main(argv=None) -> int:
     export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")
     export_parser.add_argument("--evaluation", metavar="EVAL.json",
                                help="record held-out figures from `evaluate --json` and the tiles they come from")
+    promote_parser = sub.add_parser(
+        "promote", help="does a candidate's evaluation beat the shipped model enough to replace it? (exit 0: yes)")
+    promote_parser.add_argument("evaluation", help="the candidate's `evaluate --json` file (with --lines for Vegas)")
+    promote_parser.add_argument("--shipped", default="", help="the model to beat (default: the shipped model)")
+    promote_parser.add_argument("--shipped-evaluation", default="",
+                                help="its `evaluate --json` file, where its model file lacks some figures")
     finetune_parser = sub.add_parser(
         "finetune", help="teach a road model your imagery from road lines (or masks) you have, in minutes")
     add_finetune_flags(finetune_parser)
@@ -156,6 +162,29 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_promote(args) -> int:
+    from core.models import open_model, resolve_model
+
+    from .fit import held_out_metrics, promotion_verdict
+
+    candidate, tiles = held_out_metrics(_read_evaluation(Path(args.evaluation)))
+    shipped_path = resolve_model(args.shipped or None)
+    shipped_model = open_model(shipped_path)
+    shipped = dict(shipped_model.info.metrics)
+    if args.shipped_evaluation:
+        shipped.update(held_out_metrics(_read_evaluation(Path(args.shipped_evaluation)))[0])
+    recorded = shipped_model.info.provenance.get("validation_tiles")
+    if recorded and sorted(recorded) != sorted(tiles):
+        raise InputError(f"the candidate was evaluated on {tiles}, the shipped model on {recorded}; evaluate on the "
+                         f"same tiles (--data, --val-tiles, --seed as in its card)")
+    ok, reasons = promotion_verdict(candidate, shipped)
+    print(f"candidate {args.evaluation} against {shipped_path.name}:")
+    print("\n".join(reasons))
+    print("verdict: promote (export it with --evaluation and update the model card)" if ok else
+          "verdict: keep the shipped model")
+    return 0 if ok else 1
+
+
 def cmd_doctor(args) -> int:
     from .doctor import doctor, format_finding
 
@@ -207,7 +236,8 @@ def _read_evaluation(path: Path) -> dict:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
-            "export": cmd_export, "finetune": cmd_finetune}
+            "export": cmd_export, "finetune": cmd_finetune,
+            "promote": cmd_promote}
 
 if __name__ == "__main__":
     sys.exit(main())

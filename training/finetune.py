@@ -54,7 +54,7 @@ class FinetuneSpec:
     crop: int = 256
     batch_size: int = 8
     lr: float = 5e-4
-    loss: str = "ce_dice"
+    loss: str = "ce_dice_cldice"  # on Vegas: completeness 0.860 / correctness 0.854 against 0.841 / 0.802 (ce_dice)
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0

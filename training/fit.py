@@ -200,6 +200,11 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
         metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
                         if isinstance(summary.get(name), (int, float)) and math.isfinite(summary[name])})
         tiles = tiles or list(summary.get("tile_names", []))
+    lines = evaluation.get("lines", {}).get(Inference(scales=(1.0,)).label)
+    if lines:  # extracted lines against reference centrelines (evaluate --lines), one scale
+        metrics.update({f"lines_{name}": float(lines[name]) for name in ("completeness", "correctness", "apls")
+                        if math.isfinite(lines.get(name, float("nan")))})
+        metrics["lines_buffer_m"] = float(lines["buffer_m"])
     if "heldout_road_iou" not in metrics or not tiles:
         raise InputError("the evaluation has no single-scale result with tile names; write it with "
                          "`python -m training evaluate CKPT --json EVAL.json` (this version) and export again")
@@ -219,3 +224,28 @@ def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None
         provenance["validation_tiles"] = tiles
     info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, provenance=provenance, metrics=metrics)
     return save_model(out, module.network, info, half=half)
+
+
+def promotion_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
+    """Whether a candidate replaces the shipped model, from both models' flat metrics (`held_out_metrics`): held-out
+    road IoU at least 0.01 higher, held-out APLS not lower, and, where both were scored against reference lines
+    (the Vegas tile), completeness and correctness not lower. Each model version adds ~34 MB to the repository's
+    history, so only clear gains ship."""
+    reasons, ok = [], True
+
+    def rule(name: str, passed: bool, text: str) -> None:
+        nonlocal ok
+        ok &= passed
+        reasons.append(f"{'pass' if passed else 'FAIL'}  {name}: {text}")
+
+    new, old = candidate.get("heldout_road_iou"), shipped.get("heldout_road_iou")
+    if new is None or old is None:
+        return False, ["FAIL  held-out road IoU missing: evaluate both on the same tiles first"]
+    rule("road IoU", new >= old + 0.01, f"{old:.4f} -> {new:.4f} (needs +0.01)")
+    new, old = candidate.get("heldout_apls", float("nan")), shipped.get("heldout_apls", float("nan"))
+    rule("APLS", new >= old - 1e-9, f"{old:.4f} -> {new:.4f} (must not fall)")
+    for name in ("lines_completeness", "lines_correctness"):
+        if name in candidate and name in shipped:
+            rule(name.replace("_", " "), candidate[name] >= shipped[name] - 1e-9,
+                 f"{shipped[name]:.4f} -> {candidate[name]:.4f} (must not fall)")
+    return ok, reasons
