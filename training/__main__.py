@@ -165,14 +165,17 @@ def cmd_finetune(args) -> int:
 def cmd_promote(args) -> int:
     from core.models import open_model, resolve_model
 
-    from .fit import held_out_metrics, promotion_verdict
+    from .evaluate import Inference
+    from .fit import held_out_metrics, line_metrics, promotion_verdict
 
     candidate, tiles = held_out_metrics(_read_evaluation(Path(args.evaluation)))
     shipped_path = resolve_model(args.shipped or None)
     shipped_model = open_model(shipped_path)
     shipped = dict(shipped_model.info.metrics)
     if args.shipped_evaluation:
-        shipped.update(held_out_metrics(_read_evaluation(Path(args.shipped_evaluation)))[0])
+        evaluation = _read_evaluation(Path(args.shipped_evaluation))
+        shipped.update(held_out_metrics(evaluation)[0] if Inference(scales=(1.0,)).label in evaluation
+                       else line_metrics(evaluation))
     recorded = shipped_model.info.provenance.get("validation_tiles")
     if recorded and sorted(recorded) != sorted(tiles):
         raise InputError(f"the candidate was evaluated on {tiles}, the shipped model on {recorded}; evaluate on the "

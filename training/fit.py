@@ -186,6 +186,16 @@ def road_model(path: Path) -> RoadModel:
 HELD_OUT_FIGURES = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
 
 
+def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
+    """`lines_<name>`: extracted lines against reference centrelines (`evaluate --lines`), one scale."""
+    lines = evaluation.get("lines", {}).get(Inference(scales=(1.0,)).label)
+    if not lines:
+        return {}
+    metrics = {f"lines_{name}": float(lines[name]) for name in ("completeness", "correctness", "apls")
+               if math.isfinite(lines.get(name, float("nan")))}
+    return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
+
+
 def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
     """`python -m training evaluate --json` output -> (flat metrics for the model file, the tiles they come from).
     Single-scale figures are `heldout_<name>`, multi-scale ones `heldout_multiscale_<name>`: the regression test
@@ -200,11 +210,7 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
         metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
                         if isinstance(summary.get(name), (int, float)) and math.isfinite(summary[name])})
         tiles = tiles or list(summary.get("tile_names", []))
-    lines = evaluation.get("lines", {}).get(Inference(scales=(1.0,)).label)
-    if lines:  # extracted lines against reference centrelines (evaluate --lines), one scale
-        metrics.update({f"lines_{name}": float(lines[name]) for name in ("completeness", "correctness", "apls")
-                        if math.isfinite(lines.get(name, float("nan")))})
-        metrics["lines_buffer_m"] = float(lines["buffer_m"])
+    metrics.update(line_metrics(evaluation))
     if "heldout_road_iou" not in metrics or not tiles:
         raise InputError("the evaluation has no single-scale result with tile names; write it with "
                          "`python -m training evaluate CKPT --json EVAL.json` (this version) and export again")
