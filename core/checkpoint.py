@@ -430,6 +430,12 @@ def load_model(path: str | Path, *, output_stride: int | None = None, layer4: st
     return RoadModel(network, info, report, architecture)
 
 
+def nonfinite_tensors(network: nn.Module) -> list[str]:
+    """Names of the floating tensors (weights and BatchNorm statistics) that hold NaN or infinity."""
+    return [name for name, tensor in network.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
 def save_model(path: str | Path, network: AttentionDeepLab, info: ModelInfo, *, half: bool = False) -> Path:
     """Writes the project's model file atomically. `half=True` stores floating tensors as fp16 (half the size;
     they are cast back to the network's dtype on loading)."""

@@ -154,11 +154,24 @@ def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
     return image, target
 
 
+def map_to_pixels(info, width: int, height: int) -> Callable[[np.ndarray], np.ndarray]:
+    """[N, 2] map coordinates in the raster's CRS -> (column, row) on the raster resampled to width x height,
+    for `shapely.transform`."""
+    from affine import Affine
+
+    to_pixels = ~(Affine.from_gdal(*info.transform) * Affine.scale(info.width / width, info.height / height))
+
+    def pixel_xy(xy: np.ndarray) -> np.ndarray:
+        cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
+        return np.column_stack([cols, rows])
+
+    return pixel_xy
+
+
 def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     """The raster resampled to the training GSD through core's reader (so alpha, NoData and 16-bit scaling behave
     as in inference), and its road lines buffered to `road_width_m` on that grid; no-data -> IGNORE."""
     import shapely
-    from affine import Affine
     from rasterio.features import rasterize
 
     from core.metrics import read_lines
@@ -173,12 +186,7 @@ def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         width = max(1, round(info.width * info.gsd_m[0] / pair.gsd_m))
         values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
     lines, _ = read_lines(pair.mask, info.crs_wkt)
-    to_pixels = ~(Affine.from_gdal(*info.transform) * Affine.scale(info.width / width, info.height / height))
-
-    def pixel_xy(xy: np.ndarray) -> np.ndarray:
-        cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
-        return np.column_stack([cols, rows])
-
+    pixel_xy = map_to_pixels(info, width, height)
     radius = pair.road_width_m / 2 / pair.gsd_m
     shapes = [shapely.transform(line, pixel_xy).buffer(radius) for line in lines]
     target = rasterize(shapes, out_shape=(height, width), fill=0, default_value=1, dtype="uint8") if shapes \

@@ -40,6 +40,10 @@ class Inference:
     device: str = "auto"
     precision: str = "auto"
 
+    def extract_params(self) -> ExtractParams:
+        return ExtractParams(tile=self.tile, overlap=self.overlap, scales=self.scales, augment=self.augment,
+                             device=self.device, precision=self.precision, overwrite=True)
+
     @property
     def label(self) -> str:
         scales = "1.0" if self.scales == (1.0,) else "/".join(f"{s:g}" for s in self.scales)
@@ -76,11 +80,9 @@ def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
 def predict_tile(model: RoadModel, image: np.ndarray, valid: np.ndarray, gsd_m: float,
                  inference: Inference) -> tuple[np.ndarray, np.ndarray]:
     """Probability (0..1) and road mask of one in-memory tile, through `extract_roads` exactly as a user runs it."""
-    params = ExtractParams(tile=inference.tile, overlap=inference.overlap, scales=inference.scales,
-                           augment=inference.augment, device=inference.device,
-                           precision=inference.precision, overwrite=True)
     with tempfile.TemporaryDirectory() as folder:
-        result = extract_roads(ArraySource(image, gsd_m=gsd_m, valid=valid), model, folder, params)
+        result = extract_roads(ArraySource(image, gsd_m=gsd_m, valid=valid), model, folder,
+                               inference.extract_params())
         with rasterio.open(result.probability) as ds:
             probability = ds.read(1).astype(np.float32) / 255
         with rasterio.open(result.mask) as ds:
@@ -150,11 +152,8 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
     for inference in inferences:
         rows = []
         for pair in pairs:
-            params = ExtractParams(tile=inference.tile, overlap=inference.overlap, scales=inference.scales,
-                                   augment=inference.augment, device=inference.device,
-                                   precision=inference.precision, overwrite=True)
             with tempfile.TemporaryDirectory() as folder, RasterioSource(pair.image) as source:
-                result = extract_roads(source, model, folder, params)
+                result = extract_roads(source, model, folder, inference.extract_params())
                 roads = Path(folder) / "roads.gpkg"
                 vectorize_file(result.probability, roads, overwrite=True, workers=1)
                 figures = evaluate_files(roads, pair.mask, buffer_m=buffer_m)

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import ModelInfo, RoadModel, save_model
+from core.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
 from core.devices import resolve_device, resolve_precision
 from core.errors import InputError
 from core.inference import normalize
 
 from .augment import Augment
-from .data import IGNORE, RoadCrops
+from .data import IGNORE, RoadCrops, map_to_pixels
 from .losses import road_loss
 
 DEFAULT_ROAD_WIDTH_M = 7.0
@@ -134,7 +134,6 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     """The rasters at the training GSD with their labels, train and check areas; FinetuneError for input that
     cannot be used, before anything is written."""
     import shapely
-    from affine import Affine
     from rasterio.features import rasterize
 
     from core.metrics import read_lines
@@ -172,12 +171,7 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         with RasterioSource(path) as source:
             values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
         image = np.ascontiguousarray(np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0))
-        to_pixels = ~(Affine.from_gdal(*info.transform) * Affine.scale(info.width / width, info.height / height))
-
-        def pixel_xy(xy: np.ndarray, to_pixels=to_pixels) -> np.ndarray:
-            cols, rows = to_pixels * (xy[:, 0], xy[:, 1])
-            return np.column_stack([cols, rows])
-
+        pixel_xy = map_to_pixels(info, width, height)
         frame = shapely.box(0, 0, width, height)
         if spec.roads:
             try:
@@ -398,7 +392,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         if progress:
             progress(FinetuneProgress(step, elapsed, budget, loss_value, check_iou))
     network.eval().to(memory_format=torch.contiguous_format)
-    if not all(torch.isfinite(t).all() for t in network.state_dict().values() if t.is_floating_point()):
+    if nonfinite_tensors(network):
         raise FinetuneError("fine-tuning diverged (the weights hold NaN); lower --lr and run again")
     tuned = RoadModel(network.cpu(), info, parent.report, parent.architecture)
     after = score(tuned, scenes, gsd, device=spec.device, precision=spec.precision)

@@ -12,7 +12,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.checkpoint import ModelInfo, RoadModel, load_into, load_model, read_weights, save_model
+from core.checkpoint import (
+    ModelInfo,
+    RoadModel,
+    load_into,
+    load_model,
+    nonfinite_tensors,
+    read_weights,
+    save_model,
+)
 from core.devices import Precision, resolve_precision
 from core.errors import InputError
 
@@ -137,7 +145,7 @@ def fit(config: TrainConfig) -> Path:
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     if module.skipped_steps:
         print(f"skipped     {module.skipped_steps} step(s) whose loss was not finite", file=sys.stderr)
-    if not all(torch.isfinite(t).all() for t in module.network.state_dict().values() if t.is_floating_point()):
+    if nonfinite_tensors(module.network):
         raise InputError(f"training diverged: the weights in {checkpoints} hold NaN or infinity; lower the learning "
                          f"rate (--lr-stage2, --lr-stage1) and train into a new --out")
     return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"
