@@ -115,6 +115,7 @@ def test_inputs_it_cannot_use_are_refused_with_the_fix_and_nothing_is_written(su
     empty = tmp_path / "empty.geojson"
     empty.write_text('{"type": "FeatureCollection", "features": []}')
     _refused(capsys, [*base, "--roads", str(empty)], "holds no lines")
+    _refused(capsys, [*base, "--roads", str(tmp_path / "missing.gpkg")], "missing.gpkg: no such file")
     far = tmp_path / "far.geojson"
     far.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
                                "geometry": {"type": "LineString", "coordinates": [[10, 50], [10.01, 50.01]]}}]}))
@@ -125,6 +126,12 @@ def test_inputs_it_cannot_use_are_refused_with_the_fix_and_nothing_is_written(su
         ds.write(np.zeros((3, 40, 40), np.uint8))
     _refused(capsys, ["finetune", "--raster", str(small), "--roads", str(roads), "--init", str(random_model_file),
                       "--out", str(out), *TINY], "smaller than one 64 px training crop")
+    blank = tmp_path / "blank.tif"
+    with rasterio.open(blank, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=from_origin(330000, 4690000, 1, 1), nodata=0) as ds:
+        ds.write(np.zeros((3, 300, 300), np.uint8))  # all NoData
+    _refused(capsys, ["finetune", "--raster", str(blank), "--roads", str(roads), "--init", str(random_model_file),
+                      "--out", str(out), *TINY], "no valid pixels")
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not really")
     _refused(capsys, [*base, "--roads", str(roads), "--init", str(onnx)], "ONNX export, which cannot be trained")

@@ -143,6 +143,9 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         raise FinetuneError("no raster given; name the imagery with --raster")
     if bool(spec.roads) == bool(spec.masks):
         raise FinetuneError("give road lines (--roads) or road masks (--masks), one of the two")
+    for what, path in [("--roads", spec.roads)] * bool(spec.roads) + [("--masks", m) for m in spec.masks]:
+        if not Path(path).exists():
+            raise FinetuneError(f"{what} {path}: no such file; check the path")
     if spec.masks and len(spec.masks) != len(spec.rasters):
         raise FinetuneError(f"{len(spec.masks)} mask(s) for {len(spec.rasters)} raster(s); give one mask per raster")
     if not (math.isfinite(spec.minutes) and spec.minutes > 0):
@@ -215,6 +218,9 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     if spec.roads and not lines_seen:
         raise FinetuneError(f"the road lines in {spec.roads} miss every raster; check that they cover the imagery "
                             f"(and that the file's CRS is right)")
+    if not any(s.train.any() for s in scenes):
+        raise FinetuneError("the imagery has no valid pixels (NoData, transparent) where the labels are trusted; "
+                            "give imagery that has data under the road lines and the train area")
     if not spec.check_area:
         _hold_out_strip(scenes, log)
     elif not any(s.check.any() for s in scenes):
