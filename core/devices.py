@@ -3,9 +3,9 @@
 `auto` precision is bf16 autocast wherever the hardware has native bf16 arithmetic: CUDA GPUs that support it,
 and CPUs whose flags show AMX-BF16 or AVX-512 BF16 (on 2-core CPUs: an Intel Xeon with AMX
 trains 3.1x and infers 4x faster under bf16 + channels_last, as reported in issue 13; an AMD EPYC with AVX-512
-BF16 trained 2.1x and inferred 1.9x faster, measured here). A CPU without those flags emulates bf16 and runs it many times slower than
-fp32, so `auto` keeps fp32 there. The decision reads the CPU's flags, never a timing, so it is the same on every
-run of a machine.
+BF16 trained 2.1x and inferred 1.9x faster, measured here). A CPU without those flags emulates bf16 and runs it
+many times slower than fp32, so `auto` keeps fp32 there. The decision reads the CPU's flags, never a timing, so
+it is the same on every run of a machine.
 """
 
 from __future__ import annotations
