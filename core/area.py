@@ -29,9 +29,9 @@ def _to_window(info: RasterInfo, bounds: Sequence[float], what: str) -> Area:
 
 def area_from_bbox(info: RasterInfo, bbox: Sequence[float], bbox_crs: str | None = None) -> Area:
     """`bbox` = (xmin, ymin, xmax, ymax) in `bbox_crs` (any CRS rasterio understands; default: the raster's)."""
-    if len(bbox) != 4 or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]:
-        raise RasterError(f"--bbox needs xmin,ymin,xmax,ymax with xmin < xmax and ymin < ymax, not "
-                          f"{','.join(str(v) for v in bbox)}")
+    if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox) or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]:
+        raise RasterError(f"the bounding box needs four finite numbers xmin,ymin,xmax,ymax with xmin < xmax and "
+                          f"ymin < ymax, not {','.join(str(v) for v in bbox)}")
     if info.transform is None:
         if bbox_crs:
             raise RasterError("--bbox-crs needs a georeferenced raster; this one has none (give --bbox in pixels)")
@@ -45,9 +45,31 @@ def area_from_bbox(info: RasterInfo, bbox: Sequence[float], bbox_crs: str | None
         try:
             source_crs = CRS.from_user_input(bbox_crs)
         except CRSError:
-            raise RasterError(f"--bbox-crs {bbox_crs!r} is not a CRS; give e.g. EPSG:4326") from None
-        bbox = transform_bounds(source_crs, CRS.from_wkt(info.crs_wkt), *bbox, densify_pts=21)
+            raise RasterError(f"the bounding box CRS {bbox_crs!r} is not a CRS; give e.g. EPSG:4326") from None
+        _check_degrees(bbox, source_crs)
+        try:
+            bbox = transform_bounds(source_crs, CRS.from_wkt(info.crs_wkt), *bbox, densify_pts=21)
+        except Exception as exc:  # noqa: BLE001 - PROJ's errors come as several types; each means the same here
+            raise RasterError(f"the bounding box ({', '.join(f'{v:g}' for v in bbox)}) cannot be converted from "
+                              f"{bbox_crs} to the raster's CRS ({exc}); check the coordinates and their CRS") from None
+        if not all(math.isfinite(v) for v in bbox):
+            raise RasterError(f"the bounding box lies outside where {bbox_crs} can be converted to the raster's CRS; "
+                              f"check the coordinates and their CRS")
+    else:
+        from rasterio.crs import CRS
+
+        _check_degrees(bbox, CRS.from_wkt(info.crs_wkt))
     return _to_window(info, bbox, "bounding box")
+
+
+def _check_degrees(bbox: Sequence[float], crs) -> None:
+    """Coordinates given in degrees must be degrees: UTM metres typed with EPSG:4326 are refused, not clipped."""
+    if crs is not None and crs.is_geographic:
+        xmin, ymin, xmax, ymax = bbox
+        if not (-180 <= xmin and xmax <= 360 and -90 <= ymin and ymax <= 90):
+            raise RasterError(f"the bounding box ({', '.join(f'{v:g}' for v in bbox)}) is in degrees "
+                              f"({crs.to_string()}), but longitudes must lie within -180..360 and latitudes "
+                              f"within -90..90; give the CRS the numbers are in (e.g. --bbox-crs EPSG:32611)")
 
 
 def _to_window_pixels(info: RasterInfo, bbox: Sequence[float]) -> Area:

@@ -48,3 +48,9 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Removes a folder a failed run made, if nothing is in it (a folder with anything in it is the user's)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # fails, as wanted, when the folder holds anything

@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .devices import PRECISIONS
 from .errors import InputError
+from .options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, from_flags
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
@@ -109,20 +108,16 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .extract import Cancelled, CancelToken
     from .jobs import ExtractJob, run_extract
+    from .progress import Cancelled, CancelToken
 
     if len(args.input) > 1 or Path(args.input[0]).is_dir() or args.workers or args.scheduler:
         return cmd_extract_region(args)
     args.input = args.input[0]
     job = ExtractJob(input=args.input, out_dir=args.out, model=args.model, bands=args.bands, gsd_m=args.gsd,
                      value_scale=args.value_scale, bbox=list(args.bbox) if args.bbox else None,
-                     bbox_crs=args.bbox_crs, aoi=args.aoi, tile=args.tile, overlap=args.overlap,
-                     scales=list(args.tta_scales),
-                     augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"),
-                     device=args.device, precision=args.precision, batch_size=args.batch_size,
-                     threshold=args.threshold, output_resolution=args.output_resolution, overwrite=args.overwrite,
-                     vectorize=not args.no_vectorize, vectorize_options=asdict(_vectorize_options(args)))
+                     bbox_crs=args.bbox_crs, aoi=args.aoi, overwrite=args.overwrite, vectorize=not args.no_vectorize,
+                     vectorize_options=_vectorize_options(args), **_inference_options(args))
     from tqdm import tqdm
 
     bars: list = []  # made on the first progress report, so a bad input gives its error alone
@@ -165,12 +160,9 @@ def cmd_extract_region(args: argparse.Namespace) -> int:
     if args.bbox or args.aoi or args.gsd:
         raise InputError("--bbox, --aoi and --gsd are for single rasters; cut the mosaic with gdalbuildvrt -te, or "
                          "run without --workers/--scheduler")
-    job = RegionJob(inputs=args.input, out_dir=args.out, model=args.model, block=args.block, tile=args.tile,
-                    overlap=args.overlap, scales=list(args.tta_scales),
-                    augment="d4" if args.d4_tta else ("flip" if args.flip_tta else "none"), device=args.device,
-                    precision=args.precision, threshold=args.threshold, bands=args.bands,
-                    vectorize=not args.no_vectorize, vectorize_options=asdict(_vectorize_options(args)),
-                    cog=args.cog)
+    job = RegionJob(inputs=args.input, out_dir=args.out, model=args.model, block=args.block, bands=args.bands,
+                    vectorize=not args.no_vectorize, vectorize_options=_vectorize_options(args), cog=args.cog,
+                    **_inference_options(args))
 
     def show(p) -> None:
         if not args.quiet:
@@ -191,12 +183,12 @@ def cmd_extract_region(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vectorize_options(args: argparse.Namespace):
-    from .jobs import VectorizeOptions
+def _vectorize_options(args: argparse.Namespace) -> dict[str, Any]:
+    return from_flags(VectorizeOptions, args).user_options()
 
-    return VectorizeOptions(high=args.high, low=args.low, spur_m=args.spur_m, min_length_m=args.min_length_m,
-                            bridge_m=args.bridge_m, simplify_m=args.simplify_m, close_gaps_m=args.close_gaps_m,
-                            fill_holes_m2=args.fill_holes_m2)
+
+def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    return from_flags(InferenceOptions, args).inference_options()
 
 
 def _report_network(summary: dict) -> None:
@@ -208,29 +200,15 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
     from .jobs import VectorizeJob, run_vectorize
 
     _report_network(run_vectorize(VectorizeJob(args.raster, args.out, args.gsd, args.overwrite,
-                                               asdict(_vectorize_options(args)))))
+                                               _vectorize_options(args))))
     return 0
-
-
-def _vectorize_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("vectorization (lengths in metres)")
-    group.add_argument("--high", type=float, default=0.5, help="probability a road piece must reach (0.5)")
-    group.add_argument("--low", type=float, default=0.3, help="probability road pieces grow down to (0.3)")
-    group.add_argument("--spur-m", type=float, default=12.0, help="prune dead ends shorter than this (12)")
-    group.add_argument("--min-length-m", type=float, default=30.0, help="drop isolated pieces shorter (30)")
-    group.add_argument("--bridge-m", type=float, default=24.0, help="join facing end points this close (24)")
-    group.add_argument("--simplify-m", type=float, default=1.0, help="Douglas-Peucker tolerance (1)")
-    group.add_argument("--close-gaps-m", type=float, default=2.0, help="close gaps in the mask this wide (2)")
-    group.add_argument("--fill-holes-m2", type=float, default=100.0, help="fill holes smaller than this (100)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .atomic import atomic_output
-    from .metrics import AplsParams, evaluate_files, format_table
+    from .metrics import evaluate_files, format_table
 
-    results = evaluate_files(args.prediction, args.reference, rho=args.rho, buffer_m=args.buffer_m,
-                             road_width_m=args.road_width_m, ignore=args.ignore,
-                             apls_params=AplsParams(args.control_spacing_m, args.snap_m))
+    results = evaluate_files(args.prediction, args.reference, from_flags(EvaluateOptions, args), ignore=args.ignore)
     print(format_table(results))
     if args.json:
         with atomic_output(args.json) as tmp:
@@ -281,20 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--model", help="model file (default: the shipped model, resources/models/; "
                          "road-extractor inspect says whether a file is usable)")
     extract.add_argument("--out", required=True, help="output folder")
-    extract.add_argument("--tile", type=int, default=512, help="tile side in pixels at the model's GSD (512)")
-    extract.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (64)")
-    extract.add_argument("--tta-scales", type=_floats, default=(0.75, 1.0, 1.25),
-                         help="comma-separated scales of multi-scale inference (0.75,1,1.25; 1 for one pass)")
-    extract.add_argument("--flip-tta", action="store_true", help="also average the horizontally mirrored image")
-    extract.add_argument("--d4-tta", action="store_true", help="average all 8 flips and 90-degree rotations")
-    extract.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    extract.add_argument("--precision", default="auto", choices=PRECISIONS,
-                         help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AMX or AVX-512 BF16 flags), "
-                              "fp16 on older GPUs, else fp32")
-    extract.add_argument("--batch-size", type=int, default=1, help="tiles per batch (halved on CUDA out-of-memory)")
-    extract.add_argument("--threshold", type=float, default=0.5, help="road probability for the mask (0.5)")
-    extract.add_argument("--output-resolution", choices=("input", "model"), default="input",
-                         help="write results on the input's pixel grid (default) or at the model's GSD")
+    inference = add_flags(extract, InferenceOptions, title="inference")
+    inference.add_argument("--flip-tta", dest="augment", action="store_const", const="flip", help="= --augment flip")
+    inference.add_argument("--d4-tta", dest="augment", action="store_const", const="d4", help="= --augment d4")
     extract.add_argument("--bbox", type=_floats, help="xmin,ymin,xmax,ymax to extract (in --bbox-crs)")
     extract.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
     extract.add_argument("--aoi", help="vector file with polygons: only tiles touching them run, results are clipped")
@@ -306,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.add_argument("--no-vectorize", action="store_true", help="write the rasters only, no road GeoPackage")
-    _vectorize_flags(extract)
+    add_flags(extract, VectorizeOptions, title="vectorization (lengths in metres)")
     region = extract.add_argument_group("region scale (Dask distributed)")
     region.add_argument("--workers", type=int, help="run blocks on a local cluster of N worker processes")
     region.add_argument("--scheduler", metavar="ADDRESS", help="run blocks on an existing Dask cluster, e.g. "
@@ -321,18 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     vectorize.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
     vectorize.add_argument("--overwrite", action="store_true", help="replace an existing GeoPackage")
     vectorize.add_argument("--gsd", type=float, help="metres per pixel, for a raster without georeferencing")
-    _vectorize_flags(vectorize)
+    add_flags(vectorize, VectorizeOptions, title="vectorization (lengths in metres)")
     vectorize.set_defaults(func=cmd_vectorize)
 
     evaluate = sub.add_parser("evaluate", help="compare a prediction with a reference (pixels or road graphs)")
     evaluate.add_argument("prediction", help="mask/probability raster, or road lines (GeoPackage, GeoJSON, ...)")
     evaluate.add_argument("reference", help="reference mask raster or road centrelines")
-    evaluate.add_argument("--rho", type=float, default=3.0, help="slack in pixels of relaxed precision/recall (3)")
-    evaluate.add_argument("--buffer-m", type=float, default=3.0, help="buffer of completeness/correctness (3)")
-    evaluate.add_argument("--road-width-m", type=float, default=7.0,
-                          help="width to rasterise reference lines at, for a raster prediction (7)")
-    evaluate.add_argument("--control-spacing-m", type=float, default=50.0, help="APLS control nodes (50)")
-    evaluate.add_argument("--snap-m", type=float, default=4.0, help="APLS snapping distance (4)")
+    add_flags(evaluate, EvaluateOptions)
     evaluate.add_argument("--ignore", help="raster whose non-zero pixels are left out of pixel metrics")
     evaluate.add_argument("--json", help="also write the results as JSON to this file")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -345,8 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--bbox -115.17,36.2,...` as `--bbox=-115.17,36.2,...`: argparse takes a value that starts with '-' (and is
+    not one plain number) for an option and stops with "expected one argument"."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--bbox" and arg[:1] == "-" and arg[1:2].isdigit():
+            joined[-1] = f"--bbox={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args))
     except (InputError, FileNotFoundError, ValueError) as exc:
@@ -356,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("road-extractor: interrupted; no output was written", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, with the type, and status 1
-        from .extract import Cancelled
+        from .progress import Cancelled
 
         if isinstance(exc, Cancelled):
             print("road-extractor: cancelled; no output was written", file=sys.stderr)

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .options import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

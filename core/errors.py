@@ -1,8 +1,13 @@
-"""The one exception type the command line turns into a one-line message (exit status 2)."""
+"""The exception types the command line turns into a one-line message (exit status 2)."""
 
 
 class InputError(ValueError):
     """Bad input from the user: the message names the problem and the fix."""
+
+
+class OutputError(InputError):
+    """An output that cannot or may not be written: an existing file without permission to replace it, a folder
+    that is a file or not writable."""
 
 
 def unknown_fields(dataclass_type, data: dict) -> list[str]:

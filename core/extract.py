@@ -13,7 +13,6 @@ import json
 import math
 import os
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,9 +25,13 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from . import __version__
+from .atomic import remove_if_empty
 from .checkpoint import RoadModel
-from .devices import resolve_device, resolve_precision
-from .inference import DEFAULT_SCALES, normalize, predict_probabilities
+from .devices import DeviceError, resolve_device, resolve_precision
+from .errors import OutputError
+from .inference import normalize, predict_probabilities
+from .options import InferenceOptions
+from .progress import Cancelled, CancelToken, Progress
 from .raster import RasterError, RasterInfo, Window, WindowSource
 from .tiling import Tile, TileGrid, blend_weights
 
@@ -37,45 +40,11 @@ GDAL_CACHE_MB = 256
 OUTPUT_BLOCK = 512
 
 
-class Cancelled(Exception):
-    """The run was cancelled; nothing was written."""
+@dataclass(kw_only=True)
+class ExtractParams(InferenceOptions):
+    """The options of `core.options.InferenceOptions` (defaults and checks live there), and whether to replace
+    existing outputs."""
 
-
-class CancelToken:
-    """Set from any thread (a GUI's cancel button, a signal handler); the engine checks it between batches."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-@dataclass(frozen=True)
-class Progress:
-    fraction: float
-    tiles_done: int
-    tiles_total: int
-    megapixels_per_s: float
-    eta_s: float | None
-    stage: str = "inference"
-
-
-@dataclass
-class ExtractParams:
-    tile: int = 512
-    overlap: int = 64
-    scales: tuple[float, ...] = DEFAULT_SCALES
-    augment: str = "none"
-    device: str = "auto"
-    precision: str = "auto"  # auto, fp32, bf16, fp16
-    batch_size: int = 1
-    threshold: float = 0.5
-    output_resolution: str = "input"  # input or model
     overwrite: bool = False
 
 
@@ -143,8 +112,8 @@ class _Predictor:
                 start += len(chunk)
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
-                    raise RasterError("the GPU ran out of memory with one tile per batch; use a smaller --tile or "
-                                      "--device cpu") from None
+                    raise DeviceError("the GPU ran out of memory with one tile per batch; use a smaller tile size "
+                                      "(--tile) or the CPU (--device cpu)") from None
                 self.batch_size //= 2
                 torch.cuda.empty_cache()
                 self.log(f"CUDA out of memory: batch size halved to {self.batch_size}, continuing")
@@ -246,11 +215,21 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
     info = source.info
     out_dir = Path(out_dir)
     probability_path, mask_path = output_paths(info.path, out_dir)
-    _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
-    if not 0 < params.threshold < 1:
-        raise RasterError(f"--threshold must be between 0 and 1, not {params.threshold}")
-    if params.output_resolution not in ("input", "model"):
-        raise RasterError(f"output resolution {params.output_resolution!r} is not known; use input or model")
+    created = _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
+    try:
+        return _extract(source, model, out_dir, params, area, progress, cancel, log,
+                        (probability_path, mask_path))
+    except BaseException:
+        if created:
+            remove_if_empty(out_dir)  # a failed or cancelled run leaves nothing, not even the folder it made
+        raise
+
+
+def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: ExtractParams, area: Area | None,
+             progress, cancel: CancelToken | None, log: Callable[[str], None], paths: tuple[Path, Path]
+             ) -> ExtractResult:
+    info = source.info
+    probability_path, mask_path = paths
     notes = list(info.notes)
     grid = processing_grid(info, model.info.gsd_m, notes)
     area = area or Area(0, 0, info.width, info.height)
@@ -288,19 +267,23 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
                          predictor.seconds)
 
 
-def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> None:
+def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> bool:
+    """Refuses outputs that cannot or may not be written; returns whether the output folder was made here."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise RasterError(f"--out {out_dir} is a file; give a folder for the outputs")
+        raise OutputError(f"the output folder {out_dir} is a file; choose a folder for the outputs")
+    existed = out_dir.exists()
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(f"{existing[0]} already exists; allow overwriting (--overwrite; Overwrite in QGIS) or "
+                          f"choose another output folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RasterError(f"cannot create the output folder {out_dir} ({exc.strerror}); choose a folder you can "
+        raise OutputError(f"cannot create the output folder {out_dir} ({exc.strerror}); choose a folder you can "
                           f"write to") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise RasterError(f"the output folder {out_dir} is not writable; choose a folder you can write to")
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise RasterError(f"{existing[0]} already exists; give --overwrite to replace it, or another --out folder")
+        raise OutputError(f"the output folder {out_dir} is not writable; choose a folder you can write to")
+    return not existed
 
 
 def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,

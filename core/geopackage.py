@@ -10,7 +10,7 @@ import numpy as np
 import shapely
 
 from .atomic import atomic_output
-from .vectorize import RoadNetwork
+from .network import RoadNetwork
 
 ROAD_FIELDS = ("id", "length_m", "mean_probability", "width_m", "start_junction", "end_junction")
 JUNCTION_FIELDS = ("id", "degree")

@@ -6,11 +6,12 @@ importing anything heavy, send it over the worker protocol, and get a JSON-able 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, unknown_fields
+from .options import EvaluateOptions, InferenceOptions, VectorizeOptions
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -21,50 +22,32 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-@dataclass
-class VectorizeOptions:
-    """`core.vectorize.VectorizeParams` as the user sees it: thresholds and lengths in metres."""
+def vectorize_params(options: dict[str, Any]):
+    """A job's `vectorize_options` (the user's options by name, see `core.options.VectorizeOptions`) checked and
+    turned into the vectorizer's parameters."""
+    from .vectorize import VectorizeParams
 
-    high: float = 0.5
-    low: float = 0.3
-    spur_m: float = 12.0
-    min_length_m: float = 30.0
-    bridge_m: float = 24.0
-    simplify_m: float = 1.0
-    close_gaps_m: float = 2.0
-    fill_holes_m2: float = 100.0
-
-    def params(self):
-        from .vectorize import VectorizeParams
-
-        return VectorizeParams(**asdict(self))
+    _from_dict(VectorizeOptions, options)  # refuses unknown names and values out of range
+    return VectorizeParams(**options)
 
 
 @dataclass(kw_only=True)
-class InferenceOptions:
-    """How the network runs, shared by one-raster and region jobs (`core.extract.ExtractParams` as plain data)."""
+class InferenceJob(InferenceOptions):
+    """What one-raster and region jobs share: the model, the bands, the network's options and vectorizing."""
 
     model: str | None = None  # None: the shipped model
     bands: str | None = None
-    tile: int = 512
-    overlap: int = 64
-    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
-    augment: str = "none"
-    device: str = "auto"
-    precision: str = "auto"
-    threshold: float = 0.5
     vectorize: bool = True
     vectorize_options: dict = field(default_factory=dict)
 
     def extract_params(self, **changes):
         from .extract import ExtractParams
 
-        return ExtractParams(tile=self.tile, overlap=self.overlap, scales=tuple(self.scales), augment=self.augment,
-                             device=self.device, precision=self.precision, threshold=self.threshold, **changes)
+        return ExtractParams(**self.inference_options(), **changes)
 
 
 @dataclass(kw_only=True)
-class ExtractJob(InferenceOptions):
+class ExtractJob(InferenceJob):
     input: str
     out_dir: str
     gsd_m: float | None = None  # only for rasters without georeferencing
@@ -72,8 +55,6 @@ class ExtractJob(InferenceOptions):
     bbox: list[float] | None = None
     bbox_crs: str | None = None
     aoi: str | None = None  # a polygon vector file
-    batch_size: int = 1
-    output_resolution: str = "input"
     overwrite: bool = False
     roads: str | None = None  # road GeoPackage; default OUT_DIR/<input stem>_roads.gpkg
 
@@ -98,13 +79,10 @@ class VectorizeJob:
         return _from_dict(cls, data)
 
 
-@dataclass
-class EvaluateJob:
+@dataclass(kw_only=True)
+class EvaluateJob(EvaluateOptions):
     prediction: str
     reference: str
-    rho: float = 3.0
-    buffer_m: float = 3.0
-    road_width_m: float = 7.0
     ignore: str | None = None
 
     @classmethod
@@ -123,12 +101,11 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
 
     if job.bbox and job.aoi:
         raise InputError("give a bounding box or an area-of-interest file, not both")
-    options = _from_dict(VectorizeOptions, job.vectorize_options)
+    vectorize = vectorize_params(job.vectorize_options)
     roads = job.roads_path()
     if job.vectorize and roads.exists() and not job.overwrite:
         raise InputError(f"{roads} already exists; allow overwriting (--overwrite) or choose another output")
-    params = job.extract_params(batch_size=job.batch_size, output_resolution=job.output_resolution,
-                                overwrite=job.overwrite)
+    params = job.extract_params(overwrite=job.overwrite)
     model_path = resolve_model(job.model)
     model = open_model(model_path)
     with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:
@@ -147,11 +124,11 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
         from .vectorize import vectorize_file
 
         if progress is not None:
-            from .extract import Progress
+            from .progress import Progress
 
             progress(Progress(1.0, result.tiles, result.tiles, 0.0, None, stage="vectorizing"))
         try:
-            network = vectorize_file(result.probability, roads, options.params(), overwrite=True, gsd_m=job.gsd_m,
+            network = vectorize_file(result.probability, roads, vectorize, overwrite=True, gsd_m=job.gsd_m,
                                      cancel=cancel)
         except BaseException:
             # A job cancelled or failed while vectorizing leaves none of its outputs, like one stopped earlier.
@@ -165,14 +142,12 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
 def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
     from .vectorize import vectorize_file
 
-    options = _from_dict(VectorizeOptions, job.vectorize_options)
-    network = vectorize_file(job.raster, job.out, options.params(), overwrite=job.overwrite, gsd_m=job.gsd_m,
-                             cancel=cancel)
+    network = vectorize_file(job.raster, job.out, vectorize_params(job.vectorize_options), overwrite=job.overwrite,
+                             gsd_m=job.gsd_m, cancel=cancel)
     return network.summary(job.out)
 
 
 def run_evaluate(job: EvaluateJob) -> dict[str, Any]:
     from .metrics import evaluate_files
 
-    return evaluate_files(job.prediction, job.reference, rho=job.rho, buffer_m=job.buffer_m,
-                          road_width_m=job.road_width_m, ignore=job.ignore)
+    return evaluate_files(job.prediction, job.reference, job, ignore=job.ignore)

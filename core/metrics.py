@@ -16,6 +16,8 @@ import shapely
 import shapely.ops
 from scipy import ndimage
 
+from .options import EvaluateOptions
+
 # ------------------------------------------------------------------------------------------------- pixels
 
 
@@ -256,17 +258,42 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
     return lines, crs
 
 
-def evaluate_files(predicted, reference, *, rho: float = 3.0, buffer_m: float = 3.0, road_width_m: float = 7.0,
-                   ignore=None, apls_params: AplsParams = AplsParams()) -> dict:
+def _same_grid(predicted, crs, transform, reference, ref_crs, ref_transform) -> None:
+    """Two rasters of one size can still lie apart (another CRS, 100 km away, 2 m instead of 1 m pixels): refuse
+    them, or the IoU compares unrelated pixels. Rasters without georeferencing are compared as pixel arrays."""
+    from .raster import RasterError
+
+    if (crs is None) != (ref_crs is None):
+        missing = predicted if crs is None else reference
+        raise RasterError(f"{missing} has no georeferencing and the other raster has; give both on the same grid")
+    if crs is None:
+        return
+    if crs != ref_crs:
+        raise RasterError(f"{reference} is in {ref_crs.to_string() or 'another CRS'} and {predicted} in "
+                          f"{crs.to_string() or 'another CRS'}; warp the reference onto the prediction's grid "
+                          f"(gdalwarp -t_srs ... -te ... -tr ...)")
+    pixel = max(abs(transform.a), abs(transform.e))
+    if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=pixel / 100)
+               for a, b in zip(transform[:6], ref_transform[:6], strict=True)):
+        raise RasterError(f"{reference} and {predicted} are the same size but not on the same pixels (origin "
+                          f"{ref_transform.c:g},{ref_transform.f:g} at {abs(ref_transform.a):g} vs {transform.c:g},"
+                          f"{transform.f:g} at {abs(transform.a):g}); warp the reference onto the prediction's grid")
+
+
+def evaluate_files(predicted, reference, options: EvaluateOptions | None = None, *, ignore=None) -> dict:
     """Vectors are compared as graphs (APLS, completeness/correctness/quality); rasters as pixels (IoU, F1,
     relaxed precision/recall). A raster prediction against reference lines rasterises the lines `road_width_m`
-    wide on the prediction's grid."""
+    wide on the prediction's grid; two rasters must lie on the same grid (size, CRS, pixels)."""
     from pathlib import Path
 
     import rasterio
     from rasterio.crs import CRS
 
     from .raster import RasterError
+
+    options = options or EvaluateOptions()
+    rho, buffer_m, road_width_m = options.rho, options.buffer_m, options.road_width_m
+    apls_params = AplsParams(options.control_spacing_m, options.snap_m)
 
     predicted, reference = Path(predicted), Path(reference)
     for path in (predicted, reference):
@@ -284,6 +311,9 @@ def evaluate_files(predicted, reference, *, rho: float = 3.0, buffer_m: float = 
         proposal, truth = to_metres(proposal, geographic), to_metres(truth, geographic)
         return {"kind": "graph", **apls(truth, proposal, apls_params), **length_metrics(truth, proposal, buffer_m)}
     with rasterio.open(predicted) as ds:
+        if ds.count != 1:
+            raise RasterError(f"{predicted} has {ds.count} bands; give a road mask or probability raster (one band, "
+                              f"as extract writes them), not the imagery")
         values = ds.read(1)
         valid = ds.read_masks(1) > 0
         binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
@@ -309,6 +339,7 @@ def evaluate_files(predicted, reference, *, rho: float = 3.0, buffer_m: float = 
             if (ds.height, ds.width) != shape:
                 raise RasterError(f"{reference} is {ds.width}x{ds.height} pixels and {predicted} "
                                   f"{shape[1]}x{shape[0]}; give rasters on the same grid")
+            _same_grid(predicted, crs, transform, reference, ds.crs, ds.transform)
             ref_values = ds.read(1)
             reference_valid = ds.read_masks(1) > 0
             if ds.nodata is not None:

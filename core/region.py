@@ -29,14 +29,14 @@ from typing import Any
 
 from .atomic import atomic_output
 from .errors import InputError
-from .jobs import InferenceOptions
+from .jobs import InferenceJob
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 MANIFEST = "manifest.json"
 
 
 @dataclass(kw_only=True)
-class RegionJob(InferenceOptions):
+class RegionJob(InferenceJob):
     inputs: list[str]
     out_dir: str
     block: int = 4096  # block side in pixels at the model's resolution
@@ -298,11 +298,11 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
     megapixels = sum(r["megapixels"] for r in manifest.blocks.values())
     result = RegionResult(probability, mask, len(blocks), len(todo), time.perf_counter() - started, megapixels)
     if job.vectorize:
-        from .jobs import VectorizeOptions
+        from .jobs import vectorize_params
         from .vectorize import vectorize_file
 
         result.roads = out / f"{Path(files[0]).stem if len(files) == 1 else 'mosaic'}_roads.gpkg"
-        network = vectorize_file(probability, result.roads, VectorizeOptions(**job.vectorize_options).params(),
+        network = vectorize_file(probability, result.roads, vectorize_params(job.vectorize_options),
                                  overwrite=True)
         result.network = network.summary(result.roads)
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -22,23 +22,21 @@ import shapely
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
+from .errors import OutputError
+from .geopackage import write_road_network
+from .network import RoadNetwork
+from .options import VectorizeOptions
 from .raster import metres_per_degree
 
 BORDER_PAD = 5
 
 
 @dataclass
-class VectorizeParams:
-    high: float = 0.5  # a road piece must reach this probability somewhere...
-    low: float = 0.3  # ...and extends down to this one (hysteresis)
-    fill_holes_m2: float = 100.0
-    close_gaps_m: float = 2.0
-    spur_m: float = 12.0
-    min_length_m: float = 30.0
-    bridge_m: float = 24.0
+class VectorizeParams(VectorizeOptions):
+    """The user's options (`core.options.VectorizeOptions`: defaults and checks live there) and the engine's own."""
+
     bridge_angle_deg: float = 30.0
     loop_m: float = 15.0
-    simplify_m: float = 1.0
     window: int = 2048
     margin: int = 128  # pixels of context around each window; must exceed what the graph clean-up reaches
 
@@ -63,28 +61,6 @@ class PixelGrid:
     @property
     def metre_px(self) -> float:
         return (self.gsd_m[0] + self.gsd_m[1]) / 2
-
-
-@dataclass
-class RoadNetwork:
-    roads: list[shapely.LineString] = field(default_factory=list)
-    road_attributes: list[dict] = field(default_factory=list)
-    junctions: list[shapely.Point] = field(default_factory=list)
-    junction_attributes: list[dict] = field(default_factory=list)
-
-    @property
-    def total_length_m(self) -> float:
-        return float(sum(a["length_m"] for a in self.road_attributes))
-
-    @property
-    def junction_count(self) -> int:
-        """Nodes where three or more roads meet (the junctions layer also holds dead ends, degree 1)."""
-        return sum(1 for a in self.junction_attributes if a["degree"] >= 3)
-
-    def summary(self, path) -> dict:
-        """What the command line, the worker protocol and the plugin report about a written network."""
-        return {"roads": str(path), "road_count": len(self.roads), "length_km": self.total_length_m / 1000,
-                "junction_count": self.junction_count}
 
 
 # ------------------------------------------------------------------------------------------ raster -> graph
@@ -488,7 +464,7 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
 
     def check() -> None:
         if cancel is not None and cancel.cancelled:
-            from .extract import Cancelled
+            from .progress import Cancelled
 
             raise Cancelled("cancelled")
 
@@ -553,16 +529,16 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
     A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down)."""
     import rasterio
 
-    from .geopackage import write_road_network
     from .raster import RasterError, RasterioSource
 
     params = params or VectorizeParams()
     workers = workers or int(os.environ.get("ROAD_EXTRACTOR_WORKERS", 0)) or min(os.cpu_count() or 1, 8)
     out_gpkg = Path(out_gpkg)
     if out_gpkg.exists() and not overwrite:
-        raise RasterError(f"{out_gpkg} already exists; give --overwrite to replace it")
+        raise OutputError(f"{out_gpkg} already exists; allow overwriting (--overwrite; Overwrite in QGIS) or choose "
+                          f"another file")
     if out_gpkg.suffix.lower() != ".gpkg":
-        raise RasterError(f"--out {out_gpkg} must end in .gpkg (a GeoPackage)")
+        raise OutputError(f"the road output {out_gpkg} must end in .gpkg (a GeoPackage)")
     with RasterioSource(path, bands=(1, 1, 1), value_scale="none", gsd_m=gsd_m) as source:  # checks, measures GSD
         info = source.info
     if info.gsd_m is None:

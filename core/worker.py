@@ -15,7 +15,8 @@ Protocol version 1:
     worker -> client   {"type": "result", "id": "7", "result": {...}}
     worker -> client   {"type": "error", "id": "7", "kind": "input" | "cancelled" | "internal", "message": "..."}
 
-OP is one of `ping`, `devices`, `describe_model`, `extract`, `vectorize`, `evaluate`. One request runs at a time;
+OP is one of `ping`, `options` (every option's default, range and wording: `core.options`), `devices`,
+`describe_model`, `extract`, `vectorize`, `evaluate`, `finetune`. One request runs at a time;
 stdin is read while it runs, so a cancel arrives at once. Nothing but protocol lines goes to stdout: anything a
 library prints goes to stderr.
 """
@@ -31,8 +32,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError
-
-PROTOCOL = 1
+from .options import PROTOCOL, option_table
 
 
 class _Channel:
@@ -91,6 +91,8 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
 
     if op == "ping":
         return {"pong": True}
+    if op == "options":
+        return option_table()
     if op == "devices":
         return devices(args.get("device", "auto"), args.get("precision", "auto"))
     if op == "describe_model":
@@ -109,8 +111,8 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
         return run_evaluate(EvaluateJob.from_dict(args))
     if op == "finetune":
         return _finetune(args, emit, cancel)
-    raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows ping, devices, "
-                     f"describe_model, extract, vectorize, evaluate, finetune")
+    raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows ping, options, "
+                     f"devices, describe_model, extract, vectorize, evaluate, finetune")
 
 
 def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
     from dataclasses import fields
 
     from .errors import unknown_fields
-    from .extract import Cancelled
+    from .progress import Cancelled
 
     try:
         from training.finetune import FinetuneSpec, finetune
@@ -146,7 +148,7 @@ def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
 def serve(stdin=None) -> int:
     stdin = stdin or sys.stdin
     channel = _Channel()
-    from .extract import Cancelled, CancelToken
+    from .progress import Cancelled, CancelToken
 
     channel.send({"type": "hello", "protocol": PROTOCOL, "engine_version": __version__,
                   "python": sys.version.split()[0], "executable": sys.executable,

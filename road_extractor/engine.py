@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROTOCOL = 1
+from .engine_options import PROTOCOL
+
 PLUGIN_DIR = Path(__file__).resolve().parent
 # Where the engine's source lives: beside the plugin in a checkout, inside it in an installed plugin zip.
 ENGINE_SOURCE_CANDIDATES = (PLUGIN_DIR / "engine", PLUGIN_DIR.parent)

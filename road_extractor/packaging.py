@@ -42,6 +42,10 @@ def build_zip(out: str | Path) -> Path:
     with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in _files(REPO / "road_extractor", (".py",)):
             archive.write(path, f"{root}/{path.relative_to(REPO / 'road_extractor')}")
+        # The option table made now from the engine's source that goes into the same zip, so the two always agree.
+        from core.options import table_json
+
+        archive.writestr(f"{root}/engine_options.json", table_json())
         archive.write(REPO / "metadata.txt", f"{root}/metadata.txt")
         archive.write(REPO / "resources" / "icon.svg", f"{root}/resources/icon.svg")
         for path in _files(REPO / "resources" / "styles", (".qml",)):

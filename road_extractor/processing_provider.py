@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -32,18 +33,46 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .engine import EngineError
+from .engine_options import default, names, spec
 from .layers import RESOURCES
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
-from .settings import AUGMENTS, PRECISIONS, ExtractSettings
+from .settings import ExtractSettings
 
-VECTORIZE_PARAMETERS = (
-    ("HIGH", "high", "Probability a road piece must reach", 0.5, False),
-    ("LOW", "low", "Probability road pieces grow down to (hysteresis)", 0.3, False),
-    ("SPUR_M", "spur_m", "Prune dead ends shorter than (m)", 12.0, True),
-    ("MIN_LENGTH_M", "min_length_m", "Drop isolated pieces shorter than (m)", 30.0, True),
-    ("BRIDGE_M", "bridge_m", "Join facing road ends closer than (m)", 24.0, True),
-    ("SIMPLIFY_M", "simplify_m", "Simplify lines within (m)", 1.0, True),
-)
+# The engine's options each algorithm offers; label, default, range, choices and whether it is advanced come from
+# the engine's option table (core/options.py), and each parameter is named after its option (spur_m -> SPUR_M).
+INFERENCE_OPTIONS = ("scales", "augment", "device", "precision", "threshold", "tile", "overlap")
+EVALUATE_OPTIONS = ("rho", "buffer_m", "road_width_m", "control_spacing_m", "snap_m")
+FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m")
+
+
+def option_parameter(group: str, name: str):
+    """The Processing parameter for one engine option."""
+    entry = spec(group, name)
+    key, label = name.upper(), entry["label"]
+    if entry["choices"]:
+        parameter = QgsProcessingParameterEnum(key, label, list(entry["choices"]),
+                                               defaultValue=entry["choices"].index(entry["default"]))
+    elif entry["type"] in ("int", "float"):
+        bounds = {k: entry[v] for k, v in (("minValue", "minimum"), ("maxValue", "maximum")) if entry[v] is not None}
+        kind = QgsProcessingParameterNumber.Integer if entry["type"] == "int" else QgsProcessingParameterNumber.Double
+        parameter = QgsProcessingParameterNumber(key, label, kind, entry["default"], **bounds)
+    else:
+        parameter = QgsProcessingParameterString(key, label, default(group, name))
+    if entry["advanced"]:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+def option_value(algorithm: QgsProcessingAlgorithm, parameters, context, group: str, name: str):
+    """What the user gave for one engine option, as the engine expects it."""
+    entry, key = spec(group, name), name.upper()
+    if entry["choices"]:
+        return entry["choices"][algorithm.parameterAsEnum(parameters, key, context)]
+    if entry["type"] == "int":
+        return algorithm.parameterAsInt(parameters, key, context)
+    if entry["type"] == "float":
+        return algorithm.parameterAsDouble(parameters, key, context)
+    return algorithm.parameterAsString(parameters, key, context) or default(group, name)
 
 
 def _file_of(layer) -> str:
@@ -68,11 +97,12 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 - Processing API
         return type(self)()
 
-    def _add_vectorize_parameters(self) -> None:
-        for name, _, label, default, metres in VECTORIZE_PARAMETERS:
-            parameter = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, default,
-                                                     minValue=0.0, maxValue=1e6 if metres else 1.0)
-            self.addParameter(parameter)
+    def _add_options(self, group: str, names_: tuple[str, ...]) -> None:
+        for name in names_:
+            self.addParameter(option_parameter(group, name))
+
+    def _options(self, parameters, context, group: str, names_: tuple[str, ...]) -> dict:
+        return {name: option_value(self, parameters, context, group, name) for name in names_}
 
     def _add_road_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
@@ -89,8 +119,7 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                 "LENGTH_KM": result["length_km"]}
 
     def _vectorize_options(self, parameters, context) -> dict:
-        return {key: self.parameterAsDouble(parameters, name, context)
-                for name, key, *_ in VECTORIZE_PARAMETERS}
+        return self._options(parameters, context, "vectorize", names("vectorize"))
 
     def _request(self, op: str, args: dict, feedback) -> dict:
         try:
@@ -120,20 +149,8 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         self.addParameter(QgsProcessingParameterVectorLayer("AOI", "Only within these polygons", optional=True))
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model file (empty: the shipped model)",
                                                      optional=True, fileFilter="Model files (*.pt *.pth *.onnx)"))
-        self.addParameter(QgsProcessingParameterString("SCALES", "Inference scales", "0.75, 1.0, 1.25"))
-        self.addParameter(QgsProcessingParameterEnum("AUGMENT", "Flips and rotations at inference", list(AUGMENTS),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda:N)", "auto"))
-        self.addParameter(QgsProcessingParameterEnum("PRECISION", "Precision (auto: bf16 where the hardware has it)",
-                                                     list(PRECISIONS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("THRESHOLD", "Road probability threshold of the mask",
-                                                       QgsProcessingParameterNumber.Double, 0.5, minValue=0.0,
-                                                       maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber("TILE", "Tile size (pixels at the model's resolution)",
-                                                       QgsProcessingParameterNumber.Integer, 512, minValue=64))
-        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)",
-                                                       QgsProcessingParameterNumber.Integer, 64, minValue=0))
-        self._add_vectorize_parameters()
+        self._add_options("inference", INFERENCE_OPTIONS)
+        self._add_options("vectorize", names("vectorize"))
         # Temporary files unless set, and optional: qgis_process 3.22 refuses to run while a mandatory destination
         # is not named, even one with a default.
         for name, label in (("OUTPUT_PROBABILITY", "Road probability"), ("OUTPUT_MASK", "Road mask")):
@@ -145,14 +162,9 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         settings = ExtractSettings.load()
         settings.model = self.parameterAsFile(parameters, "MODEL", context) or ""
-        settings.scales = self.parameterAsString(parameters, "SCALES", context)
-        settings.augment = AUGMENTS[self.parameterAsEnum(parameters, "AUGMENT", context)]
-        settings.device = self.parameterAsString(parameters, "DEVICE", context) or "auto"
-        settings.precision = PRECISIONS[self.parameterAsEnum(parameters, "PRECISION", context)]
-        settings.threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
-        settings.tile = self.parameterAsInt(parameters, "TILE", context)
-        settings.overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        for key, value in self._vectorize_options(parameters, context).items():
+        chosen = {**self._options(parameters, context, "inference", INFERENCE_OPTIONS),
+                  **self._vectorize_options(parameters, context)}
+        for key, value in chosen.items():
             setattr(settings, key, value)
         roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
         settings.output, settings.overwrite = roads, True
@@ -197,7 +209,7 @@ class VectorizeRoadMaskAlgorithm(_EngineAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Road mask or probability raster"))
-        self._add_vectorize_parameters()
+        self._add_options("vectorize", names("vectorize"))
         self._add_road_outputs()
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
@@ -224,22 +236,15 @@ class EvaluateRoadsAlgorithm(_EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Predicted roads (raster or lines)"))
         self.addParameter(QgsProcessingParameterMapLayer("REFERENCE", "Reference roads (mask raster or lines)"))
-        self.addParameter(QgsProcessingParameterNumber("RHO", "Relaxed metrics slack (pixels)",
-                                                       QgsProcessingParameterNumber.Double, 3.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber("BUFFER_M", "Completeness/correctness buffer (m)",
-                                                       QgsProcessingParameterNumber.Double, 3.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber("ROAD_WIDTH_M", "Width of reference lines as a mask (m)",
-                                                       QgsProcessingParameterNumber.Double, 7.0, minValue=0.1))
+        self._add_options("evaluate", EVALUATE_OPTIONS)
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_TABLE", "Metrics table", "CSV (*.csv)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         prediction = _file_of(self.parameterAsLayer(parameters, "PREDICTION", context))
         reference = _file_of(self.parameterAsLayer(parameters, "REFERENCE", context))
-        metrics = self._request("evaluate", {
-            "prediction": prediction, "reference": reference,
-            "rho": self.parameterAsDouble(parameters, "RHO", context),
-            "buffer_m": self.parameterAsDouble(parameters, "BUFFER_M", context),
-            "road_width_m": self.parameterAsDouble(parameters, "ROAD_WIDTH_M", context)}, feedback)
+        metrics = self._request("evaluate", {"prediction": prediction, "reference": reference,
+                                             **self._options(parameters, context, "evaluate", EVALUATE_OPTIONS)},
+                                feedback)
         table = self.parameterAsFileOutput(parameters, "OUTPUT_TABLE", context)
         temporary = Path(table).with_name(f".{Path(table).name}.part")
         with open(temporary, "w", newline="") as handle:
@@ -278,10 +283,7 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
                                                             [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer("CHECK_AREA", "Check area (scored, never trained on)",
                                                             [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterNumber("ROAD_WIDTH_M", "Road width in metres (0: the model's)",
-                                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber("MINUTES", "Training time (minutes)",
-                                                       QgsProcessingParameterNumber.Double, 8.0, minValue=0.01))
+        self._add_options("finetune", FINETUNE_OPTIONS)
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model to start from (empty: the shipped model)",
                                                      optional=True, fileFilter="Model files (*.pt *.pth)"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "New model", "Model files (*.pt)"))
@@ -306,8 +308,7 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
         spec = {"rasters": rasters, "roads": self._vector_path(parameters, "ROADS", context, feedback),
                 "train_area": self._vector_path(parameters, "TRAIN_AREA", context, feedback),
                 "check_area": self._vector_path(parameters, "CHECK_AREA", context, feedback),
-                "road_width_m": self.parameterAsDouble(parameters, "ROAD_WIDTH_M", context),
-                "minutes": self.parameterAsDouble(parameters, "MINUTES", context),
+                **self._options(parameters, context, "finetune", FINETUNE_OPTIONS),
                 "init": self.parameterAsFile(parameters, "MODEL", context) or "", "out": out, "overwrite": True}
         settings = ExtractSettings.load()
         spec.update(device=settings.device, precision=settings.precision)

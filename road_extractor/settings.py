@@ -6,32 +6,35 @@ from dataclasses import asdict, dataclass, fields
 
 from qgis.core import QgsSettings
 
+from .engine_options import choices, default, names
+
 PREFIX = "road_extractor/"
 AREAS = ("layer", "canvas", "selection", "rectangle")
-AUGMENTS = ("none", "flip", "d4")
-# core.devices.PRECISIONS: auto = bf16 where the GPU or CPU has native bf16 arithmetic, else fp32 (fp16 on old GPUs)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUGMENTS = choices("inference", "augment")
+PRECISIONS = choices("inference", "precision")  # auto: bf16 where the GPU or CPU has native bf16 arithmetic
 
 
 @dataclass
 class ExtractSettings:
+    """The engine's options (defaults from `engine_options`, i.e. from `core.options`) and the plugin's own."""
+
     model: str = ""  # empty: the shipped model
     area: str = "layer"  # one of AREAS
-    scales: str = "0.75, 1.0, 1.25"
-    augment: str = "none"
-    device: str = "auto"
-    precision: str = "auto"  # one of PRECISIONS
-    threshold: float = 0.5
-    tile: int = 512
-    # The engine's defaults (core.jobs.VectorizeOptions); repeated because the plugin cannot import the engine,
-    # which may live in another environment. tests/test_plugin.py checks the two agree.
-    overlap: int = 64
-    high: float = 0.5
-    low: float = 0.3
-    spur_m: float = 12.0
-    min_length_m: float = 30.0
-    bridge_m: float = 24.0
-    simplify_m: float = 1.0
+    scales: str = default("inference", "scales")
+    augment: str = default("inference", "augment")
+    device: str = default("inference", "device")
+    precision: str = default("inference", "precision")
+    threshold: float = default("inference", "threshold")
+    tile: int = default("inference", "tile")
+    overlap: int = default("inference", "overlap")
+    high: float = default("vectorize", "high")
+    low: float = default("vectorize", "low")
+    spur_m: float = default("vectorize", "spur_m")
+    min_length_m: float = default("vectorize", "min_length_m")
+    bridge_m: float = default("vectorize", "bridge_m")
+    simplify_m: float = default("vectorize", "simplify_m")
+    close_gaps_m: float = default("vectorize", "close_gaps_m")
+    fill_holes_m2: float = default("vectorize", "fill_holes_m2")
     output: str = ""  # road GeoPackage; empty: a temporary file
     overwrite: bool = True
     engine_python: str = ""  # empty: found automatically
@@ -46,8 +49,7 @@ class ExtractSettings:
         return values
 
     def vectorize_options(self) -> dict:
-        return {"high": self.high, "low": self.low, "spur_m": self.spur_m, "min_length_m": self.min_length_m,
-                "bridge_m": self.bridge_m, "simplify_m": self.simplify_m}
+        return {name: getattr(self, name) for name in names("vectorize")}
 
     @classmethod
     def load(cls, settings: QgsSettings | None = None) -> ExtractSettings:

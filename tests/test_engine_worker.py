@@ -1,6 +1,7 @@
 """The engine worker process and the plugin's client, for real: a separate Python process, the JSON-lines protocol,
 progress, cancellation, errors, a killed engine and a protocol mismatch."""
 
+import json
 import sys
 import threading
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.demo import write_sample
+from core.options import VectorizeOptions, option_table
 from core.sample import make_scene
 from road_extractor.engine import EngineClient, EngineError, EngineMissing, find_engine_python, install_commands
 
@@ -42,6 +44,18 @@ def test_handshake_devices_and_model_description(engine, model_file):
     described = engine.request("describe_model", {"path": str(model_file)})
     assert described["gsd_m"] == 1.0 and described["classes"] == ["background", "road"]
     assert described["metrics"]["val_road_iou"] == 0.5 and described["architecture"]["backbone"] == "resnet18"
+
+
+def test_the_plugins_option_file_is_what_the_running_engine_reports(engine):
+    """The plugin builds its dialog fields and Processing parameters from road_extractor/engine_options.json; it must
+    equal the table core.options makes and a running engine reports (after changing an option, regenerate it:
+    python -m core.options --write road_extractor/engine_options.json)."""
+    engine.start()
+    reported = engine.request("options")
+    shipped = json.loads((REPO / "road_extractor" / "engine_options.json").read_text(encoding="utf-8"))
+    assert reported == shipped == json.loads(json.dumps(option_table()))
+    assert shipped["protocol"] == engine.hello["protocol"]
+    assert shipped["vectorize"]["spur_m"]["default"] == VectorizeOptions().spur_m
 
 
 def test_bad_model_file_and_unknown_fields_get_the_engines_message(engine, tmp_path):

@@ -16,8 +16,10 @@ from core import devices
 from core.area import area_from_bbox, area_from_vector
 from core.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
 from core.devices import DeviceError, resolve_device, resolve_precision
-from core.extract import Cancelled, CancelToken, ExtractParams, extract_roads
+from core.errors import OutputError
+from core.extract import ExtractParams, extract_roads
 from core.model import ModelConfig, build_model
+from core.progress import Cancelled, CancelToken
 from core.raster import ArraySource, RasterError, RasterioSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,8 +383,15 @@ def test_progress_reports_and_cancel_leaves_nothing(shared_data, tmp_path):
     with RasterioSource(shared_data / "spacenet/vegas_img0.tif") as source, pytest.raises(Cancelled):
         extract_roads(source, _road_model(LocalNet()), out, ExtractParams(scales=(1.0,), tile=32, overlap=8),
                       progress=progress, cancel=cancel)
-    assert list(out.iterdir()) == []  # no output, no temporary folder
-    assert [p.tiles_done for p in seen] == [1, 2, 3]
+    assert not out.exists()  # no output, no temporary folder, not even the output folder the run made
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    cancel = CancelToken()
+    with RasterioSource(shared_data / "spacenet/vegas_img0.tif") as source, pytest.raises(Cancelled):
+        extract_roads(source, _road_model(LocalNet()), kept, ExtractParams(scales=(1.0,), tile=32, overlap=8),
+                      progress=progress, cancel=cancel)
+    assert kept.is_dir() and list(kept.iterdir()) == []  # a folder the user made stays
+    assert [p.tiles_done for p in seen] == [1, 2, 3] * 2
     assert all(0 < p.fraction < 1 and p.megapixels_per_s > 0 and p.eta_s > 0 for p in seen)
 
     finished = []
@@ -402,7 +411,7 @@ def test_existing_output_is_kept_unless_overwrite(shared_data, tmp_path):
     path = shared_data / "odd/hro_colorado_0.15m.tif"
     first = _extract(path, tmp_path, model, tile=32, overlap=4)
     before = first.probability.read_bytes()
-    with pytest.raises(RasterError, match="already exists; give --overwrite"):
+    with pytest.raises(OutputError, match="already exists; allow overwriting"):
         _extract(path, tmp_path, model, tile=32, overlap=4)
     assert first.probability.read_bytes() == before
     _extract(path, tmp_path, model, tile=32, overlap=4, overwrite=True)

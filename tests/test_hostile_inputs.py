@@ -44,3 +44,108 @@ def test_one_nan_pixel_does_not_blank_its_tile(suburb_float, nodata):
     assert abs(result.road_fraction - clean) < 0.01, (result.road_fraction, clean)
     with rasterio.open(result.mask) as ds:
         assert ds.read_masks(1)[200, 300] == 0  # the NaN pixel itself is no data in the outputs
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def utm_mask(tmp_path_factory):
+    """A one-band road mask in UTM (1 road, 0 background), 1 m pixels, as extract writes them."""
+    folder = tmp_path_factory.mktemp("mask")
+    mask = np.zeros((200, 200), np.uint8)
+    mask[90:110, :] = 1
+    profile = dict(driver="GTiff", width=200, height=200, count=1, dtype="uint8", crs="EPSG:32619", nodata=255,
+                   transform=from_origin(330000, 4690000, 1, 1))
+    path = folder / "prediction.tif"
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(mask, 1)
+    return folder, mask, profile, path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"crs": "EPSG:32618"}, "warp the reference"),  # another CRS
+    ({"transform": from_origin(430000, 4690000, 1, 1)}, "not on the same pixels"),  # 100 km away
+    ({"transform": from_origin(330000, 4690000, 2, 2)}, "not on the same pixels"),  # 2 m pixels
+])
+def test_raster_evaluate_refuses_a_reference_on_another_grid(utm_mask, change, message):
+    from core.metrics import evaluate_files
+    from core.raster import RasterError
+
+    folder, mask, profile, prediction = utm_mask
+    reference = folder / f"reference-{len(list(folder.iterdir()))}.tif"
+    with rasterio.open(reference, "w", **{**profile, **change}) as ds:
+        ds.write(mask, 1)
+    with pytest.raises(RasterError, match=message):
+        evaluate_files(prediction, reference)
+    same = folder / "same.tif"
+    with rasterio.open(same, "w", **profile) as ds:
+        ds.write(mask, 1)
+    assert evaluate_files(prediction, same)["road_iou"] == 1.0
+
+
+def test_raster_evaluate_refuses_imagery_as_the_prediction(utm_mask):
+    from core.metrics import evaluate_files
+    from core.raster import RasterError
+
+    folder, mask, profile, prediction = utm_mask
+    rgb = folder / "rgb.tif"
+    with rasterio.open(rgb, "w", **{**profile, "count": 3}) as ds:
+        ds.write(np.stack([mask] * 3))
+    with pytest.raises(RasterError, match="has 3 bands"):
+        evaluate_files(rgb, prediction)
+
+
+@pytest.mark.parametrize("bbox, crs, message", [
+    ("-71.1,91,-71.0,92", "EPSG:4326", "latitudes"),  # latitude 91
+    ("330000,4689800,330200,4690000", "EPSG:4326", "in degrees"),  # UTM numbers given as degrees
+    ("nan,4689800,330200,4690000", None, "finite numbers"),
+])
+def test_impossible_bounding_boxes_are_refused(utm_mask, tmp_path, bbox, crs, message):
+    from core.area import area_from_bbox
+    from core.raster import RasterError
+
+    _, _, _, path = utm_mask
+    with RasterioSource(path, bands=(1, 1, 1)) as source, pytest.raises(RasterError, match=message):
+        area_from_bbox(source.info, [float(v) for v in bbox.split(",")], crs)
+
+
+def test_the_readmes_bbox_example_parses_and_negative_numbers_reach_the_check(tmp_path):
+    """`--bbox -115.17,...` (a value starting with '-') once failed in argparse: now it reaches the engine."""
+    result = _cli("extract", tmp_path / "missing.tif", "--out", tmp_path / "out", "--bbox", "-115.17,36.237,-115.16,"
+                  "36.24", "--bbox-crs", "EPSG:4326")
+    assert result.returncode == 2 and "missing.tif: no such file" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--high", "0.3", "--low", "0.5"], "low (0.5) is above high"),
+    (["--spur-m", "-5"], "spur_m is -5; it must be at least 0"),
+    (["--simplify-m", "nan"], "simplify_m is nan; give a finite number"),
+    (["--threshold", "1.5"], "threshold is 1.5; it must be at most 0.99"),
+    (["--tta-scales", "0,1"], "scales is 0; it must be at least 0.1"),
+])
+def test_vectorize_and_inference_options_out_of_range_are_refused_before_any_work(utm_mask, tmp_path, flags,
+                                                                                  message):
+    _, _, _, path = utm_mask
+    command = ["extract", path, "--out", tmp_path / "out"] if "--threshold" in flags or "--tta-scales" in flags \
+        else ["vectorize", path, "--out", tmp_path / "roads.gpkg"]
+    result = _cli(*command, *flags)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "roads.gpkg").exists()
+
+
+def test_a_failed_extract_removes_the_output_folder_it_made_but_not_the_users(suburb_float, tmp_path):
+    folder, _, _, model, _ = suburb_float
+
+    def fail(progress):
+        raise RuntimeError("a failure half way")
+
+    for out, made_here in ((tmp_path / "new" / "out", True), (tmp_path, False)):
+        with RasterioSource(folder / "clean.tif", value_scale="none") as source, pytest.raises(RuntimeError):
+            extract_roads(source, model, out, ExtractParams(scales=(1.0,), tile=256, overlap=32), progress=fail)
+        assert out.exists() is not made_here and not list(tmp_path.glob("**/*.tif"))

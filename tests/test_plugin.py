@@ -23,6 +23,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QToolBar
 
 import road_extractor
+from core.options import EvaluateOptions, FinetuneOptions, InferenceOptions, VectorizeOptions
 from road_extractor.runner import UserError, describe_layer, shutdown_engine
 from road_extractor.settings import PREFIX, ExtractSettings
 
@@ -88,14 +89,35 @@ def test_plugin_loads_registers_processing_and_unloads(qgis_iface):
     assert QgsApplication.processingRegistry().providerById("road_extractor") is None
 
 
+def test_processing_parameters_carry_the_engines_defaults_and_ranges(plugin):
+    registry = QgsApplication.processingRegistry()
+    extract = registry.algorithmById("road_extractor:extract_roads")
+    inference, vectorize = InferenceOptions(), VectorizeOptions()
+    assert extract.parameterDefinition("TILE").defaultValue() == inference.tile
+    assert extract.parameterDefinition("THRESHOLD").maximum() == 0.99
+    assert extract.parameterDefinition("SCALES").defaultValue() == ", ".join(map(str, inference.scales))
+    for name, value in vectorize.user_options().items():
+        assert extract.parameterDefinition(name.upper()).defaultValue() == value, name
+    evaluate = registry.algorithmById("road_extractor:evaluate_roads")
+    assert evaluate.parameterDefinition("SNAP_M").defaultValue() == EvaluateOptions().snap_m
+    finetune = registry.algorithmById("road_extractor:finetune_road_model")
+    assert finetune.parameterDefinition("MINUTES").defaultValue() == FinetuneOptions().minutes
+
+
 def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     plugin.show_dialog()
     dialog = plugin.dialog
-    assert dialog.area.currentData() == "layer" and dialog.scales.text() == "0.75, 1.0, 1.25"
-    assert dialog.device.currentText() == "auto" and dialog.augment.currentText() == "none"
+    # The engine's own defaults (core.options), not numbers written here: the plugin reads them from its option file.
+    inference, vectorize = InferenceOptions(), VectorizeOptions()
+    assert dialog.area.currentData() == "layer"
+    assert [float(v) for v in dialog.scales.text().split(",")] == list(inference.scales)
+    assert dialog.device.currentText() == inference.device and dialog.augment.currentText() == inference.augment
+    assert dialog.precision.currentText() == inference.precision
     assert dialog.model.filePath() == "" and dialog.output.filePath() == ""  # the shipped model, a temporary file
     assert (dialog.threshold.value(), dialog.spur.value(), dialog.min_length.value(), dialog.bridge.value(),
-            dialog.simplify.value()) == (0.5, 12.0, 30.0, 24.0, 1.0)
+            dialog.simplify.value()) == (inference.threshold, vectorize.spur_m, vectorize.min_length_m,
+                                         vectorize.bridge_m, vectorize.simplify_m)
+    assert ExtractSettings().vectorize_options() == vectorize.user_options()
     dialog.scales.setText("1.0")
     dialog.device.setCurrentText("cpu")
     dialog.accept()

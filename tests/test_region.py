@@ -13,11 +13,10 @@ from rasterio.transform import from_origin
 from core.checkpoint import load_model
 from core.errors import InputError
 from core.extract import ExtractParams, extract_roads
-from core.jobs import VectorizeOptions
 from core.raster import RasterioSource
 from core.region import MANIFEST, RegionJob, build_mosaic, expand_inputs, run_region
 from core.sample import make_scene
-from core.vectorize import vectorize_file
+from core.vectorize import VectorizeParams, vectorize_file
 
 distributed = pytest.importorskip("distributed")
 
@@ -58,7 +57,7 @@ def one_process(mosaic_folder, random_model_file, tmp_path_factory):
     params = ExtractParams(tile=SETTINGS["tile"], overlap=SETTINGS["overlap"], scales=(1.0,))
     with RasterioSource(mosaic) as source:
         result = extract_roads(source, load_model(random_model_file), out, params)
-    network = vectorize_file(result.probability, out / "roads.gpkg", VectorizeOptions().params())
+    network = vectorize_file(result.probability, out / "roads.gpkg", VectorizeParams())
     with rasterio.open(result.probability) as ds:
         probability = ds.read(1)
     return probability, network

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
+from core.errors import OutputError
 from core.geopackage import pyogrio_raw
-from core.raster import RasterError
 from core.vectorize import PixelGrid, VectorizeParams, line_length_m, vectorize_array, vectorize_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_geopackage_layers_fields_crs_and_metadata(tmp_path):
     assert info["dataset_metadata"]["road_extractor_model"] == "test.pt"
     _, _, _, fields = raw.read(out, layer="junctions")
     assert sorted(fields[1]) == [1, 1, 1, 1, 4]
-    with pytest.raises(RasterError, match="already exists; give --overwrite"):
+    with pytest.raises(OutputError, match="already exists; allow overwriting"):
         vectorize_file(raster, out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

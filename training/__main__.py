@@ -17,7 +17,10 @@ def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per FinetuneSpec field, with its default and help from one place."""
-    from .finetune import DEFAULT_ROAD_WIDTH_M, FinetuneSpec
+    from core.options import FinetuneOptions
+    from core.options import add_flags as add_option_flags
+
+    from .finetune import FinetuneSpec
 
     d = FinetuneSpec(rasters=[], out="")
     parser.add_argument("--raster", action="append", required=True, dest="rasters", metavar="IMAGE.tif",
@@ -29,14 +32,11 @@ def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
                                                          f"lines' extent + {d.margin_m:g} m)")
     parser.add_argument("--check-area", default="", help="polygons scored before and after and never trained on "
                                                          "(default: the southern quarter of the labelled area)")
-    parser.add_argument("--minutes", type=float, default=d.minutes, help=f"training time ({d.minutes:g})")
+    add_option_flags(parser, FinetuneOptions)
     parser.add_argument("--out", required=True, help="the new model file (.pt)")
     parser.add_argument("--init", default="", help="the model to start from (default: the shipped model)")
-    parser.add_argument("--road-width-m", type=float, default=0.0,
-                        help=f"width the lines are drawn at (default: the parent's, else {DEFAULT_ROAD_WIDTH_M:g})")
     parser.add_argument("--gsd-m", type=float, default=0.0, help="metres per pixel to learn at (default: the "
                         "imagery's own, within half to once the parent's GSD)")
-    parser.add_argument("--margin-m", type=float, default=d.margin_m)
     for name in ("crop", "batch_size", "lr", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
     parser.add_argument("--loss", default=d.loss, choices=("ce", "ce_dice", "ce_dice_cldice"))
@@ -150,7 +150,8 @@ def cmd_finetune(args) -> int:
 
     from .finetune import FinetuneSpec, finetune
 
-    spec = FinetuneSpec(**{f.name: getattr(args, f.name) for f in fields(FinetuneSpec)})
+    spec = FinetuneSpec(**{f.name: getattr(args, f.name) for f in fields(FinetuneSpec)
+                           if getattr(args, f.name, None) is not None})  # flags left out keep the defaults
     try:
         result = finetune(spec, log=lambda m: print(m, file=sys.stderr, flush=True))
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import yaml
 
 from core.errors import InputError, unknown_fields
 from core.model import ModelConfig
+from core.options import ROAD_WIDTH_M
 
 
 @dataclass
@@ -38,7 +39,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
-    road_width_m: float = 7.0  # width road centrelines are rasterised at (vector labels only)
+    road_width_m: float = ROAD_WIDTH_M  # width road centrelines are rasterised at (vector labels only)
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on GPUs and CPUs with native bf16 (core.devices), else fp32
     val_scales: list[float] = field(default_factory=lambda: [1.0])

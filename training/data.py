@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from core.options import ROAD_WIDTH_M
+
 from .augment import Augment, imitate_sensor
 
 IGNORE = 255
@@ -45,7 +47,7 @@ class Pair:
     image: Path
     mask: Path
     gsd_m: float = 1.0
-    road_width_m: float = 7.0
+    road_width_m: float = ROAD_WIDTH_M
 
     @property
     def name(self) -> str:
@@ -56,7 +58,7 @@ class Pair:
         return self.mask.suffix.lower() in VECTOR_SUFFIXES
 
 
-def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = 7.0) -> list[Pair]:
+def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = ROAD_WIDTH_M) -> list[Pair]:
     """Image/mask pairs under `root`: `images/` + `masks/`, `sat/` + `map/` (matched by file stem), DeepGlobe's
     `NAME_sat.jpg` + `NAME_mask.png` side by side, or georeferenced rasters with road centrelines: `images/` +
     `roads/` (same stem), or `NAME.tif` + `NAME_roads.gpkg|geojson|...` side by side (SpaceNet's layout)."""
@@ -250,7 +252,7 @@ class Split:
 
 
 def split_dataset(data: str | Path | list[str], val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
-                  road_width_m: float = 7.0) -> Split:
+                  road_width_m: float = ROAD_WIDTH_M) -> Split:
     """The training data of one or more `--data` sources. Whole tiles of the FIRST source are held out for
     validation (`val_tiles`: a count, or a fraction below 1), so adding sources never changes the validation
     set; every tile of the other sources trains."""

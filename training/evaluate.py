@@ -20,29 +20,25 @@ import rasterio
 from core.checkpoint import RoadModel
 from core.extract import ExtractParams, extract_roads
 from core.metrics import AplsParams, apls, pixel_metrics, pixel_metrics_from_counts, relaxed_counts, relaxed_from_counts
+from core.options import DEFAULT_SCALES, EvaluateOptions, InferenceOptions
 from core.raster import ArraySource
 from core.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
 from .data import IGNORE
 
-MULTI_SCALE = (0.75, 1.0, 1.25)
+MULTI_SCALE = DEFAULT_SCALES
 TABLE_COLUMNS = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
 
 
-@dataclass
-class Inference:
-    """How the engine runs on each tile: the same settings a user gives `road-extractor extract`."""
+@dataclass(kw_only=True)
+class Inference(InferenceOptions):
+    """How the engine runs on each tile: the options a user gives `road-extractor extract`, but one scale by
+    default (as the model card measures)."""
 
     scales: tuple[float, ...] = (1.0,)
-    augment: str = "none"
-    tile: int = 512
-    overlap: int = 64
-    device: str = "auto"
-    precision: str = "auto"
 
     def extract_params(self) -> ExtractParams:
-        return ExtractParams(tile=self.tile, overlap=self.overlap, scales=self.scales, augment=self.augment,
-                             device=self.device, precision=self.precision, overwrite=True)
+        return ExtractParams(**self.inference_options(), overwrite=True)
 
     @property
     def label(self) -> str:
@@ -156,7 +152,7 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                 result = extract_roads(source, model, folder, inference.extract_params())
                 roads = Path(folder) / "roads.gpkg"
                 vectorize_file(result.probability, roads, overwrite=True, workers=1)
-                figures = evaluate_files(roads, pair.mask, buffer_m=buffer_m)
+                figures = evaluate_files(roads, pair.mask, EvaluateOptions(buffer_m=buffer_m))
             rows.append({"raster": pair.image.name, **{k: figures[k] for k in LINE_COLUMNS}})
             log(f"{pair.image.name:<24} {inference.label:<22} completeness {figures['completeness']:.3f}  "
                 f"correctness {figures['correctness']:.3f}  APLS {figures['apls']:.3f}")

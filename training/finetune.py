@@ -24,21 +24,21 @@ from core.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
 from core.devices import resolve_device, resolve_precision
 from core.errors import InputError
 from core.inference import normalize
+from core.options import ROAD_WIDTH_M, FinetuneOptions
 
 from .augment import Augment
 from .data import IGNORE, RoadCrops, map_to_pixels
 from .losses import road_loss
-
-DEFAULT_ROAD_WIDTH_M = 7.0
 
 
 class FinetuneError(InputError):
     """Input that cannot be fine-tuned on as given; the message names the problem and the fix."""
 
 
-@dataclass
-class FinetuneSpec:
-    """Everything a fine-tuning run needs; the command line, Processing and the plugin fill one in."""
+@dataclass(kw_only=True)
+class FinetuneSpec(FinetuneOptions):
+    """Everything a fine-tuning run needs (the user's choices, defined in `core.options.FinetuneOptions`, and the
+    data and optimiser); the command line, Processing and the plugin fill one in."""
 
     rasters: list[str]
     out: str
@@ -46,11 +46,8 @@ class FinetuneSpec:
     masks: list[str] = field(default_factory=list)  # or road masks on the rasters' grids (0/1 or 0/255)
     train_area: str = ""  # polygons: labels are trusted inside (default: around the lines' extent)
     check_area: str = ""  # polygons scored before and after (default: a strip held out of the data)
-    minutes: float = 8.0  # training time budget (data preparation and scoring come on top)
     init: str = ""  # the parent model (default: the shipped model)
-    road_width_m: float = 0.0  # 0: the parent's, else 7 m
     gsd_m: float = 0.0  # 0: the imagery's own, but no finer than half the parent's GSD and no coarser than it
-    margin_m: float = 50.0  # without a train area: labels trusted this far around the lines' extent
     crop: int = 256
     batch_size: int = 8
     lr: float = 5e-4
@@ -342,7 +339,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         raise FinetuneError(f"the folder {out.parent} does not exist; create it or choose another --out")
     parent, parent_path = parent_model(spec.init)
     parent_gsd = parent.info.gsd_m or 1.0
-    spec.road_width_m = spec.road_width_m or float(parent.info.provenance.get("road_width_m", DEFAULT_ROAD_WIDTH_M))
+    spec.road_width_m = spec.road_width_m or float(parent.info.provenance.get("road_width_m", ROAD_WIDTH_M))
     started = time.perf_counter()
     scenes, gsd = prepare(spec, parent_gsd, log)
     device = resolve_device(spec.device)
