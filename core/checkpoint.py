@@ -13,6 +13,7 @@ silently skips whatever does not match, this report names it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ class ModelInfo:
             config=ModelConfig.from_dict(data["config"]),
             class_names=tuple(data["class_names"]),
             bands=tuple(data["bands"]),
-            gsd_m=None if data.get("gsd_m") is None else float(data["gsd_m"]),
+            gsd_m=None if data.get("gsd_m") is None else checked_gsd(data["gsd_m"], "the model file's GSD"),
             normalization=Normalization.from_dict(data["normalization"]),
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
@@ -425,9 +426,26 @@ def load_model(path: str | Path, *, output_stride: int | None = None, layer4: st
                                                  "assumed": "ImageNet normalisation, RGB band order"})
     info.config = architecture.config
     if gsd_m is not None:
-        info.gsd_m = float(gsd_m)
+        info.gsd_m = checked_gsd(gsd_m, "--gsd")
+    broken = nonfinite_tensors(network)
+    if broken:
+        raise CheckpointError(f"{weights.path} holds NaN or infinite values in {len(broken)} tensors ({broken[0]}, "
+                              f"...): the training that made it diverged; use an earlier checkpoint or retrain "
+                              f"with a lower learning rate")
     network.eval().to(device)
     return RoadModel(network, info, report, architecture)
+
+
+MAX_GSD_M = 1000.0  # metres per pixel: coarser than any imagery roads can be seen in
+
+
+def checked_gsd(value, what: str) -> float:
+    """A ground sample distance in metres per pixel, refused unless it is a positive, finite, plausible number."""
+    gsd = float(value)
+    if not (math.isfinite(gsd) and 0 < gsd <= MAX_GSD_M):
+        raise CheckpointError(f"{what} is {value}; give the metres per pixel as a positive number (e.g. 1.0), at "
+                              f"most {MAX_GSD_M:g}")
+    return gsd
 
 
 def nonfinite_tensors(network: nn.Module) -> list[str]:

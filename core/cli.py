@@ -5,24 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, from_flags
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
 
 def _describe(path: Path, output_stride: int | None, layer4: str | None) -> dict[str, Any]:
+    import torch
+
     from .checkpoint import compare, infer_architecture, read_weights
     from .model import build_model
 
     weights = read_weights(path)
     architecture = infer_architecture(weights, output_stride, layer4)
     report = compare(build_model(architecture.config), weights)
-    if weights.backbone_only:
+    broken = [name for name, tensor in weights.state_dict.items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        verdict = (f"refused: {len(broken)} tensors hold NaN or infinite values ({broken[0]}, ...); the training "
+                   f"that made it diverged")
+    elif weights.backbone_only:
         verdict = (f"backbone weights only: use them to initialise training (python -m training fit --init "
                    f"{path}), not for inference")
     elif report.complete:
@@ -109,7 +117,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from .jobs import ExtractJob, run_extract
-    from .progress import Cancelled, CancelToken
+    from .progress import CancelToken
 
     if len(args.input) > 1 or Path(args.input[0]).is_dir() or args.workers or args.scheduler:
         return cmd_extract_region(args)
@@ -137,8 +145,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     try:
         result = run_extract(job, progress=show, cancel=CancelToken(), log=note)
-    except KeyboardInterrupt:
-        raise Cancelled("interrupted") from None
     finally:
         for bar in bars:
             bar.close()
@@ -208,6 +214,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .atomic import atomic_output
     from .metrics import evaluate_files, format_table
 
+    if args.json:
+        target = Path(args.json).resolve()
+        if target in (Path(args.prediction).resolve(), Path(args.reference).resolve()):
+            raise OutputError(f"--json {args.json} is one of the files being compared; give another file name")
+        if target.exists() and not args.overwrite:
+            raise OutputError(f"{args.json} already exists; give --overwrite to replace it, or another file name")
     results = evaluate_files(args.prediction, args.reference, from_flags(EvaluateOptions, args), ignore=args.ignore)
     print(format_table(results))
     if args.json:
@@ -297,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(evaluate, EvaluateOptions)
     evaluate.add_argument("--ignore", help="raster whose non-zero pixels are left out of pixel metrics")
     evaluate.add_argument("--json", help="also write the results as JSON to this file")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
@@ -319,24 +332,46 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return joined
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a job scheduler, `kill`, a closing session) acts as Ctrl-C: outputs are cleaned up the same way."""
+    raise Terminated()
+
+
+class Terminated(KeyboardInterrupt):
+    pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except (InputError, FileNotFoundError, ValueError) as exc:
         print(f"road-extractor: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("road-extractor: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"road-extractor: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; no output was "
+              f"written", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, with the type, and status 1
         from .progress import Cancelled
 
         if isinstance(exc, Cancelled):
             print("road-extractor: cancelled; no output was written", file=sys.stderr)
             return 130
+        if _is_rasterio_error(exc):
+            print(f"road-extractor: error: GDAL could not read or write a file: {exc}; check that the file is "
+                  f"complete (not truncated or still downloading) and that the disk has space", file=sys.stderr)
+            return 2
         print(f"road-extractor: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _is_rasterio_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("rasterio")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from . import __version__
-from .atomic import remove_if_empty
+from .atomic import folder_lock, remove_if_empty, remove_stale_scratch
 from .checkpoint import RoadModel
 from .devices import DeviceError, resolve_device, resolve_precision
 from .errors import OutputError
@@ -38,6 +38,7 @@ from .tiling import Tile, TileGrid, blend_weights
 GSD_WARN_FACTOR = 4.0
 GDAL_CACHE_MB = 256
 OUTPUT_BLOCK = 512
+SCRATCH_PREFIX = ".road-extractor-"  # + the run's process id: a later run removes those of runs that died
 
 
 @dataclass(kw_only=True)
@@ -217,8 +218,13 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
     probability_path, mask_path = output_paths(info.path, out_dir)
     created = _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
     try:
-        return _extract(source, model, out_dir, params, area, progress, cancel, log,
-                        (probability_path, mask_path))
+        with folder_lock(out_dir, lambda pid: OutputError(
+                f"another run (process {pid}) is writing into {out_dir}; wait for it to finish or choose another "
+                f"output folder")):
+            # Checked again under the lock: a run that held it a moment ago may just have written them.
+            _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
+            return _extract(source, model, out_dir, params, area, progress, cancel, log,
+                            (probability_path, mask_path))
     except BaseException:
         if created:
             remove_if_empty(out_dir)  # a failed or cancelled run leaves nothing, not even the folder it made
@@ -246,8 +252,9 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
     started = time.perf_counter()
     # GDAL's block cache defaults to 5% of RAM and fills up while the outputs are written; a fixed cap keeps peak
     # memory independent of the machine and of the raster's size.
-    with tempfile.TemporaryDirectory(prefix=".road-extractor-", dir=out_dir) as scratch, warnings.catch_warnings(), \
-            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    remove_stale_scratch(out_dir, SCRATCH_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=out_dir) as scratch, \
+            warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         # Rasters in pixel space (no georeferencing) are legitimate here; rasterio warns about each one it writes.
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scratch_path = Path(scratch)

@@ -168,8 +168,9 @@ class RasterioSource:
         georeferenced = ds.crs is not None and not ds.transform.is_identity
         transform = tuple(ds.transform.to_gdal()) if georeferenced else None
         if gsd_m is not None:
-            if gsd_m <= 0:
-                raise RasterError(f"--gsd must be positive metres per pixel, not {gsd_m}")
+            if not (math.isfinite(gsd_m) and 0 < gsd_m <= 1000):
+                raise RasterError(f"--gsd {gsd_m} is not a ground sample distance; give the input's metres per pixel "
+                                  f"as a positive number (e.g. 0.3), at most 1000")
             gsd = (float(gsd_m), float(gsd_m))
         elif not georeferenced:
             gsd = None

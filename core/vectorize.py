@@ -442,6 +442,24 @@ def line_length_m(line: shapely.LineString, grid: PixelGrid) -> float:
     return float(np.hypot(np.diff(lon) * scale[:, 0], np.diff(lat) * scale[:, 1]).sum())
 
 
+def _die_with_parent() -> None:
+    """In each worker process: ask Linux to kill it when the process that started it dies, however it dies (kill -9
+    included); without this, workers of a killed run kept running and held memory."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import multiprocessing
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        parent = multiprocessing.parent_process()
+        if parent is not None and os.getppid() != parent.pid:  # the parent died before the line above ran
+            os._exit(1)
+
+
 def _window_pieces(task) -> list:
     read, window, params, metre_px, threads = task
     if threads:
@@ -474,7 +492,8 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
 
         # spawn, not fork: the caller may hold torch's and GDAL's threads, which a forked child would inherit
         # in whatever state they were.
-        with ProcessPoolExecutor(min(workers, len(windows)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(workers, len(windows)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             for result in pool.map(_window_pieces, tasks):
                 check()
                 pieces += result

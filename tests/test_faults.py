@@ -1,0 +1,153 @@
+"""Faults as they happen to real runs: SIGTERM and kill -9 in the middle, two runs into one folder, a model that
+diverged. Real processes, real files; nothing may be left running or half-written."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from core.atomic import folder_lock, remove_stale_scratch
+from core.checkpoint import CheckpointError, ModelInfo, load_model, save_model
+from core.errors import OutputError
+from core.model import ModelConfig, build_model
+
+
+def _start(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "core", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def big_scene(tmp_path_factory) -> Path:
+    """A 1536 px UTM GeoTIFF of the generated suburb: long enough to run for seconds."""
+    from core.sample import make_suburb
+
+    path = tmp_path_factory.mktemp("scene") / "suburb.tif"
+    image = make_suburb(1536, seed=2).image.transpose(2, 0, 1)
+    with rasterio.open(path, "w", driver="GTiff", width=1536, height=1536, count=3, dtype="uint8",
+                       crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(image)
+    return path
+
+
+def _wait_for(predicate, timeout_s: float = 120) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigterm_during_extract_cleans_up_like_ctrl_c(big_scene, random_model_file, tmp_path):
+    out = tmp_path / "out"
+    process = _start("extract", big_scene, "--model", random_model_file, "--out", out, "--tta-scales", "1",
+                     "--tile", "256", "--overlap", "32", "--no-vectorize", "--precision", "fp32")
+    assert _wait_for(lambda: any(out.glob(".road-extractor-*")) or process.poll() is not None)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "terminated; no output was written" in stderr, stderr
+    assert not out.exists()  # no scratch folder, no outputs, not even the folder it made
+
+
+def test_a_later_run_removes_scratch_folders_of_runs_that_were_killed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".road-extractor-{dead.stdout.strip()}-abc"
+    live = tmp_path / f".road-extractor-{os.getpid()}-def"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "processing.tif").write_bytes(b"half")
+    remove_stale_scratch(tmp_path, ".road-extractor-")
+    assert not stale.exists() and live.exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    with folder_lock(tmp_path, lambda pid: OutputError(f"busy {pid}")):
+        code = ("import sys; from pathlib import Path; from core.atomic import folder_lock\n"
+                "try:\n    with folder_lock(Path(sys.argv[1]), lambda pid: RuntimeError(pid)): print('got it')\n"
+                "except RuntimeError as e: print('refused', e)")
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert other.stdout.strip() == f"refused {os.getpid()}", other.stderr
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with the lock
+    again = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert again.stdout.strip() == "got it"
+
+
+def test_kill_9_during_vectorize_leaves_no_worker_processes(tmp_path):
+    mask = np.zeros((6000, 6000), np.uint8)
+    mask[::40, :] = 1
+    mask[:, ::40] = 1
+    raster = tmp_path / "grid_mask.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=6000, height=6000, count=1, dtype="uint8", nodata=255,
+                       crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(mask, 1)
+        ds.update_tags(1, ROLE="1 road, 0 background, 255 no data")
+    process = _start("vectorize", raster, "--out", tmp_path / "roads.gpkg", env={**os.environ,
+                                                                                "ROAD_EXTRACTOR_WORKERS": "2"})
+
+    def children() -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid in found]
+
+    assert _wait_for(lambda: len(children()) >= 2 or process.poll() is not None)
+    workers = children()
+    assert process.poll() is None, "vectorize finished before it could be killed; make the raster larger"
+    process.kill()
+    process.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] == "Z"  # a zombie, reaped by init: no memory, not running
+
+    assert _wait_for(lambda: all(gone(pid) for pid in workers), 30), "worker processes outlived a kill -9"
+    assert not (tmp_path / "roads.gpkg").exists()
+
+
+def test_a_model_that_diverged_is_refused_by_inspect_export_and_extract(tmp_path):
+    network = build_model(ModelConfig(backbone="resnet18"))
+    with torch.no_grad():
+        next(network.parameters()).fill_(float("nan"))
+    path = save_model(tmp_path / "diverged.pt", network, ModelInfo(gsd_m=1.0))
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        load_model(path)
+    inspect = subprocess.run([sys.executable, "-m", "core", "inspect", str(path)], capture_output=True, text=True)
+    assert "verdict     refused:" in inspect.stdout and "NaN or infinite" in inspect.stdout
+    export = subprocess.run([sys.executable, "-m", "core", "export", str(path), "--model-file",
+                             str(tmp_path / "copy.pt")], capture_output=True, text=True)
+    assert export.returncode == 2 and "NaN or infinite" in export.stderr and not (tmp_path / "copy.pt").exists()
+
+
+@pytest.mark.parametrize("gsd", ["-3", "nan", "inf"])
+def test_export_refuses_an_impossible_gsd(random_model_file, tmp_path, gsd):
+    result = subprocess.run([sys.executable, "-m", "core", "export", str(random_model_file), "--model-file",
+                             str(tmp_path / "m.pt"), f"--gsd={gsd}"], capture_output=True, text=True)
+    assert result.returncode == 2 and "give the metres per pixel" in result.stderr, result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_never_writes_json_over_an_input_or_an_existing_file(tmp_path):
+    from core.demo import write_sample
+    from core.sample import make_scene
+
+    _, roads = write_sample(make_scene(256, seed=1), tmp_path)
+    result = subprocess.run([sys.executable, "-m", "core", "evaluate", str(roads), str(roads), "--json", str(roads)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "is one of the files being compared" in result.stderr
+    assert roads.read_bytes()[:16] == b"SQLite format 3\x00"  # still the GeoPackage
+    existing = tmp_path / "scores.json"
+    existing.write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "core", "evaluate", str(roads), str(roads), "--json",
+                             str(existing)], capture_output=True, text=True)
+    assert result.returncode == 2 and "--overwrite" in result.stderr and existing.read_text() == "{}"
