@@ -27,11 +27,11 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from core.checkpoint import ModelInfo, save_model
-from core.inference import normalize, predict_logits
+from core.extraction.inference import normalize, predict_logits
+from core.inputs.sample import make_scene
+from core.inputs.tiling import TileGrid
 from core.model import ModelConfig, build_model
-from core.sample import make_scene
-from core.tiling import TileGrid
+from core.model.checkpoint import ModelInfo, save_model
 
 
 def run_extract(raster: Path, model: Path, out: Path, scales: str, tile: int, overlap: int,

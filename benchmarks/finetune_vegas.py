@@ -50,12 +50,12 @@ def draw_before_after(raster: Path, roads: Path, models: list[tuple[str, Path | 
     import shapely
     from PIL import Image, ImageDraw
 
-    from core.extract import ExtractParams, extract_roads
-    from core.geopackage import pyogrio_raw
+    from core.extraction.extract import ExtractParams, extract_roads
+    from core.inputs.raster import RasterioSource
+    from core.inputs.vectors import pyogrio_raw
     from core.metrics import read_lines
-    from core.models import open_model
-    from core.raster import RasterioSource
-    from core.vectorize import vectorize_file
+    from core.model.catalog import open_model
+    from core.roads.vectorize import vectorize_file
 
     with rasterio.open(raster) as ds:
         image = ds.read((1, 2, 3)).transpose(1, 2, 0)

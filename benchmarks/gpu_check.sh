@@ -37,8 +37,8 @@ if [ -z "$RASTER" ]; then
   "$PY" - "$WORK" <<'EOF'
 import sys
 from pathlib import Path
-from core.demo import write_sample
-from core.sample import make_suburb
+from core.frontends.demo import write_sample
+from core.inputs.sample import make_suburb
 image, _ = write_sample(make_suburb(2048, seed=5), Path(sys.argv[1]))
 image.rename(Path(sys.argv[1]) / "suburb.tif")
 EOF
@@ -69,9 +69,9 @@ step "2. out-of-memory batch halving (process capped at 2 GiB)"
 [ "$DEVICE" = cuda ] && "$PY" - "$RASTER" "$WORK" <<'EOF'
 import sys
 import torch
-from core.extract import ExtractParams, extract_roads
-from core.models import open_model, resolve_model
-from core.raster import RasterioSource
+from core.extraction.extract import ExtractParams, extract_roads
+from core.model.catalog import open_model, resolve_model
+from core.inputs.raster import RasterioSource
 total = torch.cuda.get_device_properties(0).total_memory
 torch.cuda.set_per_process_memory_fraction(2 * 2**30 / total)
 notes = []
@@ -94,7 +94,7 @@ step "4. training smoke run ($BUDGET_S s)"
 import sys
 from pathlib import Path
 from PIL import Image
-from core.sample import make_suburb
+from core.inputs.sample import make_suburb
 root = Path(sys.argv[1])
 for sub in ("images", "masks"):
     (root / sub).mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.devices import native_cpu_bf16
-from core.inference import DEFAULT_SCALES, predict_logits
+from core.extraction.devices import native_cpu_bf16
+from core.extraction.inference import DEFAULT_SCALES, predict_logits
 from core.model import ModelConfig, build_model
 
 VARIANTS = {

@@ -23,7 +23,7 @@ from rasterio.transform import from_origin
 
 
 def make_mosaic(folder: Path, scenes: int, size: int) -> None:
-    from core.sample import make_scene
+    from core.inputs.sample import make_scene
 
     for i in range(scenes):
         for j in range(scenes):
@@ -44,9 +44,9 @@ def main() -> None:
 
     import torch
 
-    from core.checkpoint import ModelInfo, save_model
+    from core.frontends.region import RegionJob, run_region
     from core.model import ModelConfig, build_model
-    from core.region import RegionJob, run_region
+    from core.model.checkpoint import ModelInfo, save_model
 
     root = Path(tempfile.mkdtemp(prefix="region-bench-"))
     try:

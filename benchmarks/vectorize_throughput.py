@@ -48,7 +48,7 @@ def make_mask(path: Path, size: int, seed: int = 0) -> None:
 
 
 def run(raster: Path, out: Path, workers: int) -> tuple[float, float, str]:
-    command = [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c", "import sys; from core.frontends.cli import main; sys.exit(main(sys.argv[1:]))",
                "vectorize", str(raster), "--out", str(out), "--overwrite"]
     env = {**os.environ, "ROAD_EXTRACTOR_WORKERS": str(workers)}
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def main() -> None:
         import shapely
         from rasterio.features import rasterize
 
-        from core.geopackage import pyogrio_raw
+        from core.inputs.vectors import pyogrio_raw
 
         geometries = shapely.from_wkb(pyogrio_raw().read(args.spacenet.with_name("vegas_img0_roads.geojson"),
                                                          columns=[])[2])

@@ -16,7 +16,7 @@ import shapely
 import shapely.ops
 from scipy import ndimage
 
-from .options import EvaluateOptions
+from core.options import EvaluateOptions
 
 # ------------------------------------------------------------------------------------------------- pixels
 
@@ -213,7 +213,7 @@ def to_metres(lines: list[shapely.LineString], geographic: bool) -> list[shapely
     """Degrees -> local metres (an equirectangular frame at the lines' mean latitude, exact for a tile)."""
     if not geographic or not lines:
         return lines
-    from .raster import metres_per_degree
+    from core.inputs.raster import metres_per_degree
 
     latitude = float(np.mean([c[1] for line in lines for c in line.coords]))
     per_lon, per_lat = metres_per_degree(latitude)
@@ -237,8 +237,8 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml"}
 def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
     """Line geometries of a vector file (multi-lines split), reprojected to `target_crs_wkt` when given; a
     GeoPackage's `roads` layer where it has one."""
-    from .geopackage import read_geometries
-    from .raster import RasterError
+    from core.inputs.raster import RasterError
+    from core.inputs.vectors import read_geometries
 
     if layer is None and str(path).lower().endswith(".gpkg"):
         from pyogrio import list_layers
@@ -261,7 +261,7 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
 def _same_grid(predicted, crs, transform, reference, ref_crs, ref_transform) -> None:
     """Two rasters of one size can still lie apart (another CRS, 100 km away, 2 m instead of 1 m pixels): refuse
     them, or the IoU compares unrelated pixels. Rasters without georeferencing are compared as pixel arrays."""
-    from .raster import RasterError
+    from core.inputs.raster import RasterError
 
     if (crs is None) != (ref_crs is None):
         missing = predicted if crs is None else reference
@@ -289,7 +289,7 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
     import rasterio
     from rasterio.crs import CRS
 
-    from .raster import RasterError
+    from core.inputs.raster import RasterError
 
     options = options or EvaluateOptions()
     rho, buffer_m, road_width_m = options.rho, options.buffer_m, options.road_width_m
@@ -328,7 +328,7 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
         lines, _ = read_lines(reference, crs.to_wkt() if crs else None)
         width = road_width_m / 2
         if crs is not None and crs.is_geographic:  # projected units are taken as metres
-            from .raster import metres_per_degree
+            from core.inputs.raster import metres_per_degree
 
             width /= metres_per_degree(transform.f)[1]
         truth = rasterize([g.buffer(width) for g in lines], out_shape=shape, transform=transform).astype(bool) \

@@ -1,12 +1,12 @@
 """Every option a user sets for extraction, vectorization and evaluation, defined once: its default, its range or
 choices, its command-line help and its label in QGIS.
 
-The command line's flags (`add_flags`), the jobs the worker protocol carries (`core.jobs`), the engine's own
-parameter objects (`core.extract.ExtractParams`, `core.vectorize.VectorizeParams` derive from these classes) and,
-through `road_extractor/engine_options.json`, the QGIS dialog and Processing parameters are built from them. The
-plugin cannot import the engine (it may live in another Python), so it reads that file; `python -m core.options
---write road_extractor/engine_options.json` makes it, and tests/test_plugin.py compares it with what a running engine
-reports (`options` operation of the worker).
+The command line's flags (`add_flags`), the jobs the worker protocol carries (`core.frontends.jobs`), the engine's
+own parameter objects (`core.extraction.extract.ExtractParams`, `core.roads.vectorize.VectorizeParams` derive from
+these classes) and, through `road_extractor/engine_options.json`, the QGIS dialog and Processing parameters are
+built from them. The plugin cannot import the engine (it may live in another Python), so it reads that file;
+`python -m core.options --write road_extractor/engine_options.json` makes it, and tests/test_engine_worker.py
+compares it with what a running engine reports (the worker's `options` operation).
 
 Standard library only: the table is made without loading torch.
 """
@@ -21,7 +21,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from core.errors import InputError
 
 PROTOCOL = 1  # the worker protocol's version; the plugin refuses an engine that speaks another
 

@@ -1,8 +1,8 @@
-"""The plugin's side of the engine worker protocol (see `core/worker.py`). No torch here, and no Qt either, so the
-dialog, the QgsTask and the Processing algorithms share it and it can be tested on its own.
+"""The plugin's side of the engine worker protocol (see `core/frontends/worker.py`). No torch here, and no Qt
+either, so the dialog, the QgsTask and the Processing algorithms share it and it can be tested on its own.
 
-The engine runs as `PYTHON -m core.worker` where PYTHON is an environment with the engine's dependencies: the one
-set in the plugin's settings, else the plugin-managed virtual environment, else the Python of a development
+The engine runs as `PYTHON -m core.frontends.worker` where PYTHON is an environment with the engine's dependencies:
+the one set in the plugin's settings, else the plugin-managed virtual environment, else the Python of a development
 checkout's `.venv`. Where none works, `EngineMissing` says so with the command that creates one.
 """
 
@@ -23,6 +23,8 @@ from typing import Any
 from .engine_options import PROTOCOL
 
 PLUGIN_DIR = Path(__file__).resolve().parent
+WORKER_MODULE = "core.frontends.worker"
+WORKER_FILE = Path(*WORKER_MODULE.split(".")).with_suffix(".py")
 # Where the engine's source lives: beside the plugin in a checkout, inside it in an installed plugin zip.
 ENGINE_SOURCE_CANDIDATES = (PLUGIN_DIR / "engine", PLUGIN_DIR.parent)
 ENGINE_REQUIREMENTS = ("torch", "numpy<2", "rasterio", "affine<3", "shapely>=2", "pyogrio", "networkx", "scipy",
@@ -44,7 +46,7 @@ class EngineMissing(EngineError):
 
 def engine_source() -> Path:
     for candidate in ENGINE_SOURCE_CANDIDATES:
-        if (candidate / "core" / "worker.py").exists():
+        if (candidate / WORKER_FILE).exists():
             return candidate
     raise EngineMissing(f"the engine's source (core/) is not in {PLUGIN_DIR}; reinstall the plugin")
 
@@ -117,8 +119,8 @@ class EngineClient:
         env.pop("PYTHONHOME", None)  # QGIS's own Python home must not leak into another interpreter
         env.setdefault("PYTHONUNBUFFERED", "1")
         flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
-        self._process = subprocess.Popen([str(self.python), "-m", "core.worker"], cwd=str(self.source), env=env,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+        self._process = subprocess.Popen([str(self.python), "-m", WORKER_MODULE], cwd=str(self.source),
+                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          text=True, encoding="utf-8", bufsize=1, creationflags=flags)
         threading.Thread(target=self._read, args=(self._process,), daemon=True).start()
         hello = self._next(self.start_timeout_s)

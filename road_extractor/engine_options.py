@@ -2,7 +2,7 @@
 
 The plugin cannot import the engine (it may run in another Python), so `core/options.py` writes its table into
 that file (`python -m core.options --write road_extractor/engine_options.json`; the plugin zip is built with a fresh
-one). tests/test_plugin.py checks that the file equals the table a running engine reports.
+one). tests/test_engine_worker.py checks that the file equals the table a running engine reports.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -43,9 +44,10 @@ def build_zip(out: str | Path) -> Path:
         for path in _files(REPO / "road_extractor", (".py",)):
             archive.write(path, f"{root}/{path.relative_to(REPO / 'road_extractor')}")
         # The option table made now from the engine's source that goes into the same zip, so the two always agree.
-        from core.options import table_json
-
-        archive.writestr(f"{root}/engine_options.json", table_json())
+        # (Made by the engine's own module in a child process: the plugin's code never imports the engine.)
+        table = subprocess.run([sys.executable, "-m", "core.options"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout
+        archive.writestr(f"{root}/engine_options.json", table)
         archive.write(REPO / "metadata.txt", f"{root}/metadata.txt")
         archive.write(REPO / "resources" / "icon.svg", f"{root}/resources/icon.svg")
         for path in _files(REPO / "resources" / "styles", (".qml",)):

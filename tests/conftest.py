@@ -27,7 +27,7 @@ def road_tiles(tmp_path_factory) -> Path:
     import numpy as np
     from PIL import Image
 
-    from core.sample import make_scene
+    from core.inputs.sample import make_scene
 
     root = tmp_path_factory.mktemp("road_tiles")
     (root / "images").mkdir()
@@ -42,8 +42,8 @@ def road_tiles(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_model_file(tmp_path_factory) -> Path:
     """A ResNet-18 model file with random weights at 1 m/px: exercises every stage, predicts nothing in particular."""
-    from core.checkpoint import ModelInfo, save_model
     from core.model import ModelConfig, build_model
+    from core.model.checkpoint import ModelInfo, save_model
 
     config = ModelConfig(backbone="resnet18")
     path = tmp_path_factory.mktemp("model") / "random.pt"

@@ -21,7 +21,7 @@ def _imported_roots(package: str) -> set[str]:
 
 def test_core_imports_no_qt_or_qgis():
     assert not _imported_roots("core") & {"qgis", "PyQt5", "PyQt6", "PySide2", "PySide6", "processing"}
-    code = ("import sys, core.cli, core.demo, core.onnx_export, core.inference; "
+    code = ("import sys, core.frontends.cli, core.frontends.demo, core.model.onnx_export, core.extraction.inference; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

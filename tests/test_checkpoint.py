@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import (
+from core.frontends.cli import main
+from core.model import ModelConfig, build_model
+from core.model.checkpoint import (
     FORMAT,
     CheckpointError,
     ModelInfo,
@@ -19,8 +21,6 @@ from core.checkpoint import (
     read_weights,
     save_model,
 )
-from core.cli import main
-from core.model import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

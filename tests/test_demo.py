@@ -5,8 +5,8 @@ import pytest
 import rasterio
 from PIL import Image
 
-from core.demo import run_demo
-from core.sample import make_scene
+from core.frontends.demo import run_demo
+from core.inputs.sample import make_scene
 
 
 def test_sample_scene_is_repeatable_and_has_roads():
@@ -37,7 +37,7 @@ def test_demo_runs_the_shipped_model_and_writes_every_output(tmp_path, capsys):
 
 
 def test_demo_without_a_model_names_the_fix_and_writes_nothing(tmp_path):
-    from core.checkpoint import CheckpointError
+    from core.model.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="missing.pt: no such file; check the path"):
         run_demo(tmp_path / "out", model=tmp_path / "missing.pt")
@@ -47,7 +47,7 @@ def test_demo_without_a_model_names_the_fix_and_writes_nothing(tmp_path):
 def test_the_suburb_sample_is_repeatable_and_its_roads_match_their_centrelines():
     import shapely
 
-    from core.sample import make_suburb
+    from core.inputs.sample import make_suburb
 
     a, b = make_suburb(256, seed=5), make_suburb(256, seed=5)
     assert np.array_equal(a.image, b.image) and np.array_equal(a.roads, b.roads)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import write_sample
+from core.frontends.demo import write_sample
+from core.inputs.sample import make_scene
 from core.options import VectorizeOptions, option_table
-from core.sample import make_scene
 from road_extractor.engine import EngineClient, EngineError, EngineMissing, find_engine_python, install_commands
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,9 +106,10 @@ def test_a_killed_engine_is_an_error_not_a_hang(engine, model_file, scene_tif, t
 
 
 def test_protocol_mismatch_and_missing_engine_are_named(tmp_path):
-    fake = tmp_path / "core"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
+    fake = tmp_path / "core" / "frontends"
+    fake.mkdir(parents=True)
+    for package in (fake.parent, fake):
+        (package / "__init__.py").write_text("")
     (fake / "worker.py").write_text('print(\'{"type": "hello", "protocol": 99}\', flush=True)\n')
     with pytest.raises(EngineError, match="protocol 99 and this plugin 1"):
         EngineClient(sys.executable, tmp_path).start()
@@ -122,8 +123,8 @@ def test_protocol_mismatch_and_missing_engine_are_named(tmp_path):
 def test_an_onnx_export_runs_through_the_same_engine(engine, model_file, scene_tif, tmp_path):
     import rasterio
 
-    from core.checkpoint import load_model
-    from core.onnx_export import export_onnx
+    from core.model.checkpoint import load_model
+    from core.model.onnx_export import export_onnx
 
     onnx_file = export_onnx(load_model(model_file), tmp_path / "model.onnx")
     described = engine.request("describe_model", {"path": str(onnx_file)})

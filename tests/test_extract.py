@@ -12,15 +12,15 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from core import devices
-from core.area import area_from_bbox, area_from_vector
-from core.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
-from core.devices import DeviceError, resolve_device, resolve_precision
 from core.errors import OutputError
-from core.extract import ExtractParams, extract_roads
+from core.extraction import devices
+from core.extraction.devices import DeviceError, resolve_device, resolve_precision
+from core.extraction.extract import ExtractParams, extract_roads
+from core.inputs.area import area_from_bbox, area_from_vector
+from core.inputs.raster import ArraySource, RasterError, RasterioSource, Window
 from core.model import ModelConfig, build_model
+from core.model.checkpoint import Architecture, LoadReport, ModelInfo, RoadModel, load_model, save_model
 from core.progress import Cancelled, CancelToken
-from core.raster import ArraySource, RasterError, RasterioSource
 
 REPO = Path(__file__).resolve().parents[1]
 MASS_TILE = "massroads/images/10078735_15.png"
@@ -163,7 +163,7 @@ def test_band_mapping(shared_data, tmp_path):
     path = shared_data / "odd/hro_colorado_0.15m.tif"
     with RasterioSource(path, bands="bgr") as source:
         assert source.info.bands == (3, 2, 1)
-        window_bgr, _ = source.read(source_window := __import__("core.raster").raster.Window(0, 0, 32, 32), (32, 32))
+        window_bgr, _ = source.read(source_window := Window(0, 0, 32, 32), (32, 32))
     with RasterioSource(path, bands="1,2,3") as source:
         window_rgb, _ = source.read(source_window, (32, 32))
     assert np.array_equal(window_bgr[0], window_rgb[2])
@@ -327,7 +327,7 @@ def test_bf16_and_fp32_extraction_agree_on_a_real_tile(shared_data, tmp_path):
         pytest.skip("this machine has no native bf16 arithmetic (no amx_bf16/avx512_bf16 flag, no bf16 GPU)")
     from PIL import Image
 
-    from core.models import default_model
+    from core.model.catalog import default_model
 
     image = np.asarray(Image.open(shared_data / "massroads/images/17428735_15.png").convert("RGB"))[:1000, :1000]
     source = ArraySource(image, gsd_m=1.0)

@@ -15,9 +15,9 @@ import torch
 from rasterio.transform import from_origin
 
 from core.atomic import folder_lock, remove_stale_scratch
-from core.checkpoint import CheckpointError, ModelInfo, load_model, save_model
 from core.errors import OutputError
 from core.model import ModelConfig, build_model
+from core.model.checkpoint import CheckpointError, ModelInfo, load_model, save_model
 
 
 def _start(*args, **kwargs) -> subprocess.Popen:
@@ -28,7 +28,7 @@ def _start(*args, **kwargs) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def big_scene(tmp_path_factory) -> Path:
     """A 1536 px UTM GeoTIFF of the generated suburb: long enough to run for seconds."""
-    from core.sample import make_suburb
+    from core.inputs.sample import make_suburb
 
     path = tmp_path_factory.mktemp("scene") / "suburb.tif"
     image = make_suburb(1536, seed=2).image.transpose(2, 0, 1)
@@ -138,8 +138,8 @@ def test_export_refuses_an_impossible_gsd(random_model_file, tmp_path, gsd):
 
 
 def test_evaluate_never_writes_json_over_an_input_or_an_existing_file(tmp_path):
-    from core.demo import write_sample
-    from core.sample import make_scene
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_scene
 
     _, roads = write_sample(make_scene(256, seed=1), tmp_path)
     result = subprocess.run([sys.executable, "-m", "core", "evaluate", str(roads), str(roads), "--json", str(roads)],

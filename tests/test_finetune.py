@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_model
+from core.model.checkpoint import load_model
 from training.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +21,8 @@ TINY = ["--minutes", "0.05", "--crop", "64", "--batch-size", "2"]
 
 @pytest.fixture(scope="module")
 def suburb(tmp_path_factory):
-    from core.demo import write_sample
-    from core.sample import make_suburb
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_suburb
 
     folder = tmp_path_factory.mktemp("suburb")
     raster, roads = write_sample(make_suburb(256), folder)

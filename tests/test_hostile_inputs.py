@@ -6,16 +6,16 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core.checkpoint import load_model
-from core.extract import ExtractParams, extract_roads
-from core.models import default_model
-from core.raster import RasterioSource
+from core.extraction.extract import ExtractParams, extract_roads
+from core.inputs.raster import RasterioSource
+from core.model.catalog import default_model
+from core.model.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
 def suburb_float(tmp_path_factory):
     """The built-in suburb as a float32 GeoTIFF (0..255 values) and the shipped model's road fraction on it."""
-    from core.sample import make_suburb
+    from core.inputs.sample import make_suburb
 
     folder = tmp_path_factory.mktemp("float")
     image = make_suburb(512).image.transpose(2, 0, 1).astype(np.float32)
@@ -74,8 +74,8 @@ def utm_mask(tmp_path_factory):
     ({"transform": from_origin(330000, 4690000, 2, 2)}, "not on the same pixels"),  # 2 m pixels
 ])
 def test_raster_evaluate_refuses_a_reference_on_another_grid(utm_mask, change, message):
+    from core.inputs.raster import RasterError
     from core.metrics import evaluate_files
-    from core.raster import RasterError
 
     folder, mask, profile, prediction = utm_mask
     reference = folder / f"reference-{len(list(folder.iterdir()))}.tif"
@@ -90,8 +90,8 @@ def test_raster_evaluate_refuses_a_reference_on_another_grid(utm_mask, change, m
 
 
 def test_raster_evaluate_refuses_imagery_as_the_prediction(utm_mask):
+    from core.inputs.raster import RasterError
     from core.metrics import evaluate_files
-    from core.raster import RasterError
 
     folder, mask, profile, prediction = utm_mask
     rgb = folder / "rgb.tif"
@@ -107,8 +107,8 @@ def test_raster_evaluate_refuses_imagery_as_the_prediction(utm_mask):
     ("nan,4689800,330200,4690000", None, "finite numbers"),
 ])
 def test_impossible_bounding_boxes_are_refused(utm_mask, tmp_path, bbox, crs, message):
-    from core.area import area_from_bbox
-    from core.raster import RasterError
+    from core.inputs.area import area_from_bbox
+    from core.inputs.raster import RasterError
 
     _, _, _, path = utm_mask
     with RasterioSource(path, bands=(1, 1, 1)) as source, pytest.raises(RasterError, match=message):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from core.checkpoint import Normalization
-from core.inference import normalize, predict_logits, predict_probabilities
+from core.extraction.inference import normalize, predict_logits, predict_probabilities
 from core.model import ModelConfig, build_model
+from core.model.checkpoint import Normalization
 
 
 @pytest.fixture(scope="module")

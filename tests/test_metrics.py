@@ -107,7 +107,7 @@ def test_length_metrics_by_hand():
 
 
 def test_evaluate_command_on_vectors(tmp_path):
-    from core.geopackage import pyogrio_raw
+    from core.inputs.vectors import pyogrio_raw
 
     def write(path, lines):
         pyogrio_raw().write(path, geometry=shapely.to_wkb(np.array(lines, dtype=object)), field_data=[], fields=[],

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from core.checkpoint import ModelInfo, load_model, save_model
-from core.cli import main
+from core.frontends.cli import main
 from core.model import ModelConfig, build_model
+from core.model.checkpoint import ModelInfo, load_model, save_model
 
 
 @pytest.fixture(scope="module")

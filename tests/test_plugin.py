@@ -254,7 +254,7 @@ def test_road_styles_load_on_a_real_road_geopackage(qgis_app, tmp_path):
     from qgis.core import QgsVectorLayer
     from rasterio.transform import from_origin
 
-    from core.vectorize import vectorize_file
+    from core.roads.vectorize import vectorize_file
 
     probability = np.zeros((200, 200), np.uint8)
     probability[97:104, :] = 255
@@ -345,8 +345,8 @@ def test_finetune_runs_from_processing_with_lines_drawn_in_another_crs(plugin, q
     import processing
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform
 
-    from core.demo import write_sample
-    from core.sample import make_suburb
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_suburb
 
     raster, roads = write_sample(make_suburb(256), tmp_path)
     source = QgsVectorLayer(f"{roads}|layername=roads", "roads", "ogr")

@@ -28,7 +28,7 @@ def plugin_zip(tmp_path_factory) -> Path:
 def test_zip_has_the_plugin_its_metadata_styles_and_the_engine(plugin_zip):
     names = set(zipfile.ZipFile(plugin_zip).namelist())
     for expected in ("road_extractor/__init__.py", "road_extractor/metadata.txt", "road_extractor/resources/icon.svg",
-                     "road_extractor/resources/styles/roads.qml", "road_extractor/engine/core/worker.py",
+                     "road_extractor/resources/styles/roads.qml", "road_extractor/engine/core/frontends/worker.py",
                      "road_extractor/processing_provider.py"):
         assert expected in names, expected
     assert "road_extractor/engine/resources/models/roads-resnet18-massachusetts.pt" in names  # the default model
@@ -67,8 +67,8 @@ def test_installed_zip_loads_in_a_fresh_profile_and_runs_from_qgis_process(plugi
     assert out.exists() and "ROAD_COUNT:\t1" in ran.stdout
 
     # Extract roads with no model given: the engine finds the shipped model inside the installed plugin.
-    from core.demo import write_sample
-    from core.sample import make_suburb
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_suburb
 
     sample, _ = write_sample(make_suburb(256), tmp_path)
     extracted = tmp_path / "extracted.gpkg"

@@ -10,13 +10,13 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core.checkpoint import load_model
 from core.errors import InputError
-from core.extract import ExtractParams, extract_roads
-from core.raster import RasterioSource
-from core.region import MANIFEST, RegionJob, build_mosaic, expand_inputs, run_region
-from core.sample import make_scene
-from core.vectorize import VectorizeParams, vectorize_file
+from core.extraction.extract import ExtractParams, extract_roads
+from core.frontends.region import MANIFEST, RegionJob, build_mosaic, expand_inputs, run_region
+from core.inputs.raster import RasterioSource
+from core.inputs.sample import make_scene
+from core.model.checkpoint import load_model
+from core.roads.vectorize import VectorizeParams, vectorize_file
 
 distributed = pytest.importorskip("distributed")
 
@@ -149,8 +149,8 @@ def test_a_folder_of_another_job_and_mixed_crs_are_refused(mosaic_folder, random
 @pytest.mark.parametrize("width, tile, overlap, block", [(1000, 128, 16, 448), (777, 256, 32, 300),
                                                          (5000, 512, 64, 1024), (600, 512, 64, 4096)])
 def test_each_block_window_holds_exactly_the_grid_tiles_that_reach_its_core(width, tile, overlap, block):
-    from core.region import plan_blocks
-    from core.tiling import _starts
+    from core.frontends.region import plan_blocks
+    from core.inputs.tiling import _starts
 
     grid = _starts(0, width, tile, tile - overlap)
     blocks = plan_blocks(width, width, (1.0, 1.0), block, tile, overlap)

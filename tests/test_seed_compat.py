@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoint import load_model, read_weights
-from core.inference import predict_logits, scaled_size
+from core.extraction.inference import predict_logits, scaled_size
 from core.model import ModelConfig
+from core.model.checkpoint import load_model, read_weights
 from tests.reference.seed_deeplab import SeedDeepLab
 
 

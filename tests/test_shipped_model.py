@@ -2,13 +2,13 @@
 figure its model card (and its own metadata) states, minus a small margin. Skips where the data is absent (a
 user's machine without ../shared/data); the model itself is part of the project and must be there."""
 
-from core.models import DEFAULT_MODEL
+from core.model.catalog import DEFAULT_MODEL
 
 MARGIN = 0.01
 
 
 def test_shipped_model_keeps_its_held_out_road_iou(shared_data):
-    from core.checkpoint import load_model
+    from core.model.checkpoint import load_model
     from training.data import find_pairs, inspect_labels, read_pair
     from training.evaluate import Inference, evaluate_tiles
 

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from core.checkpoint import load_model
+from core.model.checkpoint import load_model
 from training.config import TrainConfig
 from training.fit import build, export, fit
 from training.module import RoadSegmentation

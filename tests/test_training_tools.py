@@ -109,7 +109,7 @@ def test_evaluate_pools_tiles_and_matches_the_engine_on_each(road_tiles, trained
 def test_export_writes_the_model_file_and_onnx(trained_run, tmp_path):
     import onnx
 
-    from core.checkpoint import load_model
+    from core.model.checkpoint import load_model
 
     assert main(["export", str(trained_run), "--out", str(tmp_path / "m.pt"), "--half",
                  "--onnx", str(tmp_path / "m.onnx")]) == 0
@@ -120,7 +120,7 @@ def test_export_writes_the_model_file_and_onnx(trained_run, tmp_path):
 
 
 def test_export_records_the_held_out_figures_and_their_tiles(road_tiles, trained_run, tmp_path, capsys):
-    from core.checkpoint import load_model
+    from core.model.checkpoint import load_model
 
     evaluation = tmp_path / "eval.json"
     assert main(["evaluate", str(trained_run), "--data", str(road_tiles), *TINY, "--no-graphs",

@@ -13,8 +13,8 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
 from core.errors import OutputError
-from core.geopackage import pyogrio_raw
-from core.vectorize import PixelGrid, VectorizeParams, line_length_m, vectorize_array, vectorize_file
+from core.inputs.vectors import pyogrio_raw
+from core.roads.vectorize import PixelGrid, VectorizeParams, line_length_m, vectorize_array, vectorize_file
 
 REPO = Path(__file__).resolve().parents[1]
 UTM = from_origin(500000.0, 4100000.0, 0.5, 0.5)  # 0.5 m pixels

@@ -164,7 +164,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from core.models import open_model, resolve_model
+    from core.model.catalog import open_model, resolve_model
 
     from .evaluate import Inference
     from .fit import held_out_metrics, line_metrics, promotion_verdict
@@ -219,8 +219,8 @@ def cmd_export(args) -> int:
     written = export(Path(args.checkpoint), Path(args.out), args.half, evaluation=evaluation)
     print(f"wrote {written}")
     if args.onnx:
-        from core.checkpoint import load_model
-        from core.onnx_export import export_onnx
+        from core.model.checkpoint import load_model
+        from core.model.onnx_export import export_onnx
 
         print(f"wrote {export_onnx(load_model(written), args.onnx, half=args.half)}")
     return 0

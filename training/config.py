@@ -41,7 +41,7 @@ class TrainConfig:
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
     road_width_m: float = ROAD_WIDTH_M  # width road centrelines are rasterised at (vector labels only)
     seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast on GPUs and CPUs with native bf16 (core.devices), else fp32
+    precision: str = "auto"  # auto: bf16 autocast on GPUs and CPUs with native bf16 (core.extraction.devices)
     val_scales: list[float] = field(default_factory=lambda: [1.0])
     val_tile: int = 512
     val_overlap: int = 64

@@ -176,8 +176,8 @@ def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     import shapely
     from rasterio.features import rasterize
 
+    from core.inputs.raster import RasterioSource, Window
     from core.metrics import read_lines
-    from core.raster import RasterioSource, Window
 
     with RasterioSource(pair.image) as source:
         info = source.info

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.inference import normalize
+from core.extraction.inference import normalize
 from core.model import MODULES
 
 from .augment import Augment

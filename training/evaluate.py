@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 
-from core.checkpoint import RoadModel
-from core.extract import ExtractParams, extract_roads
+from core.extraction.extract import ExtractParams, extract_roads
+from core.inputs.raster import ArraySource
 from core.metrics import AplsParams, apls, pixel_metrics, pixel_metrics_from_counts, relaxed_counts, relaxed_from_counts
+from core.model.checkpoint import RoadModel
 from core.options import DEFAULT_SCALES, EvaluateOptions, InferenceOptions
-from core.raster import ArraySource
-from core.vectorize import PixelGrid, VectorizeParams, vectorize_array
+from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
 from .data import IGNORE
 
@@ -139,9 +139,9 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
     correctness are pooled by length over the rasters, APLS averaged."""
     from pathlib import Path
 
+    from core.inputs.raster import RasterioSource
     from core.metrics import evaluate_files
-    from core.raster import RasterioSource
-    from core.vectorize import vectorize_file
+    from core.roads.vectorize import vectorize_file
 
     inferences = list(inferences)
     results = {}

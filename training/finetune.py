@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
-from core.devices import resolve_device, resolve_precision
 from core.errors import InputError
-from core.inference import normalize
+from core.extraction.devices import resolve_device, resolve_precision
+from core.extraction.inference import normalize
+from core.model.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
 from core.options import ROAD_WIDTH_M, FinetuneOptions
 
 from .augment import Augment
@@ -85,7 +85,7 @@ class FinetuneProgress:
 
 
 def parent_model(path: str) -> tuple[RoadModel, Path]:
-    from core.models import resolve_model
+    from core.model.catalog import resolve_model
 
     resolved = resolve_model(path or None)
     if resolved.suffix.lower() == ".onnx":
@@ -93,7 +93,7 @@ def parent_model(path: str) -> tuple[RoadModel, Path]:
                             f"was exported from (or leave --init empty for the shipped model)")
     if not resolved.exists():
         raise FinetuneError(f"--init {resolved}: no such file; check the path")
-    from core.checkpoint import load_model
+    from core.model.checkpoint import load_model
 
     model = load_model(resolved)
     if not hasattr(model.network, "head_parameters"):
@@ -113,7 +113,7 @@ def training_gsd(spec: FinetuneSpec, raster_gsds: list[float], parent_gsd: float
 
 
 def _polygons(path: str, crs_wkt: str, what: str) -> list:
-    from core.geopackage import read_geometries
+    from core.inputs.vectors import read_geometries
 
     if not Path(path).exists():
         raise FinetuneError(f"{what} {path}: no such file; check the path")
@@ -133,8 +133,8 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     import shapely
     from rasterio.features import rasterize
 
+    from core.inputs.raster import RasterError, RasterioSource, Window
     from core.metrics import read_lines
-    from core.raster import RasterError, RasterioSource, Window
 
     if not spec.rasters:
         raise FinetuneError("no raster given; name the imagery with --raster")
@@ -270,7 +270,7 @@ def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5
     import shapely
 
     from core.metrics import apls, length_metrics
-    from core.vectorize import PixelGrid, VectorizeParams, vectorize_array
+    from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
     from .evaluate import Inference, predict_tile
 

@@ -12,7 +12,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.checkpoint import (
+from core.errors import InputError
+from core.extraction.devices import Precision, resolve_precision
+from core.model.checkpoint import (
     ModelInfo,
     RoadModel,
     load_into,
@@ -21,8 +23,6 @@ from core.checkpoint import (
     read_weights,
     save_model,
 )
-from core.devices import Precision, resolve_precision
-from core.errors import InputError
 
 from .augment import Augment
 from .config import TrainConfig
@@ -92,7 +92,7 @@ LIGHTNING_PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "
 
 def precision_for(config: TrainConfig) -> Precision:
     """auto | fp32 | bf16 | fp16 (or Lightning's own names) on the accelerator the run uses: bf16 autocast where
-    the GPU or the CPU has native bf16 arithmetic (core.devices), else fp32."""
+    the GPU or the CPU has native bf16 arithmetic (core.extraction.devices), else fp32."""
     requested = LIGHTNING_PRECISIONS.get(config.precision, config.precision)
     gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
     return resolve_precision(requested, torch.device("cuda" if gpu else "cpu"))

@@ -6,10 +6,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from core.checkpoint import Architecture, LoadReport, ModelInfo, Normalization, RoadModel
-from core.inference import normalize
+from core.extraction.inference import normalize
 from core.metrics import pixel_metrics_from_counts
 from core.model import build_model
+from core.model.checkpoint import Architecture, LoadReport, ModelInfo, Normalization, RoadModel
 
 from .config import TrainConfig
 from .data import IGNORE

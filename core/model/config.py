@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ..errors import InputError, unknown_fields
+from core.errors import InputError, unknown_fields
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Layer4 = Literal["plain", "multigrid"]

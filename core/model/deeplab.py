@@ -18,8 +18,8 @@ MODULES = ("backbone", "aspp", "attention2", "attention", "decoder")
 class AttentionDeepLab(nn.Module):
     """`forward` is the seed's `single_forward`: one pass at the input's size, logits upsampled to it.
 
-    Multi-scale and flip test-time inference is `core.inference.predict_logits`, not a mode of this module, so
-    training, export and inference all run the same graph.
+    Multi-scale and flip test-time inference is `core.extraction.inference.predict_logits`, not a mode of this
+    module, so training, export and inference all run the same graph.
     """
 
     def __init__(self, config: ModelConfig | None = None, norm_layer: NormLayer = nn.BatchNorm2d) -> None:

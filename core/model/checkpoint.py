@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_output
-from .errors import InputError
-from .model import MODULES, AttentionDeepLab, ModelConfig, build_model
-from .model.config import BACKBONES, ConfigError
+from core.atomic import atomic_output
+from core.errors import InputError
+from core.model import MODULES, AttentionDeepLab, ModelConfig, build_model
+from core.model.config import BACKBONES, ConfigError
 
 FORMAT = "road-extractor-model"
 FORMAT_VERSION = 1

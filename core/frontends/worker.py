@@ -1,4 +1,4 @@
-"""The engine as a worker process: `python -m core.worker`, spoken to over a small, versioned protocol.
+"""The engine as a worker process: `python -m core.frontends.worker`, spoken to over a small, versioned protocol.
 
 The QGIS plugin never imports torch. It starts this process (in whatever Python environment has the engine's
 dependencies) and exchanges JSON objects, one per line: requests on stdin, events on stdout. A CUDA error, an
@@ -30,9 +30,9 @@ import threading
 import traceback
 from typing import Any
 
-from . import __version__
-from .errors import InputError
-from .options import PROTOCOL, option_table
+from core import __version__
+from core.errors import InputError
+from core.options import PROTOCOL, option_table
 
 
 class _Channel:
@@ -53,7 +53,7 @@ class _Channel:
 
 def describe_model(path: str | None) -> dict[str, Any]:
     """What a model file says about itself and whether it is usable, without running it."""
-    from .models import open_model, resolve_model
+    from core.model.catalog import open_model, resolve_model
 
     resolved = resolve_model(path)
     model = open_model(resolved)
@@ -68,7 +68,7 @@ def devices(requested: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """The devices torch sees, and what `requested` and `precision` really resolve to (checked by running)."""
     import torch
 
-    from .devices import resolve_device, resolve_precision
+    from core.extraction.devices import resolve_device, resolve_precision
 
     found = [{"name": "cpu", "label": f"CPU ({os.cpu_count()} cores)"}]
     if torch.cuda.is_available():
@@ -87,7 +87,7 @@ def devices(requested: str = "auto", precision: str = "auto") -> dict[str, Any]:
 
 
 def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
-    from .jobs import EvaluateJob, ExtractJob, VectorizeJob, run_evaluate, run_extract, run_vectorize
+    from core.frontends.jobs import EvaluateJob, ExtractJob, VectorizeJob, run_evaluate, run_extract, run_vectorize
 
     if op == "ping":
         return {"pong": True}
@@ -119,8 +119,8 @@ def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
     """`python -m training finetune` inside the engine: progress as steps, the latest check figure and time left."""
     from dataclasses import fields
 
-    from .errors import unknown_fields
-    from .progress import Cancelled
+    from core.errors import unknown_fields
+    from core.progress import Cancelled
 
     try:
         from training.finetune import FinetuneSpec, finetune
@@ -148,7 +148,7 @@ def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
 def serve(stdin=None) -> int:
     stdin = stdin or sys.stdin
     channel = _Channel()
-    from .progress import Cancelled, CancelToken
+    from core.progress import Cancelled, CancelToken
 
     channel.send({"type": "hello", "protocol": PROTOCOL, "engine_version": __version__,
                   "python": sys.version.split()[0], "executable": sys.executable,

@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +24,17 @@ import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning
 
-from . import __version__
-from .atomic import folder_lock, remove_if_empty, remove_stale_scratch
-from .checkpoint import RoadModel
-from .devices import DeviceError, resolve_device, resolve_precision
-from .errors import OutputError
-from .inference import normalize, predict_probabilities
-from .options import InferenceOptions
-from .progress import Cancelled, CancelToken, Progress
-from .raster import RasterError, RasterInfo, Window, WindowSource
-from .tiling import Tile, TileGrid, blend_weights
+from core import __version__
+from core.atomic import folder_lock, remove_if_empty, remove_stale_scratch
+from core.errors import OutputError
+from core.extraction.devices import DeviceError, resolve_device, resolve_precision
+from core.extraction.inference import normalize, predict_probabilities
+from core.inputs.area import Area
+from core.inputs.raster import RasterError, RasterInfo, Window, WindowSource
+from core.inputs.tiling import Tile, TileGrid, blend_weights
+from core.model.checkpoint import RoadModel
+from core.options import InferenceOptions
+from core.progress import Cancelled, CancelToken, Progress
 
 GSD_WARN_FACTOR = 4.0
 GDAL_CACHE_MB = 256
@@ -47,20 +48,6 @@ class ExtractParams(InferenceOptions):
     existing outputs."""
 
     overwrite: bool = False
-
-
-@dataclass
-class Area:
-    """What to compute, in input pixels: a window and, optionally, polygons (in the raster's CRS) to clip to."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    polygons: list = field(default_factory=list)  # shapely geometries in the raster's CRS
-    # The processing-grid window (x0, y0, x1, y1) to run the network on, when the caller chooses it: region runs
-    # align each block's window to the whole raster's tile grid so blocks compute exactly the tiles of one run.
-    computed: tuple[int, int, int, int] | None = None
 
 
 @dataclass

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, unknown_fields
-from .options import EvaluateOptions, InferenceOptions, VectorizeOptions
+from core.errors import InputError, unknown_fields
+from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -25,7 +25,7 @@ def _from_dict(cls, data: dict[str, Any]):
 def vectorize_params(options: dict[str, Any]):
     """A job's `vectorize_options` (the user's options by name, see `core.options.VectorizeOptions`) checked and
     turned into the vectorizer's parameters."""
-    from .vectorize import VectorizeParams
+    from core.roads.vectorize import VectorizeParams
 
     _from_dict(VectorizeOptions, options)  # refuses unknown names and values out of range
     return VectorizeParams(**options)
@@ -41,7 +41,7 @@ class InferenceJob(InferenceOptions):
     vectorize_options: dict = field(default_factory=dict)
 
     def extract_params(self, **changes):
-        from .extract import ExtractParams
+        from core.extraction.extract import ExtractParams
 
         return ExtractParams(**self.inference_options(), **changes)
 
@@ -94,10 +94,10 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
                 log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
     by a failed or cancelled run: each output is written to a temporary file and renamed."""
-    from .area import area_from_bbox, area_from_vector
-    from .extract import extract_roads
-    from .models import open_model, resolve_model
-    from .raster import RasterioSource
+    from core.extraction.extract import extract_roads
+    from core.inputs.area import area_from_bbox, area_from_vector
+    from core.inputs.raster import RasterioSource
+    from core.model.catalog import open_model, resolve_model
 
     if job.bbox and job.aoi:
         raise InputError("give a bounding box or an area-of-interest file, not both")
@@ -121,10 +121,10 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
         "input_megapixels": result.input_megapixels, "road_fraction": result.road_fraction, "notes": result.notes,
         "model": str(model_path)}
     if job.vectorize:
-        from .vectorize import vectorize_file
+        from core.roads.vectorize import vectorize_file
 
         if progress is not None:
-            from .progress import Progress
+            from core.progress import Progress
 
             progress(Progress(1.0, result.tiles, result.tiles, 0.0, None, stage="vectorizing"))
         try:
@@ -140,7 +140,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
 
 
 def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
-    from .vectorize import vectorize_file
+    from core.roads.vectorize import vectorize_file
 
     network = vectorize_file(job.raster, job.out, vectorize_params(job.vectorize_options), overwrite=job.overwrite,
                              gsd_m=job.gsd_m, cancel=cancel)
@@ -148,6 +148,6 @@ def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
 
 
 def run_evaluate(job: EvaluateJob) -> dict[str, Any]:
-    from .metrics import evaluate_files
+    from core.metrics import evaluate_files
 
     return evaluate_files(job.prediction, job.reference, job, ignore=job.ignore)

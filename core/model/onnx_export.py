@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_output
-from .checkpoint import RoadModel
+from core.atomic import atomic_output
+from core.model.checkpoint import RoadModel
 
 MIN_OPSET = 17
 # The smallest side the network accepts: at output stride 16 a 32-pixel side leaves 2x2 features for the ASPP.

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import InputError
+from core.errors import InputError
 
 # WGS84, for metres per degree at a latitude.
 _WGS84_A = 6378137.0

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .extract import Area
-from .raster import RasterError, RasterInfo
+from core.inputs.raster import RasterError, RasterInfo
 
+
+@dataclass
+class Area:
+    """What to compute, in input pixels: a window and, optionally, polygons (in the raster's CRS) to clip to."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    polygons: list = field(default_factory=list)  # shapely geometries in the raster's CRS
+    # The processing-grid window (x0, y0, x1, y1) to run the network on, when the caller chooses it: region runs
+    # align each block's window to the whole raster's tile grid so blocks compute exactly the tiles of one run.
+    computed: tuple[int, int, int, int] | None = None
 
 def _to_window(info: RasterInfo, bounds: Sequence[float], what: str) -> Area:
     from rasterio.transform import Affine
@@ -85,7 +98,7 @@ def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     """Polygons of a vector file (any OGR format), reprojected to the raster's CRS; lines and points are refused."""
     import shapely
 
-    from .geopackage import read_geometries
+    from core.inputs.vectors import read_geometries
 
     path = Path(path)
     if not path.exists():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from core.errors import InputError
 
-SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "resources" / "models"
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
 DEFAULT_MODEL = SHIPPED_MODELS / "roads-resnet18-massachusetts.pt"
 
 
@@ -24,12 +24,12 @@ def resolve_model(path: str | Path | None) -> Path:
 
 def open_model(path: str | Path | None):
     """A model for inference from any file the engine runs: the project's model file, a seed checkpoint, a state
-    dict (through `core.checkpoint`), or an ONNX export (through onnxruntime); None means the shipped model."""
+    dict (through `core.model.checkpoint`), or an ONNX export (through onnxruntime); None means the shipped model."""
     resolved = resolve_model(path)
     if resolved.suffix.lower() == ".onnx":
-        from .onnx_model import load_onnx_model
+        from core.model.onnx_model import load_onnx_model
 
         return load_onnx_model(resolved)
-    from .checkpoint import load_model
+    from core.model.checkpoint import load_model
 
     return load_model(resolved)

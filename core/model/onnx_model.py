@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import Architecture, CheckpointError, LoadReport, ModelInfo, RoadModel
+from core.model.checkpoint import Architecture, CheckpointError, LoadReport, ModelInfo, RoadModel
 
 
 class OnnxNetwork(nn.Module):

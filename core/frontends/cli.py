@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputError
-from .options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, from_flags
+from core.errors import InputError, OutputError
+from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, from_flags
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
@@ -19,8 +19,8 @@ from .options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_fl
 def _describe(path: Path, output_stride: int | None, layer4: str | None) -> dict[str, Any]:
     import torch
 
-    from .checkpoint import compare, infer_architecture, read_weights
-    from .model import build_model
+    from core.model import build_model
+    from core.model.checkpoint import compare, infer_architecture, read_weights
 
     weights = read_weights(path)
     architecture = infer_architecture(weights, output_stride, layer4)
@@ -86,13 +86,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from .checkpoint import load_model
+    from core.model.checkpoint import load_model
 
     return load_model(args.model, output_stride=args.output_stride, layer4=args.layer4, gsd_m=args.gsd)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import save_model
+    from core.model.checkpoint import save_model
 
     if not args.onnx and not args.model_file:
         raise InputError("nothing to export; give --onnx OUT.onnx and/or --model-file OUT.pt")
@@ -101,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         save_model(args.model_file, model.network, model.info, half=args.half)
         print(f"wrote {args.model_file} (road-extractor model file{', fp16' if args.half else ''})")
     if args.onnx:
-        from .onnx_export import export_onnx
+        from core.model.onnx_export import export_onnx
 
         export_onnx(model, args.onnx, opset=args.opset, half=args.half)
         print(f"wrote {args.onnx} (ONNX opset {args.opset}, dynamic batch/height/width)")
@@ -116,8 +116,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .jobs import ExtractJob, run_extract
-    from .progress import CancelToken
+    from core.frontends.jobs import ExtractJob, run_extract
+    from core.progress import CancelToken
 
     if len(args.input) > 1 or Path(args.input[0]).is_dir() or args.workers or args.scheduler:
         return cmd_extract_region(args)
@@ -161,7 +161,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_extract_region(args: argparse.Namespace) -> int:
-    from .region import RegionJob, run_region
+    from core.frontends.region import RegionJob, run_region
 
     if args.bbox or args.aoi or args.gsd:
         raise InputError("--bbox, --aoi and --gsd are for single rasters; cut the mosaic with gdalbuildvrt -te, or "
@@ -203,7 +203,7 @@ def _report_network(summary: dict) -> None:
 
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
-    from .jobs import VectorizeJob, run_vectorize
+    from core.frontends.jobs import VectorizeJob, run_vectorize
 
     _report_network(run_vectorize(VectorizeJob(args.raster, args.out, args.gsd, args.overwrite,
                                                _vectorize_options(args))))
@@ -211,8 +211,8 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .atomic import atomic_output
-    from .metrics import evaluate_files, format_table
+    from core.atomic import atomic_output
+    from core.metrics import evaluate_files, format_table
 
     if args.json:
         target = Path(args.json).resolve()
@@ -230,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from core.frontends.demo import run_demo
 
     run_demo(Path(args.out), size=args.size, model=args.model)
     return 0
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"written", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, with the type, and status 1
-        from .progress import Cancelled
+        from core.progress import Cancelled
 
         if isinstance(exc, Cancelled):
             print("road-extractor: cancelled; no output was written", file=sys.stderr)

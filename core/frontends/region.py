@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_output
-from .errors import InputError
-from .jobs import InferenceJob
+from core.atomic import atomic_output
+from core.errors import InputError
+from core.frontends.jobs import InferenceJob
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 MANIFEST = "manifest.json"
@@ -167,7 +167,7 @@ def _worker_device(requested: str) -> str:
 def _model(path: str | None):
     key = (str(path), str(os.getpid()))
     if key not in _MODELS:
-        from .models import open_model
+        from core.model.catalog import open_model
 
         _MODELS[key] = open_model(path)
     return _MODELS[key]
@@ -176,8 +176,9 @@ def _model(path: str | None):
 def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> dict[str, Any]:
     """Runs one block and moves its pieces into `pieces/<block id>/` in one rename. Safe to run twice (a retried
     block whose first run finished): the second run's pieces are dropped."""
-    from .extract import Area, extract_roads
-    from .raster import RasterioSource
+    from core.extraction.extract import extract_roads
+    from core.inputs.area import Area
+    from core.inputs.raster import RasterioSource
 
     final = Path(pieces) / block.id
     if final.exists():
@@ -255,9 +256,9 @@ def _client(workers: int, scheduler: str | None):
 def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None, client=None,
                progress: Callable[[RegionProgress], None] | None = None,
                log: Callable[[str], None] = lambda message: None) -> RegionResult:
-    from .extract import processing_grid
-    from .models import open_model
-    from .raster import RasterioSource
+    from core.extraction.extract import processing_grid
+    from core.inputs.raster import RasterioSource
+    from core.model.catalog import open_model
 
     out = Path(job.out_dir)
     files = expand_inputs(job.inputs)
@@ -298,8 +299,8 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
     megapixels = sum(r["megapixels"] for r in manifest.blocks.values())
     result = RegionResult(probability, mask, len(blocks), len(todo), time.perf_counter() - started, megapixels)
     if job.vectorize:
-        from .jobs import vectorize_params
-        from .vectorize import vectorize_file
+        from core.frontends.jobs import vectorize_params
+        from core.roads.vectorize import vectorize_file
 
         result.roads = out / f"{Path(files[0]).stem if len(files) == 1 else 'mosaic'}_roads.gpkg"
         network = vectorize_file(probability, result.roads, vectorize_params(job.vectorize_options),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
-from .options import PRECISIONS
+from core.errors import InputError
+from core.options import PRECISIONS
 
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 

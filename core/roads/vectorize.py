@@ -22,11 +22,11 @@ import shapely
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
-from .errors import OutputError
-from .geopackage import write_road_network
-from .network import RoadNetwork
-from .options import VectorizeOptions
-from .raster import metres_per_degree
+from core.errors import OutputError
+from core.inputs.raster import metres_per_degree
+from core.options import VectorizeOptions
+from core.roads.geopackage import write_road_network
+from core.roads.network import RoadNetwork
 
 BORDER_PAD = 5
 
@@ -482,7 +482,7 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
 
     def check() -> None:
         if cancel is not None and cancel.cancelled:
-            from .progress import Cancelled
+            from core.progress import Cancelled
 
             raise Cancelled("cancelled")
 
@@ -548,7 +548,7 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
     A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down)."""
     import rasterio
 
-    from .raster import RasterError, RasterioSource
+    from core.inputs.raster import RasterError, RasterioSource
 
     params = params or VectorizeParams()
     workers = workers or int(os.environ.get("ROAD_EXTRACTOR_WORKERS", 0)) or min(os.cpu_count() or 1, 8)

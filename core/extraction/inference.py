@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import Normalization
+from core.model.checkpoint import Normalization
 
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]

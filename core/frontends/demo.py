@@ -3,7 +3,7 @@ the user names) -> tiled multi-scale extraction -> probability and mask rasters 
 against the known roads -> PNG preview, and the shipped ONNX export checked against torch on the same imagery.
 
 The sample is synthetic (drawn after the Massachusetts Roads tiles the model was trained on, see
-`core.sample.make_suburb`), so its figures say the model works end to end on imagery of that kind; the model's
+`core.inputs.sample.make_suburb`), so its figures say the model works end to end on imagery of that kind; the model's
 figures on real held-out tiles are in its own file and its card (resources/models/README.md).
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .atomic import atomic_output
-from .inference import DEFAULT_SCALES, normalize
-from .models import open_model, resolve_model
-from .sample import make_suburb
+from core.atomic import atomic_output
+from core.extraction.inference import DEFAULT_SCALES, normalize
+from core.inputs.sample import make_suburb
+from core.model.catalog import open_model, resolve_model
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -37,7 +37,7 @@ def write_sample(scene, out_dir: Path) -> tuple[Path, Path]:
     import shapely
     from rasterio.transform import from_origin
 
-    from .geopackage import pyogrio_raw
+    from core.inputs.vectors import pyogrio_raw
 
     transform = from_origin(*SAMPLE_ORIGIN, scene.gsd_m, scene.gsd_m)
     raster = out_dir / "sample.tif"
@@ -63,7 +63,7 @@ def draw_preview(scene, roads_gpkg: Path, out: Path) -> None:
     import shapely
     from PIL import ImageDraw
 
-    from .geopackage import pyogrio_raw
+    from core.inputs.vectors import pyogrio_raw
 
     def pixels(x: float, y: float) -> tuple[float, float]:
         return (x - SAMPLE_ORIGIN[0]) / scene.gsd_m, (SAMPLE_ORIGIN[1] - y) / scene.gsd_m
@@ -107,10 +107,10 @@ def run_demo(out_dir: Path, size: int = 512, model: str | Path | None = None) ->
           f"{SAMPLE_CRS}, {scene.roads.mean():.1%} road pixels; its road centrelines: {sample_roads.name})")
     print(describe_model(model_path, road_model))
 
-    from .extract import ExtractParams, extract_roads
-    from .metrics import evaluate_files
-    from .raster import RasterioSource
-    from .vectorize import vectorize_file
+    from core.extraction.extract import ExtractParams, extract_roads
+    from core.inputs.raster import RasterioSource
+    from core.metrics import evaluate_files
+    from core.roads.vectorize import vectorize_file
 
     timings = {}
     with RasterioSource(sample_tif) as source:
@@ -157,7 +157,7 @@ def _check_onnx(model_path: Path, road_model, scene, out_dir: Path) -> dict[str,
     try:
         import onnxruntime as ort
 
-        from .onnx_export import export_onnx
+        from core.model.onnx_export import export_onnx
     except ImportError:
         print("onnx        skipped: install the onnx extra (pip install 'road-extractor[onnx]')")
         return {}

@@ -1,0 +1,1 @@
+"""Raster windows -> network -> blended road probabilities and masks, on one raster or a region."""

@@ -1,0 +1,1 @@
+"""What runs go over: rasters read in windows at the model's GSD, areas to extract, tiles, vector files."""

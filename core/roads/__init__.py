@@ -1,0 +1,1 @@
+"""Probabilities -> skeleton -> graph -> road lines and junctions, and their GeoPackage."""
