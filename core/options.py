@@ -100,8 +100,9 @@ class VectorizeOptions:
 class InferenceOptions:
     """How the network runs over a raster."""
 
-    tile: int = option(512, "tile side in pixels at the model's GSD", minimum=32, maximum=8192,
-                       label="Tile size (pixels at the model's resolution)", advanced=True)
+    tile: int = option(768, "largest tile side in pixels at the model's GSD; each raster gets the fewest tiles of "
+                       "one size up to this that overlap enough to blend (1500 px: 9 tiles of 544)", minimum=32,
+                       maximum=8192, label="Largest tile (pixels at the model's resolution)", advanced=True)
     overlap: int = option(64, "overlap between tiles in pixels", minimum=0, label="Tile overlap (pixels)",
                           advanced=True)
     scales: tuple[float, ...] = option(DEFAULT_SCALES, "scales of multi-scale inference, comma-separated (1 for one "

@@ -343,9 +343,15 @@ def test_bf16_and_fp32_extraction_agree_on_a_real_tile(shared_data, tmp_path):
     (p32, m32), (p16, m16) = results["fp32"], results["bf16"]
     iou = (m32 & m16).sum() / max(1, (m32 | m16).sum())
     assert m32.sum() > 2_000, "the shipped model should find roads on this tile"
-    print(f"bf16 vs fp32 on 1000x1000 px: road IoU {iou:.4f}, mean |dp| {np.abs(p32 - p16).mean():.5f}")
-    assert iou >= 0.98, f"bf16 and fp32 masks agree to road IoU {iou:.4f} only"
+    # bf16 moves probabilities by about 1/100, so it can only flip pixels whose probability lies near the threshold:
+    # the masks must agree wherever fp32 is at least 0.1 away from it. (How many pixels lie near the threshold
+    # depends on the tile, so the road IoU between the masks is reported, not judged: 0.97-0.99 here.)
+    confident = np.abs(p32 - 0.5) >= 0.1
+    flipped = (m32 != m16) & confident
+    print(f"bf16 vs fp32 on 1000x1000 px: road IoU {iou:.4f}, mean |dp| {np.abs(p32 - p16).mean():.5f}, "
+          f"{flipped.sum()} confident pixels flipped")
     assert np.abs(p32 - p16).mean() < 0.01
+    assert flipped.sum() <= 1e-4 * confident.sum(), f"bf16 flipped {flipped.sum()} pixels fp32 was sure of"
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(shared_data, tmp_path):

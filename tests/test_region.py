@@ -54,7 +54,7 @@ def one_process(mosaic_folder, random_model_file, tmp_path_factory):
     """The reference: the same mosaic in one extract_roads call, vectorized the usual way."""
     out = tmp_path_factory.mktemp("single")
     mosaic = build_mosaic(expand_inputs([str(mosaic_folder)]), out / "mosaic.vrt")
-    params = ExtractParams(tile=SETTINGS["tile"], overlap=SETTINGS["overlap"], scales=(1.0,))
+    params = ExtractParams(tile=SETTINGS["tile"], overlap=SETTINGS["overlap"], scales=(1.0,), fixed_grid=True)
     with RasterioSource(mosaic) as source:
         result = extract_roads(source, load_model(random_model_file), out, params)
     network = vectorize_file(result.probability, out / "roads.gpkg", VectorizeParams())

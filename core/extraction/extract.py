@@ -44,10 +44,12 @@ SCRATCH_PREFIX = ".road-extractor-"  # + the run's process id: a later run remov
 
 @dataclass(kw_only=True)
 class ExtractParams(InferenceOptions):
-    """The options of `core.options.InferenceOptions` (defaults and checks live there), and whether to replace
-    existing outputs."""
+    """The options of `core.options.InferenceOptions` (defaults and checks live there), whether to replace
+    existing outputs, and the tile plan: fitted to the raster (fewest tiles), or tiles of exactly `tile` pixels at a
+    fixed stride, the grid region runs cut their blocks from (`fixed_grid` makes a one-process run comparable)."""
 
     overwrite: bool = False
+    fixed_grid: bool = False
 
 
 @dataclass
@@ -228,7 +230,8 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
     area = area or Area(0, 0, info.width, info.height)
     try:
         window = area.computed or _computed_window(area, grid, params)
-        tiling = TileGrid(*window, params.tile, params.overlap)
+        # A window chosen by the caller (a region block) is cut on the whole raster's fixed-stride grid.
+        tiling = TileGrid(*window, params.tile, params.overlap, fit=area.computed is None and not params.fixed_grid)
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 MIN_TILE = 32  # the network's smallest input side (2x2 features at output stride 16)
+SIZE_STEP = 16  # fitted tile sides are multiples of the output stride, so no feature map is padded
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,18 @@ class Tile:
     y: int
     width: int
     height: int
+
+
+def _fitted(start: int, stop: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """The fewest tiles of at most `tile` pixels that cover [start, stop) with at least `overlap` pixels shared by
+    neighbours, all of one size and evenly spread: (size, origins). 1500 px at tile 512 / overlap 64 gives 4 tiles
+    of 432 px (a fixed stride would run 4 of 512 px, the last one mostly over the third)."""
+    length = stop - start
+    if length <= tile:
+        return length, [start]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, -(-(math.ceil((length - overlap) / count) + overlap) // SIZE_STEP) * SIZE_STEP)
+    return size, [start + round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
 def _starts(start: int, stop: int, tile: int, stride: int) -> list[int]:
@@ -33,7 +47,14 @@ def _starts(start: int, stop: int, tile: int, stride: int) -> list[int]:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Tiles of `tile` pixels overlapping by `overlap` over the area [x0, x1) x [y0, y1) of a processing grid."""
+    """Tiles of at most `tile` pixels overlapping by at least `overlap` over the area [x0, x1) x [y0, y1) of a
+    processing grid.
+
+    `fit` (the default): per axis, the fewest tiles that cover the area, of one size, evenly spread, so no pixel
+    is computed more often than blending needs. Without it, tiles of exactly `tile` pixels at a fixed stride from
+    (x0, y0), the last one moved back inside: region runs need that grid, which does not depend on where a block
+    ends.
+    """
 
     x0: int
     y0: int
@@ -41,6 +62,7 @@ class TileGrid:
     y1: int
     tile: int
     overlap: int
+    fit: bool = True
 
     def __post_init__(self) -> None:
         if self.tile < MIN_TILE:
@@ -57,9 +79,13 @@ class TileGrid:
 
     def rows(self) -> list[list[Tile]]:
         """Tiles row by row: each row spans the same rows of the grid, which is what lets the engine stream."""
-        ys = _starts(self.y0, self.y1, self.tile, self.stride)
-        xs = _starts(self.x0, self.x1, self.tile, self.stride)
-        th, tw = min(self.tile, self.y1 - self.y0), min(self.tile, self.x1 - self.x0)
+        if self.fit:
+            th, ys = _fitted(self.y0, self.y1, self.tile, self.overlap)
+            tw, xs = _fitted(self.x0, self.x1, self.tile, self.overlap)
+        else:
+            ys = _starts(self.y0, self.y1, self.tile, self.stride)
+            xs = _starts(self.x0, self.x1, self.tile, self.stride)
+            th, tw = min(self.tile, self.y1 - self.y0), min(self.tile, self.x1 - self.x0)
         return [[Tile(r, c, x, y, tw, th) for c, x in enumerate(xs)] for r, y in enumerate(ys)]
 
     def __len__(self) -> int:
