@@ -74,7 +74,7 @@ def write_inputs(folder: Path, tile_png: Path | None) -> dict[str, Path]:
 
 def timed(command: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model()))
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["1500 px", "6000 px"])
+    parser.add_argument("--scales", nargs="+", default=["1", "0.75,1,1.25"])
     args = parser.parse_args()
     precisions = ["fp32"] + (["bf16"] if native_cpu_bf16() else [])
     with tempfile.TemporaryDirectory() as scratch:
@@ -97,7 +98,7 @@ def main() -> None:
         print("|---|---|---:|" + "---:|---:|" * len(precisions) + "---:|")
         for name in args.sizes:
             raster = inputs[name]
-            for scales in ("1", "0.75,1,1.25"):
+            for scales in args.scales:
                 seed = [timed([sys.executable, str(seed_script), str(raster), scales, args.model])
                         for _ in range(args.runs)]
                 cells = [f"{name}", "one" if scales == "1" else "three", "-".join(f"{s:.1f}" for s in seed)]

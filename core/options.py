@@ -103,8 +103,8 @@ class InferenceOptions:
     tile: int = option(768, "largest tile side in pixels at the model's GSD; each raster gets the fewest tiles of "
                        "one size up to this that overlap enough to blend (1500 px: 9 tiles of 544)", minimum=32,
                        maximum=8192, label="Largest tile (pixels at the model's resolution)", advanced=True)
-    overlap: int = option(64, "overlap between tiles in pixels", minimum=0, label="Tile overlap (pixels)",
-                          advanced=True)
+    overlap: int = option(32, "least overlap between tiles in pixels, blended with raised-cosine weights",
+                          minimum=0, label="Tile overlap (pixels)", advanced=True)
     scales: tuple[float, ...] = option(DEFAULT_SCALES, "scales of multi-scale inference, comma-separated (1 for one "
                                        "pass: faster, usually fewer roads)", minimum=0.1, maximum=4.0,
                                        flag="--tta-scales", label="Inference scales")
