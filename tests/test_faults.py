@@ -151,3 +151,46 @@ def test_evaluate_never_writes_json_over_an_input_or_an_existing_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "core", "evaluate", str(roads), str(roads), "--json",
                              str(existing)], capture_output=True, text=True)
     assert result.returncode == 2 and "--overwrite" in result.stderr and existing.read_text() == "{}"
+
+
+def test_resume_passes_over_a_truncated_newest_checkpoint(tmp_path, capsys):
+    from training.fit import _latest
+
+    older, newer = tmp_path / "last.ckpt", tmp_path / "last-step.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "global_step": 50}, older)
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "global_step": 60}, newer)
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    assert _latest(tmp_path) == str(newer)
+    newer.write_bytes(newer.read_bytes()[:1500])  # a write cut short
+    assert _latest(tmp_path) == str(older)
+    assert "cannot be read" in capsys.readouterr().err
+    older.write_bytes(b"")
+    assert _latest(tmp_path) is None  # nothing usable: a fresh start (or --init), not a traceback
+
+
+def test_a_band_count_the_model_cannot_take_is_refused(big_scene, random_model_file, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "core", "extract", str(big_scene), "--model",
+                             str(random_model_file), "--out", str(tmp_path / "out"), "--bands", "1,2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "2 band(s) chosen" in result.stderr and "takes 3" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_folder_an_existing_file_and_an_unwritable_place(random_model_file, tmp_path):
+    existing = tmp_path / "m.pt"
+    existing.write_bytes(b"keep me")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    cases = [(tmp_path, "is a folder"), (existing, "already exists; give --overwrite"),
+             (tmp_path / "missing" / "m.pt", "does not exist")]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((readonly / "m.pt", "not writable"))
+    for target, message in cases:
+        result = subprocess.run([sys.executable, "-m", "core", "export", str(random_model_file), "--model-file",
+                                 str(target)], capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr, (target, result.stderr)
+    assert existing.read_bytes() == b"keep me"
+    replaced = subprocess.run([sys.executable, "-m", "core", "export", str(random_model_file), "--model-file",
+                               str(existing), "--overwrite"], capture_output=True, text=True)
+    assert replaced.returncode == 0 and existing.stat().st_size > 1000

@@ -162,8 +162,18 @@ def _strategy(config: TrainConfig):
 
 
 def _latest(checkpoints: Path) -> str | None:
+    """The newest checkpoint that reads whole: one cut short (a full disk, a kill during the write of a file that was
+    not written atomically, a copy) is passed over with a warning for the one before it."""
     candidates = [p for p in (checkpoints / "last.ckpt", checkpoints / "last-step.ckpt") if p.exists()]
-    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - zip, pickle and storage errors all mean the file is unusable
+            print(f"warning     {path} cannot be read ({str(exc).splitlines()[0][:120]}); resuming from an "
+                  f"earlier checkpoint", file=sys.stderr)
+            continue
+        return str(path)
+    return None
 
 
 def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:

@@ -225,6 +225,10 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
              ) -> ExtractResult:
     info = source.info
     probability_path, mask_path = paths
+    if len(info.bands) != model.info.config.in_channels:
+        raise RasterError(f"{info.path}: {len(info.bands)} band(s) chosen ({', '.join(map(str, info.bands))}) but "
+                          f"the model takes {model.info.config.in_channels} ({', '.join(model.info.bands)}); give "
+                          f"that many with --bands")
     notes = list(info.notes)
     grid = processing_grid(info, model.info.gsd_m, notes)
     area = area or Area(0, 0, info.width, info.height)

@@ -96,6 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.model_file:
         raise InputError("nothing to export; give --onnx OUT.onnx and/or --model-file OUT.pt")
+    for target in filter(None, (args.model_file, args.onnx)):
+        _check_target(Path(target), args.overwrite)
     model = _load(args)
     if args.model_file:
         save_model(args.model_file, model.network, model.info, half=args.half)
@@ -106,6 +108,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_onnx(model, args.onnx, opset=args.opset, half=args.half)
         print(f"wrote {args.onnx} (ONNX opset {args.opset}, dynamic batch/height/width)")
     return 0
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """An output file that can be written, refused before any work when it cannot or may not be."""
+    import os
+
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the output")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; give --overwrite to replace it, or another file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"the folder {folder} does not exist; create it or give another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"the folder {folder} is not writable; give a path you can write to")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -260,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model-file", metavar="OUT.pt",
                         help="write the project's self-describing model file (e.g. from a seed checkpoint)")
     export.add_argument("--gsd", type=float, help="ground sample distance (m/px) the model was trained at")
+    export.add_argument("--overwrite", action="store_true", help="replace existing output files")
     export.add_argument("--half", action="store_true",
                         help="store weights as fp16 (half the file size; ONNX still computes in fp32)")
     _architecture_flags(export)
