@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -95,6 +96,7 @@ class ExtractRoadsDialog(QDialog):
         device_row.addWidget(self.device, 1)
         device_row.addWidget(self.test_device)
         self.device_label = QLabel("")
+        self.device_label.setWordWrap(True)  # a long engine message wraps instead of widening the dialog
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
         self.precision.setToolTip("auto: bf16 where the GPU or CPU computes it natively (CPUs with AMX or AVX-512 "
@@ -251,7 +253,7 @@ class ExtractRoadsDialog(QDialog):
         def done(exception, result):
             if exception is not None:
                 self.model_info = {}
-                self.model_label.setText(f"<span style='color:#b00'>{exception}</span>")
+                self.model_label.setText(f"<span style='color:#b00'>{html.escape(str(exception))}</span>")
             else:
                 self.model_info = result
                 self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
@@ -286,7 +288,7 @@ class ExtractRoadsDialog(QDialog):
 
         def done(exception, result):
             if exception is not None:
-                self.device_label.setText(f"<span style='color:#b00'>{exception}</span>")
+                self.device_label.setText(f"<span style='color:#b00'>{html.escape(str(exception))}</span>")
             else:
                 self.device_label.setText(f"uses {result['uses_label']}, {result['precision_why']} "
                                           f"(torch {result['torch']})")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
+
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
 from .engine import EngineMissing, find_engine_python
 from .layers import RESOURCES, add_results
-from .runner import UserError, describe_layer, plan_run, profile_dir, shutdown_engine
+from .runner import UserError, describe_layer, describe_result, plan_run, profile_dir, shutdown_engine
 from .tasks import LOG_TAG, ExtractRoadsTask
 
 MENU = "&Road extractor"
@@ -57,7 +59,11 @@ class RoadExtractorPlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
         for task in self.tasks:
-            task.cancel()
+            try:
+                task.cancel()
+            except RuntimeError:  # QGIS already deleted the finished task's C++ object
+                pass
+        self.tasks.clear()
         if self.dialog is not None:
             self.dialog.close()
             self.dialog.deleteLater()
@@ -105,10 +111,13 @@ class RoadExtractorPlugin:
                 self.report_error(error or "the run failed")
             return
         add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas())
-        message = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {result['junction_count']} "
-                   f"junctions in {result['seconds']:.0f} s -> {result['roads']}")
-        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
-        self.iface.messageBar().pushSuccess(LOG_TAG, message)
+        line, warnings = describe_result(result, task.run_plan.settings)
+        QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
+        for warning in warnings:
+            QgsMessageLog.logMessage(warning, LOG_TAG, Qgis.Warning)
+            self.iface.messageBar().pushWarning(LOG_TAG, warning)
+        if result["road_count"]:
+            self.iface.messageBar().pushSuccess(LOG_TAG, line)
 
     def offer_engine_setup(self, problem: Exception) -> None:
         """The engine's environment is missing: say so, show the commands, offer to run them."""
@@ -117,7 +126,9 @@ class RoadExtractorPlugin:
         from .setup_engine import EngineSetupTask, commands_text
 
         commands = commands_text(profile_dir())
-        QgsMessageLog.logMessage(f"{problem}\nTo create it from a terminal:\n{commands}", LOG_TAG, Qgis.Warning)
+        # The log panel renders HTML: escaped, `numpy<2 rasterio affine<3 shapely>=2` stays a command one can copy.
+        QgsMessageLog.logMessage(html.escape(f"{problem}\nTo create it from a terminal:\n{commands}"), LOG_TAG,
+                                 Qgis.Warning)
         bar = self.iface.messageBar()
         widget = bar.createMessage(LOG_TAG, "The road extraction engine needs its own Python environment "
                                    "(PyTorch and friends, about 1 GB). The commands are in the log panel.")
@@ -126,14 +137,29 @@ class RoadExtractorPlugin:
 
         def start() -> None:
             task = EngineSetupTask(profile_dir())
-            task.taskCompleted.connect(lambda: bar.pushSuccess(LOG_TAG, "engine environment ready; run again"))
-            task.taskTerminated.connect(lambda: self.report_error(task.error or "engine set-up failed"))
+            def completed() -> None:
+                self._forget(task)
+                bar.pushSuccess(LOG_TAG, "engine environment ready; run again")
+
+            def terminated() -> None:
+                self._forget(task)
+                if task.error and "cancel" in task.error.lower():
+                    bar.pushInfo(LOG_TAG, "engine set-up cancelled")
+                else:
+                    self.report_error(task.error or "engine set-up failed")
+
+            task.taskCompleted.connect(completed)
+            task.taskTerminated.connect(terminated)
             self.tasks.append(task)
             QgsApplication.taskManager().addTask(task)
             bar.popWidget(widget)
 
         button.clicked.connect(start)
         bar.pushWidget(widget, Qgis.Warning)
+
+    def _forget(self, task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
 
     def report_error(self, message: str) -> None:
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Critical)

@@ -233,6 +233,25 @@ def engine_request(settings: ExtractSettings, op: str, args: dict | None = None,
         return engine_client(settings).request(op, args, **callbacks)
 
 
+def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[str]]:
+    """One line about a finished run, and the warnings an analyst should see beside it (not only in the log): the
+    engine's notes on resolution, and why a run found no roads, with the setting that would change that."""
+    junctions = result["junction_count"]
+    line = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {junctions} junction"
+            f"{'' if junctions == 1 else 's'} where 3 or more roads meet, in {result['seconds']:.0f} s")
+    warnings = [note for note in result.get("notes", []) if "trained at" in note or "resolution" in note]
+    if result["road_count"] == 0:
+        if result.get("road_fraction", 0) > 0:
+            warnings.append(f"no roads: the mask has road pixels ({result['road_fraction']:.2%} of the area) but no "
+                            f"piece is longer than {settings.min_length_m:g} m; lower 'Drop pieces shorter than' or "
+                            f"look at the road probability layer")
+        else:
+            warnings.append(f"no roads: no pixel reached the threshold ({settings.threshold:g}); the model may not "
+                            f"know this imagery - look at the road probability layer, lower the threshold, or "
+                            f"fine-tune the model on a few roads you draw (Fine-tune…)")
+    return line, warnings
+
+
 def execute(run: ExtractionRun, on_progress: Callable[[float, str], None], is_cancelled: Callable[[], bool],
             on_log: Callable[[str], None] = lambda message: None, feedback=None) -> dict:
     """The slow part, safe in a background thread: export if needed, then the engine's extract job. A failed or

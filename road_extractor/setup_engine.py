@@ -4,6 +4,7 @@ terminal."""
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ class EngineSetupTask(QgsTask):
     def run(self) -> bool:
         commands = install_commands(self.profile_dir, base_python())
         for step, command in enumerate(commands):
-            QgsMessageLog.logMessage(" ".join(command), LOG_TAG, Qgis.Info)
+            QgsMessageLog.logMessage(html.escape(" ".join(command)), LOG_TAG, Qgis.Info)
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in process.stdout:
                 QgsMessageLog.logMessage(line.rstrip(), LOG_TAG, Qgis.Info)

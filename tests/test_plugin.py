@@ -370,3 +370,20 @@ def test_finetune_runs_from_processing_with_lines_drawn_in_another_crs(plugin, q
     assert Path(result["MODEL_FILE"]) == out and out.exists()
     assert 0 <= result["AFTER_ROAD_IOU"] <= 1 and 0 <= result["BEFORE_COMPLETENESS"] <= 1
     assert ExtractSettings.load().model == str(out)
+
+
+def test_a_run_without_roads_says_why_and_which_setting_changes_it(plugin):
+    from road_extractor.runner import describe_result
+
+    settings = ExtractSettings()
+    base = {"road_count": 0, "length_km": 0.0, "junction_count": 0, "seconds": 7.2,
+            "notes": ["the model was trained at 1 m/px and the input is 0.15 m/px: resolution differs 6.7x"]}
+    line, warnings = describe_result({**base, "road_fraction": 0.004}, settings)
+    assert line.startswith("0 roads, 0.00 km, 0 junctions where 3 or more roads meet")
+    assert any("trained at 1 m/px" in w for w in warnings)  # the resolution note reaches the message bar
+    assert any(f"no piece is longer than {settings.min_length_m:g} m" in w for w in warnings)
+    _, warnings = describe_result({**base, "road_fraction": 0.0, "notes": []}, settings)
+    assert warnings == [w for w in warnings if "no pixel reached the threshold" in w] and warnings
+    line, warnings = describe_result({**base, "road_count": 3, "length_km": 1.2, "junction_count": 1,
+                                      "road_fraction": 0.02, "notes": []}, settings)
+    assert "1 junction where" in line and warnings == []
