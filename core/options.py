@@ -43,8 +43,7 @@ def option(default: Any, help: str, *, label: str | None = None, minimum: float 
     meta = {"help": help, "label": label or help[0].upper() + help[1:], "minimum": minimum, "maximum": maximum,
             "choices": choices, "flag": flag, "advanced": advanced}
     if isinstance(default, (list, tuple)):
-        value = tuple(default)
-        return field(default=value, metadata=meta)
+        default = tuple(default)  # immutable, so one default can be shared by every instance
     return field(default=default, metadata=meta)
 
 
