@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsRectangle, QgsTask
+from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsTask
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -25,6 +25,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .layers import OUTPUT_PROPERTY
 from .runner import AreaRequest, UserError, engine_request, metres_per_unit, selection_area, transform_extent
 from .settings import AREAS, AUGMENTS, PRECISIONS, ExtractSettings
 
@@ -54,6 +55,8 @@ class ExtractRoadsDialog(QDialog):
         form = QFormLayout()
         self.layer = QgsMapLayerComboBox()
         self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.hide_outputs()
+        QgsProject.instance().layersAdded.connect(self.hide_outputs)
         form.addRow("Imagery", self.layer)
 
         area_row = QHBoxLayout()
@@ -244,6 +247,12 @@ class ExtractRoadsDialog(QDialog):
         task = QgsTask.fromFunction(description, function, on_finished=finished)
         self._checks = getattr(self, "_checks", []) + [task]
         QgsApplication.taskManager().addTask(task)
+
+    def hide_outputs(self, *_) -> None:
+        """The road probability and mask layers of earlier runs are not imagery: they are not offered."""
+        outputs = [layer for layer in QgsProject.instance().mapLayers().values()
+                   if layer.customProperty(OUTPUT_PROPERTY, False)]
+        self.layer.setExceptedLayerList(outputs)
 
     def check_model(self) -> None:
         path = self.model.filePath().strip() or None

@@ -20,6 +20,7 @@ RESOURCES = Path(__file__).resolve().parent / "resources"
 if not RESOURCES.exists():  # a checkout: resources/ sits beside the plugin
     RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 STYLES = RESOURCES / "styles"
+OUTPUT_PROPERTY = "road_extractor/output"  # set on every layer a run adds, so it is not offered as imagery
 
 
 def probability_renderer(layer: QgsRasterLayer) -> None:
@@ -36,10 +37,10 @@ def probability_renderer(layer: QgsRasterLayer) -> None:
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
 
 
-def road_layers(roads_gpkg: str | Path) -> list[QgsVectorLayer]:
+def road_layers(roads_gpkg: str | Path, title: str = "") -> list[QgsVectorLayer]:
     layers = []
     for name in ("roads", "junctions"):
-        layer = QgsVectorLayer(f"{roads_gpkg}|layername={name}", name, "ogr")
+        layer = QgsVectorLayer(f"{roads_gpkg}|layername={name}", f"{name} - {title}" if title else name, "ogr")
         if layer.isValid():
             style = STYLES / f"{name}.qml"
             if style.exists():
@@ -52,17 +53,18 @@ def add_results(result: dict, title: str, project: QgsProject | None = None, can
     """Adds the run's layers in a new group at the top of the layer tree and zooms the canvas to them."""
     project = project or QgsProject.instance()
     group = project.layerTreeRoot().insertGroup(0, f"Roads - {title}")
+    group.setExpanded(True)
+    layers = road_layers(result["roads"], title) if result.get("roads") else []
+    probability = QgsRasterLayer(result["probability"], f"road probability - {title}")
+    if probability.isValid():
+        probability_renderer(probability)
+        layers.append(probability)
     added = []
-    for layer in road_layers(result["roads"]) if result.get("roads") else []:
+    for layer in layers:  # each named after its input, so two runs' layers can be told apart
+        layer.setCustomProperty(OUTPUT_PROPERTY, True)
         project.addMapLayer(layer, False)
         group.addLayer(layer)
         added.append(layer)
-    probability = QgsRasterLayer(result["probability"], "road probability")
-    if probability.isValid():
-        probability_renderer(probability)
-        project.addMapLayer(probability, False)
-        group.addLayer(probability)
-        added.append(probability)
     if canvas is not None and added:
         extent = added[-1].extent()
         target = canvas.mapSettings().destinationCrs()

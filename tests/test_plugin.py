@@ -131,9 +131,14 @@ def test_a_run_with_the_shipped_model_adds_styled_layers_with_roads(plugin, vega
     _wait(task)
     assert task.error is None, task.error
     group = QgsProject.instance().layerTreeRoot().findGroup("Roads - vegas")
-    layers = {node.layer().name(): node.layer() for node in group.findLayers()}
-    assert set(layers) == {"roads", "junctions", "road probability"}
+    layers = {node.layer().name().split(" - ")[0]: node.layer() for node in group.findLayers()}
+    assert {node.layer().name() for node in group.findLayers()} == {"roads - vegas", "junctions - vegas",
+                                                                     "road probability - vegas"}
+    assert group.isExpanded()
     probability = layers["road probability"]
+    dialog.layer.setLayer(None)
+    offered = {dialog.layer.layer(i).name() for i in range(dialog.layer.count()) if dialog.layer.layer(i)}
+    assert "road probability - vegas" not in offered and "vegas" in offered  # outputs are not imagery
     assert probability.crs().authid() == "EPSG:4326" == layers["roads"].crs().authid()
     assert probability.extent().toString(6) == vegas.extent().toString(6)  # written on the input's grid
     assert layers["roads"].renderer().type() == "singleSymbol"  # the QML style
