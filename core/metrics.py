@@ -248,7 +248,7 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
     try:
         shapes, crs = read_geometries(path, target_crs_wkt, layer)
     except ValueError as exc:
-        raise RasterError(f"{path} is not a vector file OGR can read ({exc})") from None
+        raise RasterError(f"{path}: {exc}") from None
     lines = []
     for geometry in shapes:
         if geometry.geom_type == "LineString":
@@ -348,6 +348,11 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
     ignored = ~(valid & reference_valid)
     if ignore is not None:
         with rasterio.open(ignore) as ds:
+            if (ds.height, ds.width) != shape:
+                raise RasterError(f"the ignore raster {ignore} is {ds.width}x{ds.height} pixels and {predicted} "
+                                  f"{shape[1]}x{shape[0]}; give it on the prediction's grid")
+            if ds.crs is not None and crs is not None:
+                _same_grid(predicted, crs, transform, ignore, ds.crs, ds.transform)
             ignored |= ds.read(1) > 0
     results = {"kind": "pixels", **pixel_metrics(predicted_roads, truth, ignored),
                **relaxed_metrics(predicted_roads, truth, rho, ignored)}

@@ -149,3 +149,34 @@ def test_a_failed_extract_removes_the_output_folder_it_made_but_not_the_users(su
         with RasterioSource(folder / "clean.tif", value_scale="none") as source, pytest.raises(RuntimeError):
             extract_roads(source, model, out, ExtractParams(scales=(1.0,), tile=256, overlap=32), progress=fail)
         assert out.exists() is not made_here and not list(tmp_path.glob("**/*.tif"))
+
+
+def test_an_area_of_interest_without_a_crs_or_with_a_wrong_one_is_refused(utm_mask, tmp_path):
+    import shapely
+
+    from core.inputs.area import area_from_vector
+    from core.inputs.raster import RasterError
+    from core.inputs.vectors import pyogrio_raw
+
+    _, _, _, path = utm_mask
+    polygon = np.array([shapely.to_wkb(shapely.box(330050, 4689850, 330150, 4689950))], dtype=object)
+    shapefile, geojson = tmp_path / "aoi.shp", tmp_path / "aoi.geojson"  # no .prj; GeoJSON means WGS84
+    for file, driver in ((shapefile, "ESRI Shapefile"), (geojson, "GeoJSON")):
+        pyogrio_raw().write(file, polygon, [], [], driver=driver, geometry_type="Polygon", crs=None)
+    with RasterioSource(path, bands=(1, 1, 1)) as source:
+        with pytest.raises(RasterError, match="has no CRS"):
+            area_from_vector(source.info, shapefile)
+        with pytest.raises(RasterError, match="CRS is probably wrong"):  # UTM metres read as degrees
+            area_from_vector(source.info, geojson)
+
+
+def test_an_ignore_raster_on_another_grid_is_refused(utm_mask):
+    from core.inputs.raster import RasterError
+    from core.metrics import evaluate_files
+
+    folder, mask, profile, prediction = utm_mask
+    small = folder / "ignore-small.tif"
+    with rasterio.open(small, "w", **{**profile, "width": 100, "height": 100}) as ds:
+        ds.write(mask[:100, :100], 1)
+    with pytest.raises(RasterError, match="give it on the prediction's grid"):
+        evaluate_files(prediction, prediction, ignore=small)

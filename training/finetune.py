@@ -120,7 +120,7 @@ def _polygons(path: str, crs_wkt: str, what: str) -> list:
     try:
         shapes, _ = read_geometries(path, crs_wkt)
     except ValueError as exc:
-        raise FinetuneError(f"{what} {path} is not a vector file OGR can read ({exc})") from None
+        raise FinetuneError(f"{what} {path}: {exc}") from None
     polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         raise FinetuneError(f"{what} {path} holds no polygons; draw the area as polygons")

@@ -106,10 +106,12 @@ def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     if info.transform is None:
         raise RasterError("--aoi needs a georeferenced raster; this one has none (use --bbox in pixels)")
     try:
-        shapes, _ = read_geometries(path, info.crs_wkt)
+        shapes, crs = read_geometries(path, info.crs_wkt)
     except ValueError as exc:
-        raise RasterError(f"--aoi {path} is not a vector file OGR can read ({exc}); give a GeoPackage, shapefile "
-                          f"or GeoJSON with polygons") from None
+        raise RasterError(f"the area of interest {path}: {exc}") from None
+    if crs is None and info.crs_wkt:
+        raise RasterError(f"the area of interest {path} has no CRS, so where its polygons lie is unknown; assign the "
+                          f"one they were drawn in (QGIS: Layer > Set CRS of Layer, then save; or ogr2ogr -a_srs)")
     polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]

@@ -27,14 +27,19 @@ def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None =
     try:
         meta, _, geometries, _ = raw.read(path, layer=layer, read_geometry=True, columns=[])
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
-        raise ValueError(str(exc).splitlines()[0]) from None
+        raise ValueError(f"not a vector file OGR can read ({str(exc).splitlines()[0]}); give a GeoPackage, "
+                         f"shapefile or GeoJSON") from None
     shapes = [g for g in shapely.from_wkb(geometries) if g is not None and not g.is_empty] \
         if geometries is not None else []
     crs = meta.get("crs")
     if target_crs_wkt and crs:
         source, target = CRS.from_user_input(crs), CRS.from_wkt(target_crs_wkt)
         if source != target:
-            shapes = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g)))
-                      for g in shapes]
+            try:
+                shapes = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g)))
+                          for g in shapes]
+            except Exception as exc:  # noqa: BLE001 - PROJ's errors ("utm: Invalid latitude") come as several types
+                raise ValueError(f"its geometries cannot be converted from its CRS ({source.to_string()}) to the "
+                                 f"raster's ({exc}); the file's CRS is probably wrong - check it in QGIS") from None
         return shapes, target_crs_wkt if source != target else source.to_wkt()
     return shapes, CRS.from_user_input(crs).to_wkt() if crs else None
