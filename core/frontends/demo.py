@@ -88,7 +88,8 @@ def describe_model(path: Path, model) -> str:
             f"trained at {info.gsd_m} m/px")
     if "heldout_road_iou" in metrics:
         tiles = len(info.provenance.get("validation_tiles", []))
-        data = Path(str(info.provenance.get("data", "its data"))).name
+        data = info.provenance.get("data", "its data")
+        data = Path(str(data[0] if isinstance(data, list) and data else data)).name  # validation: the first folder
         f1, apls = metrics.get("heldout_f1", float("nan")), metrics.get("heldout_apls", float("nan"))
         text += (f"; on {tiles} held-out tiles of {data}: road IoU {metrics['heldout_road_iou']:.3f}, "
                  f"F1 {f1:.3f}, APLS {apls:.3f}")
