@@ -180,3 +180,13 @@ def test_an_ignore_raster_on_another_grid_is_refused(utm_mask):
         ds.write(mask[:100, :100], 1)
     with pytest.raises(RasterError, match="give it on the prediction's grid"):
         evaluate_files(prediction, prediction, ignore=small)
+
+
+def test_a_raster_without_one_valid_pixel_is_refused_not_answered_with_no_roads(tmp_path):
+    path = tmp_path / "all_nodata.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=from_origin(330000, 4690000, 1, 1), nodata=0) as ds:
+        ds.write(np.zeros((3, 300, 300), np.uint8))
+    result = _cli("extract", path, "--out", tmp_path / "out", "--tta-scales", "1")
+    assert result.returncode == 2 and "no valid pixel in the area" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -50,6 +50,7 @@ class ExtractParams(InferenceOptions):
 
     overwrite: bool = False
     fixed_grid: bool = False
+    refuse_empty: bool = True  # an area without one valid pixel is refused; a region's empty block is not
 
 
 @dataclass
@@ -301,6 +302,7 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
     seen = np.zeros((band_height, width), bool)
     band_top = tiling.y0  # processing row held at index 0 of the band
     done = 0
+    any_valid = False
     profile = dict(driver="GTiff", width=width, height=tiling.y1 - tiling.y0, count=2, dtype="uint8", tiled=True,
                    blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")
     with rasterio.open(path, "w", **profile) as out:
@@ -312,8 +314,12 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                     raise Cancelled("cancelled")
                 batch = todo[start:start + predictor.batch_size]
                 reads = [source.read(grid.to_input(t.x, t.y, t.width, t.height), (t.height, t.width)) for t in batch]
-                probabilities = predictor(np.stack([values for values, _ in reads]))
-                for tile, (_, valid), probability in zip(batch, reads, probabilities, strict=True):
+                # Tiles without one valid pixel (NoData, alpha 0) add nothing to the blend: the network skips them.
+                live = [(tile, valid, values) for tile, (values, valid) in zip(batch, reads, strict=True)
+                        if valid.any()]
+                probabilities = predictor(np.stack([values for _, _, values in live])) if live else []
+                any_valid = any_valid or bool(live)
+                for (tile, valid, _), probability in zip(live, probabilities, strict=True):
                     w = blend_weights(tile.height, tile.width, tiling.overlap) * valid
                     ys = slice(tile.y - band_top, tile.y - band_top + tile.height)
                     xs = slice(tile.x - tiling.x0, tile.x - tiling.x0 + tile.width)
@@ -341,6 +347,10 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                 buffer[:-count] = buffer[count:].copy()
                 buffer[-count:] = 0
             band_top = final_bottom
+    if not any_valid and params.refuse_empty:
+        raise RasterError(f"{source.info.path}: no valid pixel in the area to extract - every pixel is NoData, "
+                          f"masked or transparent; check the raster's NoData value and alpha band (gdalinfo), or "
+                          f"choose an area with imagery")
 
 
 def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, processing_origin: tuple[int, int],

@@ -186,7 +186,7 @@ def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> di
     started = time.perf_counter()
     options = RegionJob(**job)
     options.device = _worker_device(options.device)
-    params = options.extract_params(overwrite=True)
+    params = options.extract_params(overwrite=True, refuse_empty=False)  # a block may lie in a mosaic's gap
     scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
     try:
         with RasterioSource(mosaic, bands=job.get("bands")) as source:
