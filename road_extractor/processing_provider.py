@@ -11,6 +11,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
@@ -34,7 +35,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .engine import EngineError
 from .engine_options import default, names, spec
-from .layers import RESOURCES
+from .layers import OUTPUT_PROPERTY, RESOURCES, road_layers
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
 from .settings import ExtractSettings
 
@@ -118,6 +119,16 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                 "JUNCTIONS": f"{roads}|layername=junctions", "ROAD_COUNT": result["road_count"],
                 "LENGTH_KM": result["length_km"]}
 
+    @staticmethod
+    def _load_road_layers(roads: str, title: str, context) -> None:
+        """The styled roads and junctions join the project when the algorithm finishes, as the dialog's runs do
+        (a GeoPackage file output alone is not loaded by Processing)."""
+        for layer in road_layers(roads, title):
+            layer.setCustomProperty(OUTPUT_PROPERTY, True)
+            context.temporaryLayerStore().addMapLayer(layer)
+            context.addLayerToLoadOnCompletion(layer.id(), QgsProcessingContext.LayerDetails(
+                layer.name(), context.project(), layer.name()))
+
     def _vectorize_options(self, parameters, context) -> dict:
         return self._options(parameters, context, "vectorize", names("vectorize"))
 
@@ -179,13 +190,17 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
             elif parameters.get("EXTENT"):
                 extent = self.parameterAsExtent(parameters, "EXTENT", context)
                 area = AreaRequest("canvas", extent, self.parameterAsExtentCrs(parameters, "EXTENT", context))
-            run = plan_run(raster, area, settings)
+            gsd = None
+            if raster.needs_export:  # a web or XYZ layer is read through QGIS at the model's own resolution
+                gsd = self._request("describe_model", {"path": settings.model or None}, feedback).get("gsd_m")
+            run = plan_run(raster, area, settings, gsd)
             run.out_dir = Path(tempfile.mkdtemp(prefix="extract_", dir=QgsProcessingUtils.tempFolder()))
             result = execute(run, lambda f, m: feedback.setProgress(100 * f), feedback.isCanceled,
                              on_log=feedback.pushInfo, feedback=feedback)
         except (UserError, EngineError) as exc:
             raise QgsProcessingException(str(exc)) from None
         outputs = self._road_outputs(roads, result)
+        self._load_road_layers(roads, layer.name(), context)
         for key, produced in (("OUTPUT_PROBABILITY", result["probability"]), ("OUTPUT_MASK", result["mask"])):
             destination = self.parameterAsOutputLayer(parameters, key, context)
             if destination:  # empty where the user chose to skip this output

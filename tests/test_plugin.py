@@ -392,3 +392,16 @@ def test_a_run_without_roads_says_why_and_which_setting_changes_it(plugin):
     line, warnings = describe_result({**base, "road_count": 3, "length_km": 1.2, "junction_count": 1,
                                       "road_fraction": 0.02, "notes": []}, settings)
     assert "1 junction where" in line and warnings == []
+
+
+def test_a_toolbox_run_of_extract_roads_loads_the_styled_roads_and_junctions(plugin, qgis_processing, vegas,
+                                                                            random_model_file, tmp_path):
+    import processing
+
+    processing.runAndLoadResults("road_extractor:extract_roads", {
+        "INPUT": vegas, "MODEL": str(random_model_file), "SCALES": "1.0", "OUTPUT_ROADS": str(tmp_path / "r.gpkg")})
+    loaded = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
+    for name in ("roads - vegas", "junctions - vegas"):
+        assert name in loaded and loaded[name].isValid(), sorted(loaded)
+        assert loaded[name].customProperty("road_extractor/output", False)
+    assert loaded["roads - vegas"].renderer().type() == "singleSymbol"  # the QML style
