@@ -26,7 +26,15 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .layers import OUTPUT_PROPERTY
-from .runner import AreaRequest, UserError, engine_request, metres_per_unit, selection_area, transform_extent
+from .runner import (
+    AreaRequest,
+    UserError,
+    engine_request,
+    engine_running,
+    metres_per_unit,
+    selection_area,
+    transform_extent,
+)
 from .settings import AREAS, AUGMENTS, PRECISIONS, ExtractSettings
 
 AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
@@ -34,6 +42,10 @@ AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selectio
 # Seconds per megapixel and inference pass, for the estimate before a first run has measured this machine:
 # the shipped ResNet-18 on a 2-core CPU (about 0.7 MP/s) and on a mid-range GPU.
 DEFAULT_SECONDS_PER_MP = {"cpu": 1.4, "cuda": 0.02}
+# Seconds every run costs beside the network: starting the engine (torch, the model: measured 3-6 s on 2 CPU
+# cores) unless it is already running, and reading, writing and vectorizing (about 1-2 s for a small raster).
+ENGINE_START_S, RUN_OVERHEAD_S = 5.0, 2.0
+AUGMENT_LABELS = {"none": "none", "flip": "mirror (2x time)", "d4": "all 8 flips and rotations (8x time)"}
 
 
 class ExtractRoadsDialog(QDialog):
@@ -90,7 +102,8 @@ class ExtractRoadsDialog(QDialog):
         inference_form = QFormLayout(inference)
         self.scales = QLineEdit()
         self.augment = QComboBox()
-        self.augment.addItems(AUGMENTS)
+        for key in AUGMENTS:  # the engine's codes (d4) stay inside; the analyst reads what each one does
+            self.augment.addItem(AUGMENT_LABELS.get(key, key), key)
         self.device = QComboBox()
         self.device.setEditable(True)
         self.device.addItems(["auto", "cpu", "cuda:0"])
@@ -168,7 +181,7 @@ class ExtractRoadsDialog(QDialog):
         self.area.setCurrentIndex(max(0, AREAS.index(s.area) if s.area in AREAS else 0))
         self.model.setFilePath(s.model)
         self.scales.setText(s.scales)
-        self.augment.setCurrentText(s.augment)
+        self.augment.setCurrentIndex(max(0, self.augment.findData(s.augment)))
         self.device.setCurrentText(s.device)
         self.precision.setCurrentText(s.precision if s.precision in PRECISIONS else "auto")
         self.threshold.setValue(s.threshold)
@@ -187,7 +200,7 @@ class ExtractRoadsDialog(QDialog):
         s.area = self.area.currentData()
         s.model = self.model.filePath().strip()
         s.scales = self.scales.text()
-        s.augment = self.augment.currentText()
+        s.augment = self.augment.currentData()
         s.device = self.device.currentText().strip() or "auto"
         s.precision = self.precision.currentText()
         s.threshold = self.threshold.value()
@@ -326,9 +339,10 @@ class ExtractRoadsDialog(QDialog):
         unit = metres_per_unit(layer.crs(), extent)
         megapixels = extent.width() * unit / gsd * extent.height() * unit / gsd / 1e6
         device = "cuda" if settings.device.startswith("cuda") else "cpu"
-        seconds = megapixels * passes * DEFAULT_SECONDS_PER_MP[device]
-        shown = (f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s" if seconds >= 1
-                 else "under 1 s")
+        seconds = megapixels * passes * DEFAULT_SECONDS_PER_MP[device] + RUN_OVERHEAD_S
+        if not engine_running():
+            seconds += ENGINE_START_S
+        shown = f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"
         self.estimate.setText(f"{megapixels:.2g} MP at {gsd:g} m/px x {passes} pass(es): {shown} "
                               f"on {'a GPU' if device == 'cuda' else 'the CPU'}")
 

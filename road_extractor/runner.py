@@ -220,6 +220,11 @@ def engine_client(settings: ExtractSettings) -> EngineClient:
     return _engine
 
 
+def engine_running() -> bool:
+    """Whether the engine process is up with its libraries imported (its next run skips 3-6 s of start-up)."""
+    return _engine is not None and _engine.hello is not None
+
+
 def shutdown_engine() -> None:
     global _engine
     with _engine_lock:

@@ -111,7 +111,7 @@ def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     inference, vectorize = InferenceOptions(), VectorizeOptions()
     assert dialog.area.currentData() == "layer"
     assert [float(v) for v in dialog.scales.text().split(",")] == list(inference.scales)
-    assert dialog.device.currentText() == inference.device and dialog.augment.currentText() == inference.augment
+    assert dialog.device.currentText() == inference.device and dialog.augment.currentData() == inference.augment
     assert dialog.precision.currentText() == inference.precision
     assert dialog.model.filePath() == "" and dialog.output.filePath() == ""  # the shipped model, a temporary file
     assert (dialog.threshold.value(), dialog.spur.value(), dialog.min_length.value(), dialog.bridge.value(),
@@ -405,3 +405,16 @@ def test_a_toolbox_run_of_extract_roads_loads_the_styled_roads_and_junctions(plu
         assert name in loaded and loaded[name].isValid(), sorted(loaded)
         assert loaded[name].customProperty("road_extractor/output", False)
     assert loaded["roads - vegas"].renderer().type() == "singleSymbol"  # the QML style
+
+
+def test_the_estimate_counts_engine_start_up_and_the_flip_choices_say_what_they_cost(plugin, vegas):
+    from road_extractor.dialog import ENGINE_START_S, RUN_OVERHEAD_S
+    from road_extractor.runner import engine_running, shutdown_engine
+
+    shutdown_engine()
+    dialog = _dialog(plugin, vegas, "", Path("unused.gpkg"), scales="1.0")
+    dialog.update_estimate()
+    seconds = int(dialog.estimate.text().split("about ")[1].split()[0])
+    assert not engine_running() and seconds >= ENGINE_START_S + RUN_OVERHEAD_S  # a 1.7 MP raster: not "under 1 s"
+    labels = {dialog.augment.itemData(i): dialog.augment.itemText(i) for i in range(dialog.augment.count())}
+    assert labels["d4"] == "all 8 flips and rotations (8x time)" and labels["flip"] == "mirror (2x time)"
