@@ -105,6 +105,7 @@ class RoadExtractorPlugin:
         if task in self.tasks:
             self.tasks.remove(task)
         if result is None:
+            task.run_plan.discard()
             if error == "cancelled":
                 self.iface.messageBar().pushInfo(LOG_TAG, "road extraction cancelled; nothing was written")
             else:

@@ -9,6 +9,7 @@ raster provider at the model's resolution into a temporary GeoTIFF first.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -76,6 +77,12 @@ class ExtractionRun:
     roads: Path
     model_gsd_m: float = MODEL_GSD_FALLBACK_M
     notes: list[str] = field(default_factory=list)
+    temporary: bool = False  # out_dir was made for this run (no output file chosen): removed if the run fails
+
+    def discard(self) -> None:
+        """After a failed or cancelled run: its temporary folder goes, so nothing piles up in the temp folder."""
+        if self.temporary:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
 
 
 def describe_layer(layer) -> RasterInput:
@@ -182,7 +189,8 @@ def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, 
     else:
         out_dir = Path(tempfile.mkdtemp(prefix="road_extractor_"))
         roads = out_dir / f"{safe_name(raster.name)}_roads.gpkg"
-    return ExtractionRun(raster, area, settings, out_dir, roads, model_gsd_m or MODEL_GSD_FALLBACK_M)
+    return ExtractionRun(raster, area, settings, out_dir, roads, model_gsd_m or MODEL_GSD_FALLBACK_M,
+                         temporary=not settings.output)
 
 
 def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:

@@ -184,6 +184,12 @@ def test_cancel_stops_the_task_and_leaves_nothing(plugin, vegas, random_model_fi
     assert task.result is None and task.error == "cancelled"
     assert sorted(p.name for p in out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Roads - vegas") is None
+    dialog.output.setFilePath("")  # no output chosen: a temporary folder, which a cancelled run removes
+    task = plugin.start_run(dialog)
+    assert task.run_plan.temporary and task.run_plan.out_dir.is_dir()
+    task.cancel()
+    _wait(task)
+    assert task.error == "cancelled" and not task.run_plan.out_dir.exists()
 
 
 def test_bad_choices_get_one_sentence_with_the_fix(plugin, random_model_file, tmp_path, qgis_iface):
