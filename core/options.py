@@ -100,7 +100,7 @@ class InferenceOptions:
     """How the network runs over a raster."""
 
     tile: int = option(768, "largest tile side in pixels at the model's GSD; each raster gets the fewest tiles of "
-                       "one size up to this that overlap enough to blend (1500 px: 9 tiles of 544)", minimum=32,
+                       "one size up to this that overlap enough to blend (1500 px: 4 tiles of 768)", minimum=32,
                        maximum=8192, label="Largest tile (pixels at the model's resolution)", advanced=True)
     overlap: int = option(32, "least overlap between tiles in pixels, blended with raised-cosine weights",
                           minimum=0, label="Tile overlap (pixels)", advanced=True)
