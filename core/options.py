@@ -190,7 +190,8 @@ def table_json() -> str:
     return json.dumps(option_table(), indent=1, ensure_ascii=False) + "\n"
 
 
-def _scales(text: str) -> tuple[float, ...]:
+def comma_floats(text: str) -> tuple[float, ...]:
+    """A command-line list of numbers, `0.75,1,1.25` (or with `;`)."""
     try:
         return tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
     except ValueError:
@@ -207,7 +208,8 @@ def add_flags(parser, cls, *, title: str | None = None):
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{entry['help']} (default {shown})"}
         if entry["choices"]:
             kwargs["choices"] = entry["choices"]
-        kwargs["type"] = {"float": float, "int": int, "str": str, "list": _scales, "tuple": _scales}[entry["type"]]
+        parsers = {"float": float, "int": int, "str": str, "list": comma_floats, "tuple": comma_floats}
+        kwargs["type"] = parsers[entry["type"]]
         target.add_argument(entry["flag"], **kwargs)
     return target
 

@@ -252,7 +252,7 @@ def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[
     junctions = result["junction_count"]
     line = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {junctions} junction"
             f"{'' if junctions == 1 else 's'} where 3 or more roads meet, in {result['seconds']:.0f} s")
-    warnings = [note for note in result.get("notes", []) if "trained at" in note or "resolution" in note]
+    warnings = [note for note in result.get("notes", []) if note.startswith("warning")]
     if result["road_count"] == 0:
         if result.get("road_fraction", 0) > 0:
             warnings.append(f"no roads: the mask has road pixels ({result['road_fraction']:.2%} of the area) but no "

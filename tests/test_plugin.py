@@ -388,7 +388,8 @@ def test_a_run_without_roads_says_why_and_which_setting_changes_it(plugin):
 
     settings = ExtractSettings()
     base = {"road_count": 0, "length_km": 0.0, "junction_count": 0, "seconds": 7.2,
-            "notes": ["the model was trained at 1 m/px and the input is 0.15 m/px: resolution differs 6.7x"]}
+            "notes": ["warning: the input is 0.15 m/px and the model was trained at 1 m/px (6.7x apart): expect poorer "
+                      "roads; a model trained nearer this resolution will do better", "precision: fp32"]}
     line, warnings = describe_result({**base, "road_fraction": 0.004}, settings)
     assert line.startswith("0 roads, 0.00 km, 0 junctions where 3 or more roads meet")
     assert any("trained at 1 m/px" in w for w in warnings)  # the resolution note reaches the message bar

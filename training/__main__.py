@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 from core.errors import InputError
+from core.options import EvaluateOptions
 
 from .config import add_flags, resolve
 
 
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rho", type=float, default=3.0, help="slack of relaxed precision/recall in pixels (3)")
+    rho = EvaluateOptions().rho
+    parser.add_argument("--rho", type=float, default=rho, help=f"slack of relaxed precision/recall in pixels ({rho:g})")
     parser.add_argument("--no-graphs", action="store_true", help="skip APLS (vectorizing every tile)")
 
 

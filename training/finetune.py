@@ -395,7 +395,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         if progress:
             progress(FinetuneProgress(step, elapsed, budget, loss_value, check_iou))
     network.eval().to(memory_format=torch.contiguous_format)
-    if nonfinite_tensors(network):
+    if nonfinite_tensors(network.state_dict()):
         raise FinetuneError("fine-tuning diverged (the weights hold NaN); lower --lr and run again")
     tuned = RoadModel(network.cpu(), info, parent.report, parent.architecture)
     after = score(tuned, scenes, gsd, device=spec.device, precision=spec.precision)

@@ -145,7 +145,7 @@ def fit(config: TrainConfig) -> Path:
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     if module.skipped_steps:
         print(f"skipped     {module.skipped_steps} step(s) whose loss was not finite", file=sys.stderr)
-    if nonfinite_tensors(module.network):
+    if nonfinite_tensors(module.network.state_dict()):
         raise InputError(f"training diverged: the weights in {checkpoints} hold NaN or infinity; lower the learning "
                          f"rate (--lr-stage2, --lr-stage1) and train into a new --out")
     return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"

@@ -149,8 +149,8 @@ def processing_grid(info: RasterInfo, model_gsd: float | None, notes: list[str])
         raise RasterError(f"{info.path} has no georeferencing, so its ground sample distance is unknown; give "
                           f"--gsd METRES_PER_PIXEL (1.0 for the Massachusetts Roads tiles)")
     if model_gsd is None:
-        notes.append("the model file does not say its training GSD: processing at the input's own resolution "
-                     "(record it with road-extractor export MODEL --model-file OUT --gsd M)")
+        notes.append("warning: the model file does not say its training GSD: processing at the input's own "
+                     "resolution (record it with road-extractor export MODEL --model-file OUT --gsd M)")
         return _Grid(1.0, 1.0, info.width, info.height)
     sx, sy = info.gsd_m[0] / model_gsd, info.gsd_m[1] / model_gsd
     ratio = max(sx, sy, 1 / sx, 1 / sy)
@@ -235,8 +235,7 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
     area = area or Area(0, 0, info.width, info.height)
     try:
         window = area.computed or _computed_window(area, grid, params)
-        # A window chosen by the caller (a region block) is cut on the whole raster's fixed-stride grid.
-        tiling = TileGrid(*window, params.tile, params.overlap, fit=area.computed is None and not params.fixed_grid)
+        tiling = TileGrid(*window, params.tile, params.overlap, fit=not params.fixed_grid)
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
@@ -245,9 +244,9 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         log(note)
 
     started = time.perf_counter()
+    remove_stale_scratch(out_dir, SCRATCH_PREFIX)
     # GDAL's block cache defaults to 5% of RAM and fills up while the outputs are written; a fixed cap keeps peak
     # memory independent of the machine and of the raster's size.
-    remove_stale_scratch(out_dir, SCRATCH_PREFIX)
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=out_dir) as scratch, \
             warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         # Rasters in pixel space (no georeferencing) are legitimate here; rasterio warns about each one it writes.

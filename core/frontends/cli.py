@@ -11,22 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError, OutputError
-from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, from_flags
+from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, comma_floats, from_flags
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
 
 def _describe(path: Path, output_stride: int | None, layer4: str | None) -> dict[str, Any]:
-    import torch
-
     from core.model import build_model
-    from core.model.checkpoint import compare, infer_architecture, read_weights
+    from core.model.checkpoint import compare, infer_architecture, nonfinite_tensors, read_weights
 
     weights = read_weights(path)
     architecture = infer_architecture(weights, output_stride, layer4)
     report = compare(build_model(architecture.config), weights)
-    broken = [name for name, tensor in weights.state_dict.items()
-              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    broken = nonfinite_tensors(weights.state_dict)
     if broken:
         verdict = (f"refused: {len(broken)} tensors hold NaN or infinite values ({broken[0]}, ...); the training "
                    f"that made it diverged")
@@ -123,13 +120,6 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise OutputError(f"the folder {folder} does not exist; create it or give another path")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"the folder {folder} is not writable; give a path you can write to")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -292,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference = add_flags(extract, InferenceOptions, title="inference")
     inference.add_argument("--flip-tta", dest="augment", action="store_const", const="flip", help="= --augment flip")
     inference.add_argument("--d4-tta", dest="augment", action="store_const", const="d4", help="= --augment d4")
-    extract.add_argument("--bbox", type=_floats, help="xmin,ymin,xmax,ymax to extract (in --bbox-crs)")
+    extract.add_argument("--bbox", type=comma_floats, help="xmin,ymin,xmax,ymax to extract (in --bbox-crs)")
     extract.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
     extract.add_argument("--aoi", help="vector file with polygons: only tiles touching them run, results are clipped")
     extract.add_argument("--gsd", type=float, help="input metres per pixel (overrides the georeferencing; needed "

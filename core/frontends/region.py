@@ -186,7 +186,9 @@ def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> di
     started = time.perf_counter()
     options = RegionJob(**job)
     options.device = _worker_device(options.device)
-    params = options.extract_params(overwrite=True, refuse_empty=False)  # a block may lie in a mosaic's gap
+    # Each block is cut on the whole mosaic's fixed-stride tile grid (its window is aligned to it), and a block
+    # may lie in a gap of the mosaic.
+    params = options.extract_params(overwrite=True, fixed_grid=True, refuse_empty=False)
     scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
     try:
         with RasterioSource(mosaic, bands=job.get("bands")) as source:

@@ -83,6 +83,19 @@ def metres_per_degree(latitude: float) -> tuple[float, float]:
     return math.radians(1) * prime_vertical * math.cos(phi), math.radians(1) * meridional
 
 
+MAX_GSD_M = 1000.0  # metres per pixel: coarser than any imagery roads can be seen in
+
+
+def checked_gsd(value, what: str, error: type[InputError] = RasterError) -> float:
+    """A ground sample distance in metres per pixel (an input's or a model's), refused unless it is a positive,
+    finite, plausible number."""
+    gsd = float(value)
+    if not (math.isfinite(gsd) and 0 < gsd <= MAX_GSD_M):
+        raise error(f"{what} is {value}; give the metres per pixel as a positive number (e.g. 1.0), at most "
+                    f"{MAX_GSD_M:g}")
+    return gsd
+
+
 def parse_bands(spec: str | Sequence[int] | None, band_count: int, colorinterp: Sequence[str] = ()) -> tuple[int, ...]:
     """`None` -> the red, green, blue bands by colour interpretation, else bands 1, 2, 3; "bgr" etc. or "3,2,1"."""
     if spec is None:
@@ -168,10 +181,7 @@ class RasterioSource:
         georeferenced = ds.crs is not None and not ds.transform.is_identity
         transform = tuple(ds.transform.to_gdal()) if georeferenced else None
         if gsd_m is not None:
-            if not (math.isfinite(gsd_m) and 0 < gsd_m <= 1000):
-                raise RasterError(f"--gsd {gsd_m} is not a ground sample distance; give the input's metres per pixel "
-                                  f"as a positive number (e.g. 0.3), at most 1000")
-            gsd = (float(gsd_m), float(gsd_m))
+            gsd = (checked_gsd(gsd_m, "--gsd"),) * 2
         elif not georeferenced:
             gsd = None
         elif ds.crs.is_geographic:

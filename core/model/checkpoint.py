@@ -13,8 +13,8 @@ silently skips whatever does not match, this report names it.
 from __future__ import annotations
 
 import json
-import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from torch import nn
 
 from core.atomic import atomic_output
 from core.errors import InputError
+from core.inputs.raster import checked_gsd
 from core.model import MODULES, AttentionDeepLab, ModelConfig, build_model
 from core.model.config import BACKBONES, ConfigError
 
@@ -87,7 +88,8 @@ class ModelInfo:
             config=ModelConfig.from_dict(data["config"]),
             class_names=tuple(data["class_names"]),
             bands=tuple(data["bands"]),
-            gsd_m=None if data.get("gsd_m") is None else checked_gsd(data["gsd_m"], "the model file's GSD"),
+            gsd_m=None if data.get("gsd_m") is None else checked_gsd(data["gsd_m"], "the model file's GSD",
+                                                                            CheckpointError),
             normalization=Normalization.from_dict(data["normalization"]),
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
@@ -443,8 +445,8 @@ def load_model(path: str | Path, *, output_stride: int | None = None, layer4: st
                                                  "assumed": "ImageNet normalisation, RGB band order"})
     info.config = architecture.config
     if gsd_m is not None:
-        info.gsd_m = checked_gsd(gsd_m, "--gsd")
-    broken = nonfinite_tensors(network)
+        info.gsd_m = checked_gsd(gsd_m, "--gsd", CheckpointError)
+    broken = nonfinite_tensors(network.state_dict())
     if broken:
         raise CheckpointError(f"{weights.path} holds NaN or infinite values in {len(broken)} tensors ({broken[0]}, "
                               f"...): the training that made it diverged; use an earlier checkpoint or retrain "
@@ -453,21 +455,10 @@ def load_model(path: str | Path, *, output_stride: int | None = None, layer4: st
     return RoadModel(network, info, report, architecture)
 
 
-MAX_GSD_M = 1000.0  # metres per pixel: coarser than any imagery roads can be seen in
-
-
-def checked_gsd(value, what: str) -> float:
-    """A ground sample distance in metres per pixel, refused unless it is a positive, finite, plausible number."""
-    gsd = float(value)
-    if not (math.isfinite(gsd) and 0 < gsd <= MAX_GSD_M):
-        raise CheckpointError(f"{what} is {value}; give the metres per pixel as a positive number (e.g. 1.0), at "
-                              f"most {MAX_GSD_M:g}")
-    return gsd
-
-
-def nonfinite_tensors(network: nn.Module) -> list[str]:
-    """Names of the floating tensors (weights and BatchNorm statistics) that hold NaN or infinity."""
-    floats = {name: t.detach() for name, t in network.state_dict().items() if t.is_floating_point()}
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors (weights and BatchNorm statistics: a network's `state_dict()` or a file's)
+    that hold NaN or infinity."""
+    floats = {name: t.detach() for name, t in state_dict.items() if t.is_floating_point()}
     # One fused norm per tensor (what clip_grad_norm_ uses) is NaN or inf exactly when a value is, or when huge
     # values overflow it; a hundred times faster than isfinite tensor by tensor, which then names the culprits.
     if not floats or torch.isfinite(torch.stack(torch._foreach_norm(list(floats.values())))).all():
