@@ -82,11 +82,12 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_p
 
 
 def test_kill_9_during_vectorize_leaves_no_worker_processes(tmp_path):
-    mask = np.zeros((6000, 6000), np.uint8)
+    # Large enough (100 MP: several seconds of work for each worker) that the workers are caught mid-run on any CPU.
+    mask = np.zeros((10000, 10000), np.uint8)
     mask[::40, :] = 1
     mask[:, ::40] = 1
     raster = tmp_path / "grid_mask.tif"
-    with rasterio.open(raster, "w", driver="GTiff", width=6000, height=6000, count=1, dtype="uint8", nodata=255,
+    with rasterio.open(raster, "w", driver="GTiff", width=10000, height=10000, count=1, dtype="uint8", nodata=255,
                        crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1)) as ds:
         ds.write(mask, 1)
         ds.update_tags(1, ROLE="1 road, 0 background, 255 no data")
