@@ -14,7 +14,7 @@ import torch
 from core.metrics import pixel_metrics
 from core.model import ModelConfig, build_model
 from training.__main__ import main
-from training.ablate import parse_grid
+from training.ablate import parse_grid, variants
 from training.config import TrainConfig
 from training.data import find_pairs, inspect_labels, read_pair, split_by_tile
 from training.doctor import overfit_findings
@@ -166,6 +166,25 @@ def test_grid_axes_are_typed_and_unknown_ones_are_refused():
         "output_stride": [16, 8], "attention_residual": [True, False]}
     with pytest.raises(ValueError, match="OPTION=VALUE"):
         parse_grid(["colour=red"])
+
+
+def test_one_at_a_time_trains_the_base_once_and_changes_one_axis_per_variant(road_tiles, tmp_path):
+    base = TrainConfig.from_dict({"data": [str(road_tiles)], "val_tiles": 2, "seed": 0,
+                                  "model": {"layer4": "plain", "attention": "seed"}})
+    grid = parse_grid(["seed=0,1", "layer4=plain,multigrid", "attention=seed,psa,none"])
+    named = variants(base, grid, tmp_path, one_at_a_time=True)
+    assert [name for name, _ in named] == [
+        "seed=0,layer4=plain,attention=seed", "seed=1,layer4=plain,attention=seed",
+        "seed=0,layer4=multigrid,attention=seed", "seed=0,layer4=plain,attention=psa",
+        "seed=0,layer4=plain,attention=none"]
+    assert [(c.seed, c.model["layer4"], c.model["attention"]) for _, c in named][1:3] == [
+        (1, "plain", "seed"), (0, "multigrid", "seed")]
+    assert len(variants(base, grid, tmp_path)) == 12  # the product
+    # Another seed draws other crops and weights but holds out the same tiles, so its figure measures noise only.
+    held_out = {c.seed: [p.name for p in c.split().val] for _, c in named}
+    assert held_out[1] == held_out[0]
+    # ... and another split seed holds out other tiles (4 tiles, 2 held out: seeds 0 and 1 differ).
+    assert [p.name for p in TrainConfig.from_dict({**base.to_dict(), "split_seed": 1}).split().val] != held_out[0]
 
 
 def _plausible(name: str, value: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     ablate_parser = sub.add_parser("ablate", help="train and evaluate a grid of variants with the same budget")
     ablate_parser.add_argument("--grid", action="append", default=[], metavar="OPTION=V1,V2",
                                help="an axis, e.g. attention=seed,psa,none (repeat for more axes)")
+    ablate_parser.add_argument("--one-at-a-time", action="store_true",
+                               help="train the base configuration, then change one axis per variant, instead of "
+                                    "every combination (e.g. --grid seed=0,1 then measures the base's noise)")
     add_flags(ablate_parser)
 
     export_parser = sub.add_parser("export", help="a training checkpoint -> the project's model file")
@@ -208,7 +211,8 @@ def cmd_ablate(args) -> int:
     from .ablate import ablate, parse_grid
 
     config = resolve(args)
-    rows = ablate(config, parse_grid(args.grid), Path(config.out), log=lambda m: print(m, file=sys.stderr))
+    rows = ablate(config, parse_grid(args.grid), Path(config.out), log=lambda m: print(m, file=sys.stderr),
+                  one_at_a_time=args.one_at_a_time)
     print((Path(config.out) / "results.md").read_text())
     print(f"{len(rows)} rows in {Path(config.out) / 'results.csv'}")
     return 0

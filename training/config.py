@@ -40,7 +40,10 @@ class TrainConfig:
     init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
     road_width_m: float = ROAD_WIDTH_M  # width road centrelines are rasterised at (vector labels only)
-    seed: int = 0
+    seed: int = 0  # weights' initialisation, crops and augmentation
+    # Which tiles are held out: apart from --seed, so runs with other seeds are scored on the same tiles and
+    # never train on them (the model card's 6 tiles are --val-tiles 6 --split-seed 0).
+    split_seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on GPUs and CPUs with native bf16 (core.extraction.devices)
     val_scales: list[float] = field(default_factory=lambda: [1.0])
     val_tile: int = 512
@@ -63,7 +66,7 @@ class TrainConfig:
     def split(self):
         from .data import split_dataset
 
-        return split_dataset(self.data, self.val_tiles, self.seed, self.gsd_m, self.road_width_m)
+        return split_dataset(self.data, self.val_tiles, self.split_seed, self.gsd_m, self.road_width_m)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
