@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from core.errors import OutputError
 
 
 @contextlib.contextmanager
@@ -29,9 +34,56 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # mkstemp makes the file private (0600); the output gets the permissions any new file would get here.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+    except Exception as exc:
+        refused = storage_refused(exc, target.parent, [tmp])
+        tmp.unlink(missing_ok=True)
+        if refused:
+            raise OutputError(f"could not write {target}: {refused}") from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# What the C libraries say when the file system refuses a write; GDAL and SQLite pass it on as text, if at all.
+_REFUSAL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_REFUSAL_TEXTS = ("no space left", "file too large", "disk quota", "database or disk is full")
+LOW_SPACE_BYTES = 32 * 2**20
+
+
+def storage_refused(exc: BaseException, folder: Path, files: Sequence[Path] = ()) -> str | None:
+    """Why a failed write failed, when the file system refused it: a full disk, a quota, or a file size limit.
+    GDAL and SQLite often report only "Write failed" or "Failed to commit transaction", so the folder's free space
+    and the process's file size limit are looked at too. None when nothing points at the storage."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e).lower() for e in chain)
+    elsewhere = "choose another output folder (--out; the output field in QGIS)"
+    if any(getattr(e, "errno", None) == errno.EFBIG for e in chain) or "file too large" in text \
+            or _at_size_limit(files):
+        return f"a file reached this process's file size limit (ulimit -f); raise the limit or {elsewhere}"
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if any(getattr(e, "errno", None) in _REFUSAL_ERRNOS for e in chain) or any(t in text for t in _REFUSAL_TEXTS) \
+            or (free is not None and free < LOW_SPACE_BYTES):
+        left = f" ({free / 2**20:.0f} MiB free)" if free is not None else ""
+        return f"the disk holding {folder} is full{left}; free some space there or {elsewhere}"
+    return None
+
+
+def _at_size_limit(files: Sequence[Path]) -> bool:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    sizes = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            sizes += [f.stat().st_size for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file()]
+    return any(size >= limit - 2**16 for size in sizes)  # within 64 KiB: a library writes in pages or blocks
 
 
 
@@ -59,8 +111,6 @@ def remove_if_empty(folder: Path) -> None:
 def remove_stale_scratch(folder: Path, prefix: str) -> None:
     """Removes scratch folders `<prefix><pid>-*` of runs whose process no longer exists (killed with -9, or a
     machine that went down); those of live runs are left alone."""
-    import shutil
-
     for scratch in folder.glob(f"{prefix}*-*"):
         pid = scratch.name[len(prefix):].split("-", 1)[0]
         if scratch.is_dir() and pid.isdigit() and not _alive(int(pid)):

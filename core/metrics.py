@@ -238,12 +238,10 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
     """Line geometries of a vector file (multi-lines split), reprojected to `target_crs_wkt` when given; a
     GeoPackage's `roads` layer where it has one."""
     from core.inputs.raster import RasterError
-    from core.inputs.vectors import read_geometries
+    from core.inputs.vectors import layer_names, read_geometries
 
     if layer is None and str(path).lower().endswith(".gpkg"):
-        from pyogrio import list_layers
-
-        names = [name for name, _ in list_layers(path)]
+        names = layer_names(path)
         layer = "roads" if "roads" in names else names[0]
     try:
         shapes, crs = read_geometries(path, target_crs_wkt, layer)

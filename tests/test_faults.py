@@ -195,3 +195,73 @@ def test_export_refuses_a_folder_an_existing_file_and_an_unwritable_place(random
     replaced = subprocess.run([sys.executable, "-m", "core", "export", str(random_model_file), "--model-file",
                                str(existing), "--overwrite"], capture_output=True, text=True)
     assert replaced.returncode == 0 and existing.stat().st_size > 1000
+
+
+def _limited(kilobytes: int):
+    """A child process whose files may not grow past `kilobytes` (as `ulimit -f`): a full disk without root. The
+    kernel's SIGXFSZ is ignored, so a write past the limit fails with EFBIG as on a full disk it fails with ENOSPC."""
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, resource.RLIM_INFINITY))
+    return limit
+
+
+def test_a_full_disk_during_extract_gives_one_line_and_leaves_nothing(big_scene, random_model_file, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "core", "extract", big_scene, "--model", random_model_file,
+                             "--out", out, "--tta-scales", "1", "--precision", "fp32", "--no-vectorize"],
+                            capture_output=True, text=True, preexec_fn=_limited(16), timeout=300)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "could not write the outputs" in last and "file size limit" in last, \
+        result.stderr
+    assert not out.exists()  # no half-written raster, no scratch folder, not even the folder it made
+
+
+@pytest.fixture(scope="module")
+def probability_raster(tmp_path_factory) -> Path:
+    """A probability raster of the generated suburb's streets: a road network of some 30 roads to vectorize."""
+    from core.inputs.sample import make_suburb
+
+    path = tmp_path_factory.mktemp("probability") / "streets.tif"
+    roads = make_suburb(1024, seed=4).roads.astype(np.uint8) * 230
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8",
+                       crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(roads, 1)
+    return path
+
+
+def test_a_full_disk_while_the_geopackage_is_written_is_refused_not_left_incomplete(probability_raster, tmp_path):
+    whole = tmp_path / "whole.gpkg"
+    done = subprocess.run([sys.executable, "-m", "core", "vectorize", probability_raster, "--out", whole],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    size_kb = whole.stat().st_size // 1024
+    # Half the file: a write fails outright. Nearly all of it: GDAL used to finish the file without a layer's
+    # spatial index and report success.
+    for limit_kb in (size_kb // 2, size_kb - 8):
+        out = tmp_path / f"limited-{limit_kb}" / "roads.gpkg"
+        out.parent.mkdir()
+        result = subprocess.run([sys.executable, "-m", "core", "vectorize", probability_raster, "--out", out],
+                                capture_output=True, text=True, preexec_fn=_limited(limit_kb), timeout=300)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 2 and f"could not write {out}" in last and "file size limit" in last, \
+            (limit_kb, result.stderr)
+        assert list(out.parent.iterdir()) == []  # no GeoPackage, no temporary file beside it
+
+
+def test_what_points_at_the_storage_is_told_apart_from_other_failures(tmp_path):
+    import errno
+
+    from core.atomic import storage_refused
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as disk:
+            raise RuntimeError("Write failed") from disk
+    except RuntimeError as exc:
+        assert "is full" in storage_refused(exc, tmp_path)
+    assert "full" in storage_refused(RuntimeError("sqlite3: database or disk is full"), tmp_path)
+    assert storage_refused(ValueError("shapes (3,) and (4,) not aligned"), tmp_path) is None

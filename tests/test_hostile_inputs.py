@@ -1,6 +1,9 @@
 """Hostile inputs, each once wrong with exit status 0: the tool must refuse them with one line or handle them
 right, never answer wrongly. Small real files made in the test."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import rasterio
@@ -190,3 +193,20 @@ def test_a_raster_without_one_valid_pixel_is_refused_not_answered_with_no_roads(
     result = _cli("extract", path, "--out", tmp_path / "out", "--tta-scales", "1")
     assert result.returncode == 2 and "no valid pixel in the area" in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluating_road_lines_prints_no_library_noise(tmp_path):
+    """Where Debian's pyproj is installed beside QGIS (it is on the CI machines), importing pyogrio the plain way
+    prints "Valid PROJ data directory not found" on every `evaluate` of road lines."""
+    import shapely
+
+    from core.inputs.vectors import pyogrio_raw
+
+    lines = np.array([shapely.to_wkb(shapely.LineString([(330000 + i * 40, 4690000), (330000 + i * 40, 4689000)]))
+                      for i in range(5)], dtype=object)
+    path = tmp_path / "roads.gpkg"
+    pyogrio_raw().write(path, lines, [], [], driver="GPKG", layer="roads", geometry_type="LineString",
+                        crs="EPSG:32619")
+    result = subprocess.run([sys.executable, "-m", "core", "evaluate", path, path], capture_output=True, text=True)
+    assert result.returncode == 0 and "completeness" in result.stdout, result.stderr
+    assert result.stderr.strip() == "", result.stderr

@@ -25,8 +25,8 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from core import __version__
-from core.atomic import folder_lock, remove_if_empty, remove_stale_scratch
-from core.errors import OutputError
+from core.atomic import folder_lock, remove_if_empty, remove_stale_scratch, storage_refused
+from core.errors import InputError, OutputError
 from core.extraction.devices import DeviceError, resolve_device, resolve_precision
 from core.extraction.inference import normalize, predict_probabilities
 from core.inputs.area import Area
@@ -254,14 +254,23 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         scratch_path = Path(scratch)
         processing_file = scratch_path / "processing.tif"
         try:
-            _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress,
-                           cancel, started)
-        finally:
-            predictor.restore()
-        if progress:
-            progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
-        road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model, params,
-                                       predictor.precision.name, scratch_path, (probability_path, mask_path), cancel)
+            try:
+                _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress,
+                               cancel, started)
+            finally:
+                predictor.restore()
+            if progress:
+                progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
+            road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model,
+                                           params, predictor.precision.name, scratch_path,
+                                           (probability_path, mask_path), cancel)
+        except (InputError, Cancelled):
+            raise
+        except Exception as exc:
+            refused = storage_refused(exc, out_dir, [scratch_path])
+            if refused:
+                raise OutputError(f"could not write the outputs in {out_dir}: {refused}") from exc
+            raise
     seconds = time.perf_counter() - started
     megapixels = (area.x1 - area.x0) * (area.y1 - area.y0) / 1e6
     return ExtractResult(probability_path, mask_path, len(tiling), seconds, megapixels, road_fraction, notes,

@@ -94,6 +94,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
                 log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
     by a failed or cancelled run: each output is written to a temporary file and renamed."""
+    from core.atomic import remove_if_empty
     from core.extraction.extract import extract_roads
     from core.inputs.area import area_from_bbox, area_from_vector
     from core.inputs.raster import RasterioSource
@@ -114,6 +115,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
             area = area_from_bbox(source.info, job.bbox, job.bbox_crs)
         elif job.aoi:
             area = area_from_vector(source.info, job.aoi)
+        made_folder = not Path(job.out_dir).exists()
         result = extract_roads(source, model, job.out_dir, params, area, progress=progress, cancel=cancel, log=log)
     summary: dict[str, Any] = {
         "probability": str(result.probability), "mask": str(result.mask), "tiles": result.tiles,
@@ -134,6 +136,8 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
             # A job cancelled or failed while vectorizing leaves none of its outputs, like one stopped earlier.
             for path in (result.probability, result.mask):
                 Path(path).unlink(missing_ok=True)
+            if made_folder:
+                remove_if_empty(Path(job.out_dir))
             raise
         summary.update(network.summary(roads))
     return summary

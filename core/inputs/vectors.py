@@ -8,13 +8,24 @@ import warnings
 import shapely
 
 
-def pyogrio_raw():
-    """pyogrio's array-level API. pyogrio imports pyproj where one is installed; Debian's (beside QGIS) then finds
-    rasterio's PROJ data instead of its own and warns. Nothing here uses pyproj, so that warning is noise."""
+def _pyogrio():
+    """pyogrio, imported without its noise: it imports pyproj where one is installed, and Debian's (beside QGIS)
+    then finds rasterio's PROJ data instead of its own and warns. Nothing here uses pyproj. Every use of pyogrio
+    goes through here, so whichever comes first imports it quietly."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Valid PROJ data directory not found")
+        import pyogrio
         from pyogrio import raw
-    return raw
+    return pyogrio, raw
+
+
+def pyogrio_raw():
+    """pyogrio's array-level API."""
+    return _pyogrio()[1]
+
+
+def layer_names(path) -> list[str]:
+    return [name for name, _ in _pyogrio()[0].list_layers(path)]
 
 
 def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:

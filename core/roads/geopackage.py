@@ -9,6 +9,7 @@ import numpy as np
 import shapely
 
 from core.atomic import atomic_output
+from core.errors import OutputError
 from core.inputs.vectors import pyogrio_raw
 from core.roads.network import RoadNetwork
 
@@ -44,4 +45,25 @@ def write_road_network(path: str | Path, network: RoadNetwork, crs_wkt: str | No
               fields=list(JUNCTION_FIELDS), crs=crs_wkt, geometry_type="Point", driver="GPKG", layer="junctions",
               layer_metadata={"DESCRIPTION": "road end points (degree 1) and junctions (degree 3 or more)"},
               append=False)
+        _check_whole(tmp, {"roads": len(network.roads), "junctions": len(network.junctions)})
     return path
+
+
+def _check_whole(path: Path, counts: dict[str, int]) -> None:
+    """GDAL finishes a GeoPackage without the spatial index of a layer when the disk fills (or a file size limit
+    is reached) at the wrong moment, and says nothing: count each layer's features and index entries."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for layer, expected in counts.items():
+            features = connection.execute(f'SELECT count(*) FROM "{layer}"').fetchone()[0]
+            indexed = connection.execute(f'SELECT count(*) FROM "rtree_{layer}_geom"').fetchone()[0] \
+                if expected else 0
+            if (features, indexed) != (expected, expected):
+                raise OutputError(f"the GeoPackage was written incomplete: layer {layer} holds {features} of "
+                                  f"{expected} features and {indexed} spatial index entries")
+    except sqlite3.Error as exc:
+        raise OutputError(f"the GeoPackage was written incomplete: {exc}") from None
+    finally:
+        connection.close()
