@@ -81,18 +81,34 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_p
     assert again.stdout.strip() == "got it"
 
 
-def test_kill_9_during_vectorize_leaves_no_worker_processes(tmp_path):
-    # Large enough (100 MP: several seconds of work for each worker) that the workers are caught mid-run on any CPU.
+@pytest.fixture(scope="module")
+def grid_mask(tmp_path_factory) -> Path:
+    """Large enough (100 MP: several seconds of work for each worker) that the vectorize workers are caught
+    mid-run on any CPU."""
     mask = np.zeros((10000, 10000), np.uint8)
     mask[::40, :] = 1
     mask[:, ::40] = 1
-    raster = tmp_path / "grid_mask.tif"
+    raster = tmp_path_factory.mktemp("grid") / "grid_mask.tif"
     with rasterio.open(raster, "w", driver="GTiff", width=10000, height=10000, count=1, dtype="uint8", nodata=255,
                        crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1)) as ds:
         ds.write(mask, 1)
         ds.update_tags(1, ROLE="1 road, 0 background, 255 no data")
-    process = _start("vectorize", raster, "--out", tmp_path / "roads.gpkg", env={**os.environ,
-                                                                                "ROAD_EXTRACTOR_WORKERS": "2"})
+    return raster
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split()[2] == "Z"  # a zombie, reaped by init: no memory, not running
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+def test_a_vectorize_stopped_midway_leaves_no_worker_process_and_no_file(grid_mask, tmp_path, stop):
+    process = _start("vectorize", grid_mask, "--out", tmp_path / "roads.gpkg", env={**os.environ,
+                                                                                   "ROAD_EXTRACTOR_WORKERS": "2"})
 
     def children() -> list[int]:
         found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
@@ -100,20 +116,29 @@ def test_kill_9_during_vectorize_leaves_no_worker_processes(tmp_path):
 
     assert _wait_for(lambda: len(children()) >= 2 or process.poll() is not None)
     workers = children()
-    assert process.poll() is None, "vectorize finished before it could be killed; make the raster larger"
+    assert process.poll() is None, "vectorize finished before it could be stopped; make the raster larger"
+    process.send_signal(signal.SIGKILL if stop == "kill -9" else signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    if stop == "SIGTERM":
+        assert process.returncode == 143 and "terminated; no output was written" in stderr, stderr
+    assert _wait_for(lambda: all(_gone(pid) for pid in workers), 30), f"worker processes outlived {stop}"
+    assert list(tmp_path.iterdir()) == []  # no GeoPackage, no temporary file beside it
+
+
+def test_a_run_after_a_kill_9_during_extract_removes_what_the_killed_run_left(big_scene, random_model_file,
+                                                                               tmp_path):
+    out = tmp_path / "out"
+    args = ("extract", big_scene, "--model", random_model_file, "--out", out, "--tta-scales", "1", "--tile", "256",
+            "--overlap", "32", "--no-vectorize", "--precision", "fp32")
+    process = _start(*args)
+    assert _wait_for(lambda: any(out.glob(".road-extractor-*")) or process.poll() is not None)
     process.kill()
     process.wait()
-
-    def gone(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] == "Z"  # a zombie, reaped by init: no memory, not running
-
-    assert _wait_for(lambda: all(gone(pid) for pid in workers), 30), "worker processes outlived a kill -9"
-    assert not (tmp_path / "roads.gpkg").exists()
+    assert any(out.glob(".road-extractor-*"))  # a killed process cleans nothing up itself
+    again = subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["suburb_road_mask.tif", "suburb_road_probability.tif"]
 
 
 def test_a_model_that_diverged_is_refused_by_inspect_export_and_extract(tmp_path):
