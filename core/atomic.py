@@ -22,9 +22,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     is atomic: a reader sees the old file or the new one, never half of one.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the extension: some drivers (GeoPackage) check it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{target.suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name keeps the extension: some drivers (GeoPackage) check it.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{target.suffix}",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target} ({exc.strerror}); choose a folder you can write to") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

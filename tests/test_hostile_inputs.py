@@ -7,12 +7,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.transform import from_origin
 
 from core.extraction.extract import ExtractParams, extract_roads
 from core.inputs.raster import RasterioSource
 from core.model.catalog import default_model
 from core.model.checkpoint import load_model
+from training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +212,39 @@ def test_evaluating_road_lines_prints_no_library_noise(tmp_path):
     result = subprocess.run([sys.executable, "-m", "core", "evaluate", path, path], capture_output=True, text=True)
     assert result.returncode == 0 and "completeness" in result.stdout, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.parametrize("case", ["malformed YAML", "YAML list", "--crop 0", "--lr-stage2 nan", "no epochs",
+                                  "--out is a file", "truncated checkpoint", "export into /proc"])
+def test_training_refuses_what_it_cannot_use_with_one_line(road_tiles, tmp_path, capsys, case):
+    from training.__main__ import main
+
+    config, afile, checkpoint = tmp_path / "run.yaml", tmp_path / "afile", tmp_path / "cut.ckpt"
+    config.write_text({"malformed YAML": "crop: [256\nbatch_size: 8\n", "YAML list": "- crop\n"}.get(case, ""))
+    afile.write_text("not a folder")
+    # The start of a real checkpoint: a zip archive whose directory at the end never got written.
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:500])
+    fit = ["fit", "--data", str(road_tiles), "--val-tiles", "1", "--out", str(tmp_path / "run")]
+    argv = {"malformed YAML": [*fit, "--config", str(config)], "YAML list": [*fit, "--config", str(config)],
+            "--crop 0": [*fit, "--crop", "0"], "--lr-stage2 nan": [*fit, "--lr-stage2", "nan"],
+            "no epochs": [*fit, "--stage1-epochs", "0", "--stage2-epochs", "0"],
+            "--out is a file": [*fit[:-1], str(afile)],
+            "truncated checkpoint": ["export", str(checkpoint), "--out", str(tmp_path / "m.pt")],
+            "export into /proc": ["export", str(checkpoint), "--out", "/proc/m.pt"]}[case]
+    if case == "export into /proc":  # a whole checkpoint, so only the output can be what is refused
+        from training.fit import fit as train
+
+        argv[1] = str(train(TrainConfig.from_dict({
+            "data": [str(road_tiles)], "val_tiles": 1, "crop": 64, "batch_size": 2, "crops_per_epoch": 2,
+            "stage1_epochs": 0, "stage2_epochs": 1, "val_tile": 160, "val_overlap": 0, "precision": "fp32",
+            "out": str(tmp_path / "tiny")})))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = {"malformed YAML": "not valid YAML at line 2", "YAML list": "not a mapping of options",
+                "--crop 0": "--crop 0: give a whole number of at least 32", "--lr-stage2 nan": "a positive number",
+                "no epochs": "at least one epoch", "--out is a file": "is a file; give a folder",
+                "truncated checkpoint": "not a readable training checkpoint",
+                "export into /proc": "cannot write /proc/m.pt"}[case]
+    assert expected in err[-1], err  # main() returned 2: no exception got past it
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.pt").exists()

@@ -57,6 +57,33 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 50  # mid-epoch checkpoints, so a killed run loses little
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig(backbone="resnet18").to_dict())
 
+    def check(self) -> None:
+        """Values no run can use, refused before any work with the option's flag named."""
+        import math
+
+        def refuse(name: str, rule: str) -> None:
+            raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: give {rule}")
+
+        for name, low in (("crop", 32), ("batch_size", 1), ("crops_per_epoch", 1), ("num_nodes", 1),
+                          ("log_every_n_steps", 1), ("checkpoint_every_n_steps", 1), ("val_tile", 64)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                refuse(name, f"a whole number of at least {low}")
+        for name in ("stage1_epochs", "stage2_epochs", "val_overlap", "num_workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                refuse(name, "a whole number, 0 or more")
+        if self.stage1_epochs + self.stage2_epochs == 0:
+            refuse("stage2_epochs", "at least one epoch in one of the two stages")
+        for name in ("lr_stage1", "lr_stage2", "gsd_m", "road_width_m"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                refuse(name, "a positive number")
+        for name in ("backbone_lr_factor", "weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                refuse(name, "a number, 0 or more")
+        if not (0 < self.val_tiles and math.isfinite(self.val_tiles)):
+            refuse("val_tiles", "a count of tiles (1 or more) or a fraction between 0 and 1")
+        if self.val_overlap * 2 >= self.val_tile:
+            refuse("val_overlap", f"less than half of --val-tile ({self.val_tile})")
+
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model)
 
@@ -78,6 +105,7 @@ class TrainConfig:
         config = cls(**data)
         config.model = {**ModelConfig(backbone="resnet18").to_dict(), **config.model}
         config.model_config()  # validates
+        config.check()
         return config
 
     def save(self, path: Path) -> None:
@@ -116,7 +144,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace) -> TrainConfig:
     data: dict[str, Any] = {}
     if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        data = read_config(Path(args.config))
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if f.name != "model" and value is not None:
@@ -128,3 +156,20 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
             model[name] = value
     data["model"] = model
     return TrainConfig.from_dict(data)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    fix = "give a YAML file like the config.yaml a run writes into its folder"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the configuration {path} ({exc.strerror}); {fix}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise InputError(f"the configuration {path} is not valid YAML{at}; {fix}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"the configuration {path} is not a mapping of options; {fix}")
+    return data

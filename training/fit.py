@@ -100,7 +100,13 @@ def precision_for(config: TrainConfig) -> Precision:
 
 def fit(config: TrainConfig) -> Path:
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the run (checkpoints, logs, its config)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the run folder {out} ({exc.strerror}); give --out a folder you can write "
+                         f"to") from None
     config.save(out / "config.yaml")
     L.seed_everything(config.seed, workers=True)
     train_loader, val_loader, split, schedule = build(config)
@@ -178,8 +184,17 @@ def _latest(checkpoints: Path) -> str | None:
 
 def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:
     """A training checkpoint (weights only) -> (module, validation metrics, provenance)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(state["hyper_parameters"]["config"])
+    if not checkpoint.is_file():
+        raise InputError(f"{checkpoint}: no such file; give RUN/checkpoints/best.ckpt or last.ckpt of a run")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        config = TrainConfig.from_dict(state["hyper_parameters"]["config"])
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, storage and key errors all mean the file is unusable
+        reason = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else type(exc).__name__
+        raise InputError(f"{checkpoint} is not a readable training checkpoint ({reason}); it may be cut short (a "
+                         f"run killed while writing it): use another of the run's checkpoints") from None
     module = RoadSegmentation(config.to_dict())
     module.load_state_dict(state["state_dict"])
     metrics = {}
