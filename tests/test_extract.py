@@ -409,6 +409,30 @@ def test_progress_reports_and_cancel_leaves_nothing(shared_data, tmp_path):
     assert fractions == sorted(fractions)
 
 
+def test_a_one_tile_raster_shows_progress_within_the_tile_and_a_cancel_acts_after_one_pass(tmp_path):
+    """All 8 flips and rotations at 3 scales are 24 network passes over one tile: progress moves with each pass,
+    and a cancel stops the run after the pass that is running, not after all 24 (it took 20 s in QGIS)."""
+    path = tmp_path / "one_tile.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 1, 1)) as ds:
+        ds.write(np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8))
+    passes = []
+    network = LocalNet()
+    network.register_forward_hook(lambda *_: passes.append(1))
+    params = ExtractParams(scales=(0.75, 1.0, 1.25), augment="d4", tile=128, overlap=8)
+    seen = []
+    with RasterioSource(path) as source:
+        extract_roads(source, _road_model(network), tmp_path / "whole", params, progress=seen.append)
+    inference = [p.fraction for p in seen if p.stage == "inference"]
+    assert len(passes) == 24 and inference == [i / 24 for i in range(1, 25)]
+    passes.clear()
+    cancel = CancelToken()
+    with RasterioSource(path) as source, pytest.raises(Cancelled):
+        extract_roads(source, _road_model(network), tmp_path / "cancelled", params, cancel=cancel,
+                      progress=lambda p: cancel.cancel())
+    assert len(passes) == 1 and not (tmp_path / "cancelled").exists()
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 
 

@@ -93,13 +93,13 @@ class _Predictor:
     def restore(self) -> None:
         self.network.to(memory_format=torch.contiguous_format)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, after_pass: Callable[[int, int], None] | None = None) -> np.ndarray:
         out = []
         start = 0
         while start < len(images):
             chunk = images[start:start + self.batch_size]
             try:
-                out.append(self._run(chunk))
+                out.append(self._run(chunk, after_pass))
                 start += len(chunk)
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
@@ -110,14 +110,14 @@ class _Predictor:
                 self.log(f"CUDA out of memory: batch size halved to {self.batch_size}, continuing")
         return np.concatenate(out)
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
+    def _run(self, images: np.ndarray, after_pass) -> np.ndarray:
         started = time.perf_counter()
         try:
-            return self._forward(images)
+            return self._forward(images, after_pass)
         finally:
             self.seconds += time.perf_counter() - started
 
-    def _forward(self, images: np.ndarray) -> np.ndarray:
+    def _forward(self, images: np.ndarray, after_pass) -> np.ndarray:
         x = torch.from_numpy(images).to(self.device)
         x = normalize(x, self.normalization)
         if self.device.type == "cpu":
@@ -125,9 +125,11 @@ class _Predictor:
         with torch.inference_mode():
             if self.autocast is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast):
-                    probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment)
+                    probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment,
+                                                          after_pass)
             else:
-                probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment)
+                probabilities = predict_probabilities(self.network, x, self.params.scales, self.params.augment,
+                                                      after_pass)
         return probabilities[:, 1].float().cpu().numpy()
 
 
@@ -311,6 +313,22 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
     band_top = tiling.y0  # processing row held at index 0 of the band
     done = 0
     any_valid = False
+
+    def report(tiles_done: float) -> None:
+        if progress:
+            elapsed = time.perf_counter() - started
+            fraction = tiles_done / total
+            input_pixels = fraction * (tiling.x1 - tiling.x0) * (tiling.y1 - tiling.y0) / (grid.scale_x * grid.scale_y)
+            progress(Progress(fraction, int(tiles_done), total, input_pixels / 1e6 / max(elapsed, 1e-9),
+                              elapsed * (1 - fraction) / fraction if fraction > 0 else None))
+
+    def after_pass(passes_done: int, passes_total: int) -> None:
+        """Within a batch: a cancel acts after the current pass, and a one-tile raster shows progress too."""
+        if passes_done < passes_total:
+            report(done + len(live) * passes_done / passes_total)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("cancelled")
+
     profile = dict(driver="GTiff", width=width, height=tiling.y1 - tiling.y0, count=2, dtype="uint8", tiled=True,
                    blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")
     with rasterio.open(path, "w", **profile) as out:
@@ -325,7 +343,7 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                 # Tiles without one valid pixel (NoData, alpha 0) add nothing to the blend: the network skips them.
                 live = [(tile, valid, values) for tile, (values, valid) in zip(batch, reads, strict=True)
                         if valid.any()]
-                probabilities = predictor(np.stack([values for _, _, values in live])) if live else []
+                probabilities = predictor(np.stack([values for _, _, values in live]), after_pass) if live else []
                 any_valid = any_valid or bool(live)
                 for (tile, valid, _), probability in zip(live, probabilities, strict=True):
                     w = blend_weights(tile.height, tile.width, tiling.overlap) * valid
@@ -335,13 +353,7 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                     weights[ys, xs] += w
                     seen[ys, xs] |= valid
                 done += len(batch)
-                if progress:
-                    elapsed = time.perf_counter() - started
-                    fraction = done / total
-                    input_pixels = fraction * (tiling.x1 - tiling.x0) * (tiling.y1 - tiling.y0) / (
-                        grid.scale_x * grid.scale_y)
-                    progress(Progress(fraction, done, total, input_pixels / 1e6 / max(elapsed, 1e-9),
-                                      elapsed * (1 - fraction) / fraction))
+                report(done)
             # Rows above the next tile row are final: no later tile reaches them.
             final_bottom = rows[index + 1][0].y if index + 1 < len(rows) else tiling.y1
             count = final_bottom - band_top

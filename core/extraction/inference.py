@@ -49,10 +49,12 @@ def normalize(images: torch.Tensor, normalization: Normalization) -> torch.Tenso
 
 
 def predict_logits(network: nn.Module, images: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES,
-                   augment: str = "none") -> torch.Tensor:
+                   augment: str = "none", after_pass: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Logits at the input's size, summed over `scales` (as the seed does) and averaged over the augmentation.
 
     `images` is the normalised network input [B, C, H, W] of any size; the network must be in eval mode.
+    `after_pass(done, total)` is called after each network pass (a scale of a flip or rotation): progress within
+    a tile, and the place to stop (raise) when a run is cancelled, so 24 passes of d4 x 3 scales are not waited for.
     """
     if not scales:
         raise ValueError("scales must hold at least one scale, e.g. (1.0,)")
@@ -62,6 +64,7 @@ def predict_logits(network: nn.Module, images: torch.Tensor, scales: Sequence[fl
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
     transforms = AUGMENTATIONS[augment]
     total: torch.Tensor | None = None
+    passes = 0
     for forward, inverse in transforms:
         view = forward(images)
         height, width = view.shape[2:]
@@ -73,12 +76,16 @@ def predict_logits(network: nn.Module, images: torch.Tensor, scales: Sequence[fl
                 logits = F.interpolate(logits, (height, width), mode="bilinear", align_corners=False)
             logits = inverse(logits)
             total = logits if total is None else total + logits
+            passes += 1
+            if after_pass is not None:
+                after_pass(passes, len(transforms) * len(scales))
     assert total is not None
     return total / len(transforms)
 
 
 def predict_probabilities(network: nn.Module, images: torch.Tensor, scales: Sequence[float] = DEFAULT_SCALES,
-                          augment: str = "none") -> torch.Tensor:
+                          augment: str = "none", after_pass: Callable[[int, int], None] | None = None
+                          ) -> torch.Tensor:
     """Class probabilities from the mean logit over scales: the same argmax as the seed's sum, but not made
     over-confident by the number of scales."""
-    return torch.softmax(predict_logits(network, images, scales, augment) / len(scales), dim=1)
+    return torch.softmax(predict_logits(network, images, scales, augment, after_pass) / len(scales), dim=1)
