@@ -49,16 +49,19 @@ AUGMENT_LABELS = {"none": "none", "flip": "mirror (2x time)", "d4": "all 8 flips
 
 
 class ExtractRoadsDialog(QDialog):
-    def __init__(self, iface, parent=None) -> None:
+    def __init__(self, iface, parent=None, on_setup=None) -> None:
         super().__init__(parent or iface.mainWindow())
         self.iface = iface
+        self.on_setup = on_setup  # the plugin's engine set-up (a dialog, then a task it keeps track of)
         self.setWindowTitle("Extract roads")
         self.setObjectName("RoadExtractorDialog")
         self.settings = ExtractSettings.load()
         self.drawn_rectangle: QgsRectangle | None = None
         self.model_info: dict = {}
+        self.model_error: str | None = None  # the engine refused the chosen model file: Run is blocked
         self._build()
         self._load(self.settings)
+        self.check_model()  # the shipped model's description too, from the first opening
 
     # ------------------------------------------------------------------------------------------------ layout
 
@@ -104,6 +107,15 @@ class ExtractRoadsDialog(QDialog):
         self.augment = QComboBox()
         for key in AUGMENTS:  # the engine's codes (d4) stay inside; the analyst reads what each one does
             self.augment.addItem(AUGMENT_LABELS.get(key, key), key)
+        self.engine = QgsFileWidget()
+        self.engine.lineEdit().setPlaceholderText("found automatically (the environment 'Set up engine…' makes)")
+        self.engine.setToolTip("The Python of an environment with the engine's requirements (PyTorch, rasterio, "
+                               "...), e.g. a conda or venv python you already have")
+        self.setup = QPushButton("Set up engine…")
+        self.setup.setToolTip("Create the engine's environment: CPU-only PyTorch (about 1.2 GB) or CUDA (about 6 GB)")
+        engine_row = QHBoxLayout()
+        engine_row.addWidget(self.engine, 1)
+        engine_row.addWidget(self.setup)
         self.device = QComboBox()
         self.device.setEditable(True)
         self.device.addItems(["auto", "cpu", "cuda:0"])
@@ -119,6 +131,7 @@ class ExtractRoadsDialog(QDialog):
                                   "BF16: 2-4x faster), else fp32")
         self.threshold = self._spin(0.05, 0.95, 0.05)
         self.estimate = QLabel("")
+        inference_form.addRow("Engine", engine_row)
         inference_form.addRow("Scales", self.scales)
         inference_form.addRow("Flips / rotations", self.augment)
         inference_form.addRow("Device", device_row)
@@ -163,6 +176,8 @@ class ExtractRoadsDialog(QDialog):
         self.area.currentIndexChanged.connect(self._area_changed)
         self.draw.clicked.connect(self._draw_rectangle)
         self.test_device.clicked.connect(self.check_device)
+        self.setup.clicked.connect(self.set_up_engine)
+        self.engine.fileChanged.connect(lambda _: self.check_model())
         self.finetune.clicked.connect(self.open_finetune)
         self.model.fileChanged.connect(lambda _: self.check_model())
         for signal in (self.layer.layerChanged, self.area.currentIndexChanged, self.scales.textChanged,
@@ -180,6 +195,7 @@ class ExtractRoadsDialog(QDialog):
     def _load(self, s: ExtractSettings) -> None:
         self.area.setCurrentIndex(max(0, AREAS.index(s.area) if s.area in AREAS else 0))
         self.model.setFilePath(s.model)
+        self.engine.setFilePath(s.engine_python)
         self.scales.setText(s.scales)
         self.augment.setCurrentIndex(max(0, self.augment.findData(s.augment)))
         self.device.setCurrentText(s.device)
@@ -199,6 +215,7 @@ class ExtractRoadsDialog(QDialog):
         s = replace(self.settings)
         s.area = self.area.currentData()
         s.model = self.model.filePath().strip()
+        s.engine_python = self.engine.filePath().strip()
         s.scales = self.scales.text()
         s.augment = self.augment.currentData()
         s.device = self.device.currentText().strip() or "auto"
@@ -275,8 +292,14 @@ class ExtractRoadsDialog(QDialog):
         def done(exception, result):
             if exception is not None:
                 self.model_info = {}
-                self.model_label.setText(f"<span style='color:#b00'>{html.escape(str(exception))}</span>")
+                # Only the engine's verdict on the file blocks Run; a missing engine is offered set-up on Run.
+                self.model_error = str(exception) if getattr(exception, "kind", "") == "input" else None
+                first, *rest = str(exception).splitlines() or [""]
+                self.model_label.setText(f"<span style='color:#b00'>{html.escape(first)}</span>")
+                self.model_label.setToolTip(str(exception) if rest else "")
             else:
+                self.model_error = None
+                self.model_label.setToolTip("")
                 self.model_info = result
                 self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
                                          f"classes {', '.join(result['classes'])}"
@@ -346,9 +369,21 @@ class ExtractRoadsDialog(QDialog):
         self.estimate.setText(f"{megapixels:.2g} MP at {gsd:g} m/px x {passes} pass(es): {shown} "
                               f"on {'a GPU' if device == 'cuda' else 'the CPU'}")
 
+    def set_up_engine(self) -> None:
+        task = self.on_setup(self) if self.on_setup is not None else None
+        if task is not None:
+            self.model_label.setText("setting up the engine (see the task manager)…")
+            task.taskCompleted.connect(self.check_model)
+
     def accept(self) -> None:
-        """Saves the settings; the plugin starts the run (`RoadExtractorPlugin.start_run`)."""
+        """Saves the settings; the plugin starts the run (`RoadExtractorPlugin.start_run`). A model file the
+        engine refused is neither run nor remembered."""
         settings = self.current_settings()
+        if self.model_error:
+            self.iface.messageBar().pushWarning("Road extractor", f"the model cannot be used: "
+                                                f"{self.model_error.splitlines()[0]}; choose another model file or "
+                                                f"clear the field for the shipped model")
+            return
         try:
             settings.scale_list()
         except ValueError as exc:

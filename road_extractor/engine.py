@@ -12,7 +12,9 @@ import itertools
 import json
 import os
 import queue
+import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -60,11 +62,38 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def install_commands(profile_dir: str | Path, base_python: str = "python3") -> list[list[str]]:
-    """What creates the managed environment: shown to the user, and what the plugin runs when asked to."""
+# PyPI's torch for Linux carries CUDA and its libraries (6.0 GB installed, measured); PyTorch's own index has the
+# CPU-only build (torch 754 MB + the other requirements 420 MB: about 1.2 GB, measured). Elsewhere PyPI's torch is
+# the CPU build (Windows) or the CPU + Apple GPU build (macOS) already.
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_BUILDS = {"cpu": "CPU only (about 1.2 GB)", "cuda": "NVIDIA GPU, CUDA (about 6 GB)"}
+
+
+def torch_builds(platform: str = sys.platform) -> list[str]:
+    """The PyTorch builds set-up can install here: a CUDA one only where PyPI's default is one (Linux)."""
+    return ["cpu", "cuda"] if platform.startswith("linux") else ["cpu"]
+
+
+def has_nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is installed: the CUDA build is worth its 6 GB only then."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def default_torch_build() -> str:
+    return "cuda" if "cuda" in torch_builds() and has_nvidia_driver() else "cpu"
+
+
+def install_commands(profile_dir: str | Path, base_python: str = "python3", torch_build: str = "cpu",
+                     platform: str = sys.platform) -> list[list[str]]:
+    """What creates the managed environment: shown to the user, and exactly what the plugin runs when asked to."""
     venv = managed_environment(profile_dir)
-    return [[base_python, "-m", "venv", str(venv)],
-            [str(_venv_python(venv)), "-m", "pip", "install", *ENGINE_REQUIREMENTS]]
+    python = str(_venv_python(venv))
+    commands = [[base_python, "-m", "venv", str(venv)]]
+    if torch_build == "cpu" and platform.startswith("linux"):
+        commands.append([python, "-m", "pip", "install", "torch", "--index-url", CPU_TORCH_INDEX])
+    # torch is listed again: already satisfied after the line above, PyPI's build where that line is not run.
+    commands.append([python, "-m", "pip", "install", *ENGINE_REQUIREMENTS])
+    return commands
 
 
 def candidate_pythons(configured: str | None, profile_dir: str | Path | None, checkout: bool = True) -> list[Path]:
@@ -91,7 +120,8 @@ def find_engine_python(configured: str | None = None, profile_dir: str | Path | 
             return python
     commands = "\n".join(" ".join(c) for c in install_commands(profile_dir or "~/.road_extractor"))
     raise EngineMissing("no Python environment with the road extraction engine was found; create one with "
-                        "'Set up engine' in the plugin's dialog, or run:\n" + commands)
+                        "'Set up engine…' in the Extract roads dialog, choose an existing one in its Engine field, "
+                        "or run:\n" + commands)
 
 
 class EngineClient:
@@ -108,8 +138,12 @@ class EngineClient:
 
     # -------------------------------------------------------------------------------------------- process
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> dict[str, Any]:
-        if self._process is not None and self._process.poll() is None:
+        if self.running:
             return self.hello
         if not self.python.exists():
             raise EngineMissing(f"the engine's Python {self.python} does not exist; set it in the plugin's "

@@ -76,7 +76,7 @@ class RoadExtractorPlugin:
         from .dialog import ExtractRoadsDialog
 
         if self.dialog is None:
-            self.dialog = ExtractRoadsDialog(self.iface)
+            self.dialog = ExtractRoadsDialog(self.iface, on_setup=self.setup_engine)
             self.dialog.accepted.connect(lambda: self.start_run(self.dialog))
         self.dialog.show()
         self.dialog.raise_()
@@ -121,42 +121,58 @@ class RoadExtractorPlugin:
             self.iface.messageBar().pushSuccess(LOG_TAG, line)
 
     def offer_engine_setup(self, problem: Exception) -> None:
-        """The engine's environment is missing: say so, show the commands, offer to run them."""
+        """The engine's environment is missing: say so, show the commands, offer to set it up."""
         from qgis.PyQt.QtWidgets import QPushButton
 
-        from .setup_engine import EngineSetupTask, commands_text
+        from .setup_engine import commands_text
 
-        commands = commands_text(profile_dir())
         # The log panel renders HTML: escaped, `numpy<2 rasterio affine<3 shapely>=2` stays a command one can copy.
-        QgsMessageLog.logMessage(html.escape(f"{problem}\nTo create it from a terminal:\n{commands}"), LOG_TAG,
-                                 Qgis.Warning)
+        QgsMessageLog.logMessage(html.escape(f"{problem}\nTo create it from a terminal:\n"
+                                             f"{commands_text(profile_dir())}"), LOG_TAG, Qgis.Warning)
         bar = self.iface.messageBar()
         widget = bar.createMessage(LOG_TAG, "The road extraction engine needs its own Python environment "
-                                   "(PyTorch and friends, about 1 GB). The commands are in the log panel.")
-        button = QPushButton("Set up engine", widget)
+                                   "(PyTorch and friends, about 1.2 GB for the CPU build).")
+        button = QPushButton("Set up engine…", widget)
         widget.layout().addWidget(button)
 
         def start() -> None:
-            task = EngineSetupTask(profile_dir())
-            def completed() -> None:
-                self._forget(task)
-                bar.pushSuccess(LOG_TAG, "engine environment ready; run again")
-
-            def terminated() -> None:
-                self._forget(task)
-                if task.error and "cancel" in task.error.lower():
-                    bar.pushInfo(LOG_TAG, "engine set-up cancelled")
-                else:
-                    self.report_error(task.error or "engine set-up failed")
-
-            task.taskCompleted.connect(completed)
-            task.taskTerminated.connect(terminated)
-            self.tasks.append(task)
-            QgsApplication.taskManager().addTask(task)
             bar.popWidget(widget)
+            self.setup_engine()
 
         button.clicked.connect(start)
         bar.pushWidget(widget, Qgis.Warning)
+
+    def setup_engine(self, parent=None, torch_build: str | None = None):
+        """Asks which PyTorch build (CPU-only unless an NVIDIA driver is found) unless told, shows the commands,
+        runs them as a cancellable task. Returns the task, or None when the user closed the dialog."""
+        from .setup_engine import EngineSetupDialog, EngineSetupTask
+
+        if torch_build is None:
+            choice = EngineSetupDialog(profile_dir(), parent or self.iface.mainWindow())
+            if not choice.exec_():
+                return None
+            torch_build = choice.torch_build()
+        task = EngineSetupTask(profile_dir(), torch_build)
+        bar = self.iface.messageBar()
+
+        def completed() -> None:
+            self._forget(task)
+            shutdown_engine()  # a worker started with another Python must not be reused
+            bar.pushSuccess(LOG_TAG, "engine environment ready")
+
+        def terminated() -> None:
+            self._forget(task)
+            if task.error and task.error.startswith("cancelled"):
+                bar.pushInfo(LOG_TAG, "engine set-up cancelled; the partly created environment was removed")
+            else:
+                self.report_error(task.error or "engine set-up failed")
+
+        task.taskCompleted.connect(completed)
+        task.taskTerminated.connect(terminated)
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+        bar.pushInfo(LOG_TAG, "setting up the engine (see the task manager; the log panel shows pip's output)")
+        return task
 
     def _forget(self, task) -> None:
         if task in self.tasks:

@@ -230,7 +230,7 @@ def engine_client(settings: ExtractSettings) -> EngineClient:
 
 def engine_running() -> bool:
     """Whether the engine process is up with its libraries imported (its next run skips 3-6 s of start-up)."""
-    return _engine is not None and _engine.hello is not None
+    return _engine is not None and _engine.running
 
 
 def shutdown_engine() -> None:

@@ -295,9 +295,55 @@ def test_a_missing_engine_offers_to_set_it_up_with_the_commands_shown(plugin, qg
     plugin.offer_engine_setup(EngineMissing("no Python environment with the road extraction engine was found"))
     widget = qgis_iface.messageBar().currentItem()
     assert "needs its own Python environment" in widget.text()
-    assert [b.text() for b in widget.findChildren(QPushButton)] == ["Set up engine"]
+    assert [b.text() for b in widget.findChildren(QPushButton)] == ["Set up engine…"]
     text = "\n".join(logged)
     assert "-m venv" in text and "pip install torch" in text and "engine-venv" in text
+    assert "numpy&lt;2" in text and "shapely&gt;=2" in text  # escaped: the log panel shows them, not HTML tags
+
+
+def test_engine_set_up_shows_exactly_the_commands_it_runs_and_defaults_to_the_cpu_build(plugin):
+    from road_extractor.engine import CPU_TORCH_INDEX, has_nvidia_driver
+    from road_extractor.runner import profile_dir
+    from road_extractor.setup_engine import EngineSetupDialog, EngineSetupTask
+
+    dialog = EngineSetupDialog(profile_dir())
+    expected = "cuda" if has_nvidia_driver() else "cpu"
+    assert dialog.torch_build() == expected
+    for build in ("cpu", "cuda"):
+        dialog.build.setCurrentIndex(dialog.build.findData(build))
+        shown = dialog.commands.toPlainText()
+        runs = "\n".join(" ".join(c) for c in EngineSetupTask(profile_dir(), build).commands)
+        assert shown == runs
+        # CPU: torch from PyTorch's CPU index (about 1.2 GB in all) instead of PyPI's CUDA build (6 GB).
+        assert (f"pip install torch --index-url {CPU_TORCH_INDEX}" in shown) == (build == "cpu")
+        assert "numpy<2 rasterio affine<3 shapely>=2" in shown  # plain text: nothing swallowed as HTML
+    assert "about 1.2 GB" in dialog.build.itemText(dialog.build.findData("cpu"))
+
+
+def test_a_cancelled_engine_set_up_is_a_plain_note_and_unloading_afterwards_raises_nothing(plugin, qgis_iface):
+    """The set-up task (real commands: a venv, then pip) cancelled while it runs: the partly made environment is
+    removed, the message is information, not an error, and unloading the plugin afterwards does not touch the
+    finished task (it used to raise 'wrapped C/C++ object of type EngineSetupTask has been deleted')."""
+    from qgis.core import Qgis
+
+    from road_extractor.engine import managed_environment
+    from road_extractor.runner import profile_dir
+
+    qgis_iface.messageBar().clear_messages()
+    task = plugin.setup_engine(torch_build="cpu")
+    deadline = time.monotonic() + 60
+    while not managed_environment(profile_dir()).exists():  # the venv is being created: cancel in the middle
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+        assert time.monotonic() < deadline, "the set-up task did not start"
+    task.cancel()
+    _wait(task, 120)
+    assert plugin.tasks == [] and not managed_environment(profile_dir()).exists()
+    bar = qgis_iface.messageBar()
+    assert any("set-up cancelled" in m for m in bar.get_messages(Qgis.Info))
+    assert not any("set-up" in m for m in bar.get_messages(Qgis.Critical))
+    plugin.unload()
+    plugin.initGui()  # for the fixture's own unload
 
 
 def test_a_web_tile_layer_is_read_through_qgis_at_the_models_resolution(plugin, shared_data, random_model_file,
@@ -425,3 +471,33 @@ def test_the_estimate_counts_engine_start_up_and_the_flip_choices_say_what_they_
     assert not engine_running() and seconds >= ENGINE_START_S + RUN_OVERHEAD_S  # a 1.7 MP raster: not "under 1 s"
     labels = {dialog.augment.itemData(i): dialog.augment.itemText(i) for i in range(dialog.augment.count())}
     assert labels["d4"] == "all 8 flips and rotations (8x time)" and labels["flip"] == "mirror (2x time)"
+
+
+def _until(condition, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+        assert time.monotonic() < deadline, "the dialog's background check did not finish"
+
+
+def test_the_model_field_describes_the_shipped_model_at_once_and_a_refused_file_blocks_run(plugin, qgis_iface,
+                                                                                           tmp_path):
+    from qgis.core import Qgis
+
+    plugin.show_dialog()
+    dialog = plugin.dialog
+    _until(lambda: "trained at" in dialog.model_label.text())  # no edit of the field needed
+    assert "held-out road IoU" in dialog.model_label.text()
+    not_a_model = tmp_path / "README.md"
+    not_a_model.write_text("# not a model\n" * 200)
+    dialog.model.setFilePath(str(not_a_model))
+    _until(lambda: dialog.model_error is not None)
+    assert dialog.model_label.text().count("<span") == 1 and "\n" not in dialog.model_label.text()
+    qgis_iface.messageBar().clear_messages()
+    dialog.accept()
+    assert dialog.result() != dialog.Accepted
+    assert any("the model cannot be used" in m for m in qgis_iface.messageBar().get_messages(Qgis.Warning))
+    assert ExtractSettings.load().model != str(not_a_model)  # a refused file is not remembered
+    dialog.model.setFilePath("")
+    _until(lambda: dialog.model_error is None and "trained at" in dialog.model_label.text())
