@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsCoordinateTransform,
+    QgsLayerTreeGroup,
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
@@ -32,6 +34,13 @@ def probability_renderer(layer: QgsRasterLayer) -> None:
         QgsColorRampShader.ColorRampItem(128, QColor(255, 200, 0, 200), "0.5"),
         QgsColorRampShader.ColorRampItem(255, QColor(220, 0, 0, 255), "1.0"),
     ])
+    # The layers panel draws the ramp from its minimum to its maximum value (0-255 as stored); label it as the
+    # probability it is.
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setMinimumLabel("0")
+    legend.setMaximumLabel("1")
+    legend.setSuffix(" road probability")
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
@@ -49,10 +58,11 @@ def road_layers(roads_gpkg: str | Path, title: str = "") -> list[QgsVectorLayer]
     return layers
 
 
-def add_results(result: dict, title: str, project: QgsProject | None = None, canvas=None) -> list:
-    """Adds the run's layers in a new group at the top of the layer tree and zooms the canvas to them."""
+def add_results(result: dict, title: str, project: QgsProject | None = None, canvas=None, view=None) -> list:
+    """Adds the run's layers in a new group at the top of the layer tree, opened in the layers panel (`view`),
+    and zooms the canvas to them."""
     project = project or QgsProject.instance()
-    group = project.layerTreeRoot().insertGroup(0, f"Roads - {title}")
+    group = QgsLayerTreeGroup(f"Roads - {title}")
     group.setExpanded(True)
     layers = road_layers(result["roads"], title) if result.get("roads") else []
     probability = QgsRasterLayer(result["probability"], f"road probability - {title}")
@@ -65,6 +75,9 @@ def add_results(result: dict, title: str, project: QgsProject | None = None, can
         project.addMapLayer(layer, False)
         group.addLayer(layer)
         added.append(layer)
+    project.layerTreeRoot().insertChildNode(0, group)
+    if view is not None:  # the node says expanded, but QGIS 3.22's panel shows a group added this way collapsed
+        view.setExpanded(view.node2index(group), True)
     if canvas is not None and added:
         extent = added[-1].extent()
         target = canvas.mapSettings().destinationCrs()

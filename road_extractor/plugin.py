@@ -111,7 +111,8 @@ class RoadExtractorPlugin:
             else:
                 self.report_error(error or "the run failed")
             return
-        add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas())
+        layers_panel = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
+        add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas(), view=layers_panel)
         line, warnings = describe_result(result, task.run_plan.settings)
         QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
         for warning in warnings:

@@ -143,6 +143,9 @@ def test_a_run_with_the_shipped_model_adds_styled_layers_with_roads(plugin, vega
     assert probability.extent().toString(6) == vegas.extent().toString(6)  # written on the input's grid
     assert layers["roads"].renderer().type() == "singleSymbol"  # the QML style
     assert layers["roads"].featureCount() == task.result["road_count"] > 0
+    # The layers panel labels the ramp as a probability, 0 to 1, not the stored 0-255.
+    ramp = probability.renderer().shader().rasterShaderFunction().legendSettings()
+    assert (ramp.minimumLabel(), ramp.maximumLabel(), ramp.suffix()) == ("0", "1", " road probability")
     assert (tmp_path / "vegas_roads.gpkg").exists()
 
 
