@@ -25,6 +25,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .estimate import AUGMENT_PASSES, Workload, pass_cost
 from .layers import OUTPUT_PROPERTY
 from .runner import (
     AreaRequest,
@@ -39,12 +40,6 @@ from .settings import AREAS, AUGMENTS, PRECISIONS, ExtractSettings
 
 AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
                "rectangle": "Drawn rectangle"}
-# Seconds per megapixel and inference pass, for the estimate before a first run has measured this machine:
-# the shipped ResNet-18 on a 2-core CPU (about 0.7 MP/s) and on a mid-range GPU.
-DEFAULT_SECONDS_PER_MP = {"cpu": 1.4, "cuda": 0.02}
-# Seconds every run costs beside the network: starting the engine (torch, the model: measured 3-6 s on 2 CPU
-# cores) unless it is already running, and reading, writing and vectorizing (about 1-2 s for a small raster).
-ENGINE_START_S, RUN_OVERHEAD_S = 5.0, 2.0
 AUGMENT_LABELS = {"none": "none", "flip": "mirror (2x time)", "d4": "all 8 flips and rotations (8x time)"}
 
 
@@ -59,6 +54,7 @@ class ExtractRoadsDialog(QDialog):
         self.drawn_rectangle: QgsRectangle | None = None
         self.model_info: dict = {}
         self.model_error: str | None = None  # the engine refused the chosen model file: Run is blocked
+        self.workload: Workload | None = None  # what the estimate was made of; a finished run learns from it
         self._build()
         self._load(self.settings)
         self.check_model()  # the shipped model's description too, from the first opening
@@ -350,7 +346,8 @@ class ExtractRoadsDialog(QDialog):
             return
         try:
             settings = self.current_settings()
-            passes = len(settings.scale_list()) * {"none": 1, "flip": 2, "d4": 8}[settings.augment]
+            scales = settings.scale_list()
+            passes = len(scales) * AUGMENT_PASSES[settings.augment]
             area = self.area_request() if self.area.currentData() in ("canvas", "rectangle") else None
         except (UserError, ValueError, KeyError) as exc:
             self.estimate.setText(str(exc))
@@ -362,9 +359,8 @@ class ExtractRoadsDialog(QDialog):
         unit = metres_per_unit(layer.crs(), extent)
         megapixels = extent.width() * unit / gsd * extent.height() * unit / gsd / 1e6
         device = "cuda" if settings.device.startswith("cuda") else "cpu"
-        seconds = megapixels * passes * DEFAULT_SECONDS_PER_MP[device] + RUN_OVERHEAD_S
-        if not engine_running():
-            seconds += ENGINE_START_S
+        self.workload = Workload(megapixels, pass_cost(scales, settings.augment), device, not engine_running())
+        seconds = self.workload.seconds()
         shown = f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"
         self.estimate.setText(f"{megapixels:.2g} MP at {gsd:g} m/px x {passes} pass(es): {shown} "
                               f"on {'a GPU' if device == 'cuda' else 'the CPU'}")

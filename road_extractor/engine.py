@@ -135,6 +135,7 @@ class EngineClient:
         self._ids = itertools.count(1)
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
         self.hello: dict[str, Any] = {}
+        self.start_seconds: float | None = None  # how long the last start took, to its hello (torch imported)
 
     # -------------------------------------------------------------------------------------------- process
 
@@ -153,6 +154,7 @@ class EngineClient:
         env.pop("PYTHONHOME", None)  # QGIS's own Python home must not leak into another interpreter
         env.setdefault("PYTHONUNBUFFERED", "1")
         flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
+        started = time.monotonic()
         self._process = subprocess.Popen([str(self.python), "-m", WORKER_MODULE], cwd=str(self.source),
                                          env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          text=True, encoding="utf-8", bufsize=1, creationflags=flags)
@@ -165,6 +167,7 @@ class EngineClient:
             raise EngineError(f"the engine speaks protocol {hello.get('protocol')} and this plugin {PROTOCOL}; "
                               f"update the plugin and the engine to the same release", "process")
         self.hello = hello
+        self.start_seconds = time.monotonic() - started
         return hello
 
     def _read(self, process: subprocess.Popen) -> None:

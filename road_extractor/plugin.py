@@ -95,7 +95,9 @@ class RoadExtractorPlugin:
         except (UserError, EngineMissing, ValueError) as exc:
             self.report_error(str(exc))
             return None
+        dialog.update_estimate()  # the workload as it is now (the engine may have started since)
         task = ExtractRoadsTask(run, lambda result, error: self.run_finished(task, result, error))
+        task.workload = dialog.workload
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
         self.iface.messageBar().pushInfo(LOG_TAG, f"extracting roads from '{raster.name}' (see the task manager)")
@@ -113,6 +115,8 @@ class RoadExtractorPlugin:
             return
         layers_panel = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
         add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas(), view=layers_panel)
+        if task.workload is not None:
+            task.workload.learn(task.wall_seconds, task.engine_start_seconds)  # this machine's figures
         line, warnings = describe_result(result, task.run_plan.settings)
         QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
         for warning in warnings:

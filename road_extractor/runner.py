@@ -233,6 +233,11 @@ def engine_running() -> bool:
     return _engine is not None and _engine.running
 
 
+def engine_start_seconds() -> float | None:
+    """How long the running engine took to start (None when none runs)."""
+    return _engine.start_seconds if _engine is not None else None
+
+
 def shutdown_engine() -> None:
     global _engine
     with _engine_lock:

@@ -3,12 +3,13 @@ and everything that touches layers or widgets happens in `finished`, on the main
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 
 from .engine import EngineError
-from .runner import ExtractionRun, execute
+from .runner import ExtractionRun, engine_start_seconds, execute
 
 LOG_TAG = "Road extractor"
 
@@ -21,15 +22,21 @@ class ExtractRoadsTask(QgsTask):
         self.error: str | None = None
         self.details = ""
         self.message = ""
+        self.wall_seconds = 0.0  # from the start of the work to the result, engine start included
+        self.workload = None  # the dialog's estimate.Workload for this run, if it came from the dialog
+        self.engine_start_seconds: float | None = None
 
     def run(self) -> bool:  # background thread: no layers, no widgets
         def progress(fraction: float, message: str) -> None:
             self.message = message
             self.setProgress(100 * fraction)
 
+        started = time.monotonic()
         try:
             self.result = execute(self.run_plan, progress, self.isCanceled,
                                   on_log=lambda m: QgsMessageLog.logMessage(m, LOG_TAG, Qgis.Info))
+            self.wall_seconds = time.monotonic() - started
+            self.engine_start_seconds = engine_start_seconds()
             return True
         except EngineError as exc:
             self.error = "cancelled" if exc.kind == "cancelled" else str(exc)

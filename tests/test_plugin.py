@@ -464,11 +464,12 @@ def test_a_toolbox_run_of_extract_roads_loads_the_styled_roads_and_junctions(plu
 
 
 def test_the_estimate_counts_engine_start_up_and_the_flip_choices_say_what_they_cost(plugin, vegas):
-    from road_extractor.dialog import ENGINE_START_S, RUN_OVERHEAD_S
+    from road_extractor.estimate import ENGINE_START_S, RUN_OVERHEAD_S
     from road_extractor.runner import engine_running, shutdown_engine
 
-    shutdown_engine()
     dialog = _dialog(plugin, vegas, "", Path("unused.gpkg"), scales="1.0")
+    _until(lambda: "trained at" in dialog.model_label.text())  # the dialog's model check starts the engine
+    shutdown_engine()
     dialog.update_estimate()
     seconds = int(dialog.estimate.text().split("about ")[1].split()[0])
     assert not engine_running() and seconds >= ENGINE_START_S + RUN_OVERHEAD_S  # a 1.7 MP raster: not "under 1 s"
@@ -504,3 +505,31 @@ def test_the_model_field_describes_the_shipped_model_at_once_and_a_refused_file_
     assert ExtractSettings.load().model != str(not_a_model)  # a refused file is not remembered
     dialog.model.setFilePath("")
     _until(lambda: dialog.model_error is None and "trained at" in dialog.model_label.text())
+
+
+def test_a_finished_run_teaches_the_estimate_this_machines_speed(plugin, vegas, random_model_file, tmp_path):
+    """The estimate of a run, made again after it with the speed it measured, is the run's real duration (the
+    speed is this machine's, so no figure here is a threshold on it)."""
+    from road_extractor.estimate import (
+        DEFAULT_SECONDS_PER_MP,
+        ENGINE_START_S,
+        SETTINGS_KEY,
+        engine_start_s,
+        seconds_per_mp,
+    )
+
+    QgsSettings().remove(SETTINGS_KEY.rstrip("/"))
+    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "roads.gpkg")
+    _until(lambda: "trained at" in dialog.model_label.text())
+    shutdown_engine()
+    task = plugin.start_run(dialog)
+    assert task.workload.cold and task.workload.seconds() > 0
+    _wait(task)
+    assert task.error is None, task.error
+    assert seconds_per_mp("cpu") != DEFAULT_SECONDS_PER_MP["cpu"]
+    assert task.workload.seconds() == pytest.approx(task.wall_seconds, rel=1e-6)
+    dialog.update_estimate()  # the same raster and choices, now with the engine running: no start-up in it
+    assert not dialog.workload.cold
+    assert dialog.workload.seconds() == pytest.approx(task.wall_seconds - engine_start_s(), rel=1e-6)
+    assert engine_start_s() == task.engine_start_seconds != ENGINE_START_S  # measured, not the default
+    QgsSettings().remove(SETTINGS_KEY.rstrip("/"))
