@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.errors import OutputError
 from core.frontends.cli import main
 from core.model import ModelConfig, build_model
 from core.model.checkpoint import (
@@ -223,7 +224,7 @@ def test_failed_save_leaves_the_previous_file_and_no_debris(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=r"could not write .*m\.pt: the disk holding .* is full"):
         save_model(target, network, ModelInfo(config=network.config))
     assert target.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
