@@ -90,7 +90,6 @@ def _at_size_limit(files: Sequence[Path]) -> bool:
     return any(size >= limit - 2**16 for size in sizes)  # within 64 KiB: a library writes in pages or blocks
 
 
-
 def _read_umask() -> int:
     """The process's umask, read without changing it where Linux shows it (setting it to read it back races with
     other threads creating files); read once, at import, where no other thread runs yet."""
