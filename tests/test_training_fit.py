@@ -12,7 +12,7 @@ import torch
 
 from core.model.checkpoint import load_model
 from training.config import TrainConfig
-from training.fit import build, export, fit
+from training.fit import build, export, fit, training_seconds
 from training.module import RoadSegmentation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +97,7 @@ def test_a_killed_and_resumed_fit_ends_exactly_where_an_uninterrupted_one_does(d
     process.wait()
     killed_at = torch.load(checkpoint, weights_only=True)["global_step"]
     assert 1 <= killed_at < 6  # mid-run (2 steps per epoch: step 3 is mid-epoch)
+    trained_before_kill = training_seconds(checkpoint)
     resumed = subprocess.run(command(out), cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resume      from" in resumed.stderr
@@ -108,6 +109,8 @@ def test_a_killed_and_resumed_fit_ends_exactly_where_an_uninterrupted_one_does(d
     # Same crops in the same order, same dropout draws, optimizer state restored: the same weights.
     for key, value in straight["state_dict"].items():
         assert torch.allclose(final["state_dict"][key].float(), value.float(), atol=1e-6), key
+    # The training time survives the kill: the resumed run's total counts the part before it too.
+    assert 0 < trained_before_kill < training_seconds(out / "checkpoints" / "last.ckpt")
     model_file = export(out / "checkpoints" / "best.ckpt", tmp_path / "model.pt")
     model = load_model(model_file)
     assert model.info.gsd_m == 1.0 and "val_road_iou" in model.info.metrics

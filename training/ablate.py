@@ -25,7 +25,7 @@ from core.model import ModelConfig, build_model
 
 from .config import MODEL_FIELDS, TrainConfig
 from .evaluate import evaluate_tiles, with_and_without_multiscale
-from .fit import fit, road_model
+from .fit import fit, road_model, training_seconds
 
 COLUMNS = ("variant", "inference", "road_iou", "f1", "relaxed_f1", "apls", "miou", "miou_all_background",
            "parameters_m", "gflops_512", "mp_per_s", "train_minutes")
@@ -130,7 +130,8 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
         log(f"variant {name}: training in {run}")
         started = time.perf_counter()
         best = fit(config)
-        seconds = time.perf_counter() - started
+        # The whole training time, across interruptions, where the run's checkpoints record it.
+        seconds = training_seconds(run / "checkpoints" / "last.ckpt") or time.perf_counter() - started
         results = evaluate_tiles(road_model(best), tiles, base.gsd_m, inferences, log=log)
         figures = cost(config.model_config())
         new = [{"variant": name, "inference": label, **{k: summary[k] for k in COLUMNS if k in summary},

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -42,6 +43,46 @@ class WholeTiles(Dataset):
     def __getitem__(self, index):
         image, target = self.tiles[index]
         return torch.from_numpy(image.copy()), torch.from_numpy(target.copy())
+
+
+class TrainingClock(L.Callback):
+    """Seconds spent training (steps and validation), kept in every checkpoint so that a run resumed after an
+    interruption still knows its whole training time (`training_seconds`)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since: float | None = None
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._since = time.monotonic()
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        self._tick()
+
+    def on_validation_end(self, trainer, module) -> None:
+        self._tick()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._since is not None:
+            self.seconds += now - self._since
+        self._since = now
+
+    def state_dict(self) -> dict:
+        self._tick()
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+def training_seconds(checkpoint: Path) -> float | None:
+    """The whole training time a checkpoint records (None for runs from before TrainingClock)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    for name, value in state.get("callbacks", {}).items():
+        if "TrainingClock" in name and isinstance(value, dict):
+            return float(value.get("seconds", 0.0))
+    return None
 
 
 class CropSchedule(L.Callback):
@@ -141,7 +182,7 @@ def fit(config: TrainConfig) -> Path:
         num_nodes=config.num_nodes, precision=precision.lightning, gradient_clip_val=config.grad_clip or None,
         logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
-        callbacks=[best, last, periodic, schedule], use_distributed_sampler=False,
+        callbacks=[best, last, periodic, schedule, TrainingClock()], use_distributed_sampler=False,
         log_every_n_steps=config.log_every_n_steps,
         deterministic=False, enable_model_summary=False,
     )
