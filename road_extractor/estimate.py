@@ -23,27 +23,25 @@ def pass_cost(scales: list[float], augment: str) -> float:
     return sum(s * s for s in scales) * AUGMENT_PASSES[augment]
 
 
-def measured(name: str, settings: QgsSettings | None = None) -> float | None:
+def measured(name: str, default: float, settings: QgsSettings | None = None) -> float:
+    """A figure an earlier run measured on this machine, else `default`."""
     stored = (settings or QgsSettings()).value(SETTINGS_KEY + name, None)
     try:
-        return float(stored) if stored is not None else None
+        return float(stored) if stored is not None else default
     except (TypeError, ValueError):
-        return None
+        return default
 
 
 def seconds_per_mp(device: str, settings: QgsSettings | None = None) -> float:
-    value = measured(f"{device}/seconds_per_mp_pass", settings)
-    return DEFAULT_SECONDS_PER_MP[device] if value is None else value
+    return measured(f"{device}/seconds_per_mp_pass", DEFAULT_SECONDS_PER_MP[device], settings)
 
 
 def overhead_s(device: str, settings: QgsSettings | None = None) -> float:
-    value = measured(f"{device}/overhead_s", settings)
-    return RUN_OVERHEAD_S if value is None else value
+    return measured(f"{device}/overhead_s", RUN_OVERHEAD_S, settings)
 
 
 def engine_start_s(settings: QgsSettings | None = None) -> float:
-    value = measured("engine_start_s", settings)
-    return ENGINE_START_S if value is None else value
+    return measured("engine_start_s", ENGINE_START_S, settings)
 
 
 @dataclass(frozen=True)
