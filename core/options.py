@@ -80,7 +80,7 @@ class VectorizeOptions:
     low: float = option(0.3, "probability road pieces grow down to (hysteresis)", minimum=0.0, maximum=1.0)
     spur_m: float = option(12.0, "prune dead ends shorter than (m)", minimum=0.0, advanced=True)
     min_length_m: float = option(30.0, "drop isolated pieces shorter than (m)", minimum=0.0, advanced=True)
-    bridge_m: float = option(24.0, "join facing road ends closer than (m)", minimum=0.0, advanced=True)
+    bridge_m: float = option(48.0, "join road ends to the road ahead closer than (m)", minimum=0.0, advanced=True)
     simplify_m: float = option(1.0, "simplify lines within (m, Douglas-Peucker)", minimum=0.0, advanced=True)
     close_gaps_m: float = option(2.0, "close gaps in the mask this wide (m)", minimum=0.0, advanced=True)
     fill_holes_m2: float = option(100.0, "fill holes in the mask smaller than (m²)", minimum=0.0, advanced=True)

@@ -72,13 +72,34 @@ def test_hysteresis_keeps_faint_road_attached_to_a_clear_one():
     assert network.total_length_m == pytest.approx(199.5, rel=0.02)
 
 
-def test_gap_bridging_only_along_the_road():
-    # Two pieces of one road with a 10 m gap: joined. A piece 10 m away at a right angle: not joined.
-    roads = [[(0, 100), (180, 100)], [(200, 100), (399, 100)], [(100, 130), (100, 299)]]
+def _junction_at(network, col, row):
+    """The degree of the extracted junction nearest pixel (col, row) of GRID, and its distance in metres."""
+    target = shapely.Point(500000 + (col + 0.5) * 0.5, 4100000 - (row + 0.5) * 0.5)
+    distance, degree = min((p.distance(target), a["degree"])
+                           for p, a in zip(network.junctions, network.junction_attributes, strict=True))
+    return degree, distance
+
+
+def test_gap_bridging_joins_an_end_to_the_road_ahead_only():
+    # A road broken by a 10 m gap: one road again. A side street stopping 15 m short of it, pointing at it, as the
+    # model leaves streets where they meet: joined at a new junction. A road ending 50 m beside another: not joined.
+    roads = [[(0, 100), (180, 100)], [(200, 100), (399, 100)], [(300, 130), (300, 299)], [(0, 200), (150, 200)]]
     network = vectorize_array(_draw((400, 300), roads), GRID, VectorizeParams(close_gaps_m=0))
-    lengths = sorted(round(a["length_m"]) for a in network.road_attributes)
-    assert len(network.roads) == 2
-    assert lengths[-1] == pytest.approx(200, abs=2)  # 180 + 20 bridged + 199 px, in metres at 0.5 m
+    degree, distance = _junction_at(network, 300, 100)
+    assert degree == 3 and distance < 2.0
+    assert sorted(a["degree"] for a in network.junction_attributes) == [1, 1, 1, 1, 1, 3]
+    assert network.total_length_m == pytest.approx(199.5 + 99.5 + 75, rel=0.02)
+
+
+def test_gap_joins_follow_the_probability():
+    # The same side street 15 m short of the road: joined where the gap holds a faint probability (0.2, below the
+    # mask's hysteresis), not where the network saw nothing there.
+    roads = _draw((400, 300), [[(0, 100), (399, 100)], [(200, 130), (200, 299)]], value=0.9)
+    for gap_value, joined in ((0.2, True), (0.0, False)):
+        probability = np.maximum(roads, _draw((400, 300), [[(200, 100), (200, 130)]], value=gap_value))
+        network = vectorize_array(probability, GRID, VectorizeParams(close_gaps_m=0))
+        degree, distance = _junction_at(network, 200, 100)
+        assert (degree == 3 and distance < 2.0) == joined, gap_value
 
 
 def test_isolated_short_piece_is_dropped():
