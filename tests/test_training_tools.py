@@ -14,7 +14,7 @@ import torch
 from core.metrics import pixel_metrics
 from core.model import ModelConfig, build_model
 from training.__main__ import main
-from training.ablate import parse_grid, variants
+from training.ablate import parse_grid, scoring, variants
 from training.config import TrainConfig
 from training.data import find_pairs, inspect_labels, read_pair, split_by_tile
 from training.doctor import overfit_findings
@@ -159,6 +159,23 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     capsys.readouterr()
     assert main(args) == 0  # a second run reuses the finished variants instead of training them again
     assert capsys.readouterr().err.count("reused the finished results") == 2
+    # Figures scored with other vectorizer settings (APLS depends on them) are scored again from the checkpoint,
+    # not trained again and not mixed into one table with figures from the settings of now.
+    finished = out / "attention-none" / "ablation_rows.json"
+    best = out / "attention-none" / "checkpoints" / "best.ckpt"
+    trained_at = best.stat().st_mtime_ns
+    stale = json.loads(finished.read_text())
+    for row in stale:
+        row["scoring"]["vectorize"]["bridge_m"] = 24.0
+        row["apls"] = -1.0
+    finished.write_text(json.dumps(stale))
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("reused the finished results") == 1 and err.count("scored again") == 1
+    rescored = json.loads(finished.read_text())
+    assert best.stat().st_mtime_ns == trained_at
+    assert all(row["apls"] >= 0 and row["scoring"] == scoring() for row in rescored)
+    assert [row["train_minutes"] for row in rescored] == [row["train_minutes"] for row in stale]
 
 
 def test_grid_axes_are_typed_and_unknown_ones_are_refused():

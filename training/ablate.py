@@ -3,7 +3,9 @@
 Every variant of a grid trains with the same data, split, seed and budget (the base configuration), then is
 evaluated on the held-out tiles through the engine, with and without multi-scale inference. The table holds road
 IoU, F1, relaxed F1 (rho = 3 px), APLS, parameters, GFLOPs and inference megapixels/s. A variant's results are
-kept in its run folder: finished variants are reused, an interrupted one resumes from its last checkpoint.
+kept in its run folder: finished variants are reused, an interrupted one resumes from its last checkpoint, and a
+finished one scored with other vectorizer settings than the engine's now is scored again from its checkpoint (APLS
+is computed on the vectorizer's lines, so a table must not mix two vectorizers), without training again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from core.atomic import atomic_output
 from core.errors import InputError
 from core.model import ModelConfig, build_model
+from core.roads.vectorize import VectorizeParams
 
 from .config import MODEL_FIELDS, TrainConfig
 from .evaluate import evaluate_tiles, with_and_without_multiscale
@@ -113,6 +116,11 @@ def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
             "mp_per_s": size * size / 1e6 / seconds}
 
 
+def scoring() -> dict:
+    """What a variant's figures depend on besides its weights: the vectorizer's settings (APLS)."""
+    return {"vectorize": VectorizeParams().to_dict()}
+
+
 def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print,
            one_at_a_time: bool = False) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
@@ -120,22 +128,35 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
     tiles = base.split().read_val()
     inferences = with_and_without_multiscale(base.val_tile, base.val_overlap)
     rows: list[dict] = []
+    current = scoring()
+
+    def score(name: str, best: Path, trained: dict) -> list[dict]:
+        results = evaluate_tiles(road_model(best), tiles, base.gsd_m, inferences, log=log)
+        return [{"variant": name, "inference": label, **{k: summary[k] for k in COLUMNS if k in summary},
+                 **trained, "scoring": current} for label, summary in results.items()]
+
     for name, config in variants(base, grid, out, one_at_a_time):
         run = Path(config.out)
         finished = run / "ablation_rows.json"
+        best = run / "checkpoints" / "best.ckpt"
         if finished.exists():
-            rows.extend(json.loads(finished.read_text()))
-            log(f"variant {name}: reused the finished results in {run}")
-            continue
-        log(f"variant {name}: training in {run}")
-        started = time.perf_counter()
-        best = fit(config)
-        # The whole training time, across interruptions, where the run's checkpoints record it.
-        seconds = training_seconds(run / "checkpoints" / "last.ckpt") or time.perf_counter() - started
-        results = evaluate_tiles(road_model(best), tiles, base.gsd_m, inferences, log=log)
-        figures = cost(config.model_config())
-        new = [{"variant": name, "inference": label, **{k: summary[k] for k in COLUMNS if k in summary},
-                **figures, "train_minutes": seconds / 60} for label, summary in results.items()]
+            old = json.loads(finished.read_text())
+            same = all(row.get("scoring") == current for row in old)
+            if same or not best.exists():
+                rows.extend(old)
+                log(f"variant {name}: reused the finished results in {run}" + ("" if same else
+                    f" (scored with other vectorizer settings; {best} is gone, so they cannot be scored again)"))
+                continue
+            log(f"variant {name}: scored again from {best} (its figures came from other vectorizer settings)")
+            new = score(name, best, {k: old[0][k] for k in ("parameters_m", "gflops_512", "mp_per_s", "train_minutes")
+                                     if k in old[0]})
+        else:
+            log(f"variant {name}: training in {run}")
+            started = time.perf_counter()
+            best = fit(config)
+            # The whole training time, across interruptions, where the run's checkpoints record it.
+            seconds = training_seconds(run / "checkpoints" / "last.ckpt") or time.perf_counter() - started
+            new = score(name, best, {**cost(config.model_config()), "train_minutes": seconds / 60})
         _write_atomic(finished, json.dumps(new, indent=2))
         rows.extend(new)
         write_table(rows, out)
