@@ -176,6 +176,31 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     assert best.stat().st_mtime_ns == trained_at
     assert all(row["apls"] >= 0 and row["scoring"] == scoring() for row in rescored)
     assert [row["train_minutes"] for row in rescored] == [row["train_minutes"] for row in stale]
+    # Reference centrelines added later (--lines): each variant gets its line figures, its tile figures are kept.
+    lines = tmp_path / "lines"
+    _georeferenced_scene_with_a_road(lines)
+    assert main([*args, "--lines", str(lines)]) == 0
+    assert capsys.readouterr().err.count("scored again") == 2
+    with_lines = json.loads(finished.read_text())
+    assert [r["road_iou"] for r in with_lines] == [r["road_iou"] for r in rescored]
+    assert all(0 <= r["lines_completeness"] <= 1 for r in with_lines) and best.stat().st_mtime_ns == trained_at
+    assert "lines_completeness" in (out / "results.csv").read_text()
+
+
+def _georeferenced_scene_with_a_road(folder: Path) -> None:
+    """A 200 m UTM scene with one east-west road drawn in it and its centreline as GeoJSON (SpaceNet's layout)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    folder.mkdir()
+    image = np.full((3, 200, 200), 90, np.uint8)
+    image[:, 96:104, :] = 200
+    with rasterio.open(folder / "scene.tif", "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8",
+                       crs="EPSG:32619", transform=from_origin(500000.0, 4650000.0, 1.0, 1.0)) as ds:
+        ds.write(image)
+    (folder / "scene_roads.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name",
+        "properties": {"name": "urn:ogc:def:crs:EPSG::32619"}}, "features": [{"type": "Feature", "properties": {},
+        "geometry": {"type": "LineString", "coordinates": [[500000.0, 4649899.5], [500200.0, 4649899.5]]}}]}))
 
 
 def test_grid_axes_are_typed_and_unknown_ones_are_refused():

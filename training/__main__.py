@@ -11,6 +11,14 @@ from core.options import EvaluateOptions
 from .config import add_flags, resolve
 
 
+def _add_lines_flags(parser) -> None:
+    parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
+                        help="also score extracted road lines against reference centrelines: a folder of NAME.tif + "
+                             "NAME_roads.geojson|gpkg (e.g. ../shared/data/spacenet); repeatable")
+    parser.add_argument("--buffer-m", type=float, default=5.0,
+                        help="completeness/correctness distance for --lines, in metres (5)")
+
+
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     rho = EvaluateOptions().rho
     parser.add_argument("--rho", type=float, default=rho, help=f"slack of relaxed precision/recall in pixels ({rho:g})")
@@ -60,11 +68,7 @@ def main(argv=None) -> int:
     evaluate_parser.add_argument("--tiles", choices=("val", "all"), default="val",
                                  help="the validation split of --data/--val-tiles/--seed (default), or every tile")
     evaluate_parser.add_argument("--json", help="also write the figures to this JSON file")
-    evaluate_parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
-                                 help="also score extracted road lines against reference centrelines: a folder of "
-                                      "NAME.tif + NAME_roads.geojson|gpkg (e.g. ../shared/data/spacenet); repeatable")
-    evaluate_parser.add_argument("--buffer-m", type=float, default=5.0,
-                                 help="completeness/correctness distance for --lines, in metres (5)")
+    _add_lines_flags(evaluate_parser)
     evaluate_parser.add_argument("--skip-tiles", action="store_true",
                                  help="only the --lines rasters, not the validation tiles")
     _add_evaluate_flags(evaluate_parser)
@@ -79,6 +83,7 @@ def main(argv=None) -> int:
     ablate_parser = sub.add_parser("ablate", help="train and evaluate a grid of variants with the same budget")
     ablate_parser.add_argument("--grid", action="append", default=[], metavar="OPTION=V1,V2",
                                help="an axis, e.g. attention=seed,psa,none (repeat for more axes)")
+    _add_lines_flags(ablate_parser)
     ablate_parser.add_argument("--one-at-a-time", action="store_true",
                                help="train the base configuration, then change one axis per variant, instead of "
                                     "every combination (e.g. --grid seed=0,1 then measures the base's noise)")
@@ -133,12 +138,9 @@ def cmd_evaluate(args) -> int:
         print(f"{args.model} on {len(pairs)} {args.tiles} tile(s) of {config.data[0]}:")
         print(format_results(results))
     if args.lines:
-        from .data import find_pairs
-        from .evaluate import LINE_COLUMNS, evaluate_line_references
+        from .evaluate import LINE_COLUMNS, evaluate_line_references, line_references
 
-        line_pairs = [p for folder in args.lines for p in find_pairs(folder) if p.has_vector_roads]
-        if not line_pairs:
-            raise InputError(f"--lines {args.lines[0]}: no NAME.tif + NAME_roads.geojson|gpkg pairs there")
+        line_pairs = line_references(args.lines)
         lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m,
                                          log=lambda m: print(m, file=sys.stderr))
         print(f"{args.model}: extracted lines against {len(line_pairs)} reference line file(s), within "
@@ -209,10 +211,11 @@ def cmd_doctor(args) -> int:
 
 def cmd_ablate(args) -> int:
     from .ablate import ablate, parse_grid
+    from .evaluate import line_references
 
     config = resolve(args)
     rows = ablate(config, parse_grid(args.grid), Path(config.out), log=lambda m: print(m, file=sys.stderr),
-                  one_at_a_time=args.one_at_a_time)
+                  one_at_a_time=args.one_at_a_time, line_pairs=line_references(args.lines), buffer_m=args.buffer_m)
     print((Path(config.out) / "results.md").read_text())
     print(f"{len(rows)} rows in {Path(config.out) / 'results.csv'}")
     return 0

@@ -27,11 +27,12 @@ from core.model import ModelConfig, build_model
 from core.roads.vectorize import VectorizeParams
 
 from .config import MODEL_FIELDS, TrainConfig
-from .evaluate import evaluate_tiles, with_and_without_multiscale
+from .evaluate import evaluate_line_references, evaluate_tiles, with_and_without_multiscale
 from .fit import fit, road_model, training_seconds
 
 COLUMNS = ("variant", "inference", "road_iou", "f1", "relaxed_f1", "apls", "miou", "miou_all_background",
-           "parameters_m", "gflops_512", "mp_per_s", "train_minutes")
+           "lines_completeness", "lines_correctness", "parameters_m", "gflops_512", "mp_per_s", "train_minutes")
+TRAINED = ("parameters_m", "gflops_512", "mp_per_s", "train_minutes")  # what scoring again keeps
 
 
 def _value(name: str, text: str):
@@ -116,24 +117,46 @@ def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
             "mp_per_s": size * size / 1e6 / seconds}
 
 
-def scoring() -> dict:
-    """What a variant's figures depend on besides its weights: the vectorizer's settings (APLS)."""
-    return {"vectorize": VectorizeParams().to_dict()}
+def scoring(line_pairs=(), buffer_m: float = 5.0) -> dict:
+    """What a variant's figures depend on besides its weights: the vectorizer's settings (APLS and the lines), and
+    the reference lines they were scored against."""
+    return {"vectorize": VectorizeParams().to_dict(),
+            "lines": sorted(str(p.image) for p in line_pairs), "buffer_m": buffer_m if line_pairs else None}
 
 
 def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print,
-           one_at_a_time: bool = False) -> list[dict]:
+           one_at_a_time: bool = False, line_pairs=(), buffer_m: float = 5.0) -> list[dict]:
+    """`line_pairs` (rasters with reference centrelines, e.g. the SpaceNet tile) add each variant's length
+    completeness and correctness within `buffer_m` of them: what a variant does on imagery unlike its training."""
     out.mkdir(parents=True, exist_ok=True)
     base.save(out / "base_config.yaml")
     tiles = base.split().read_val()
     inferences = with_and_without_multiscale(base.val_tile, base.val_overlap)
     rows: list[dict] = []
-    current = scoring()
+    current = scoring(line_pairs, buffer_m)
 
-    def score(name: str, best: Path, trained: dict) -> list[dict]:
-        results = evaluate_tiles(road_model(best), tiles, base.gsd_m, inferences, log=log)
-        return [{"variant": name, "inference": label, **{k: summary[k] for k in COLUMNS if k in summary},
-                 **trained, "scoring": current} for label, summary in results.items()]
+    def up_to_date(old: list[dict]) -> tuple[bool, bool]:
+        """Whether a variant's stored tile figures, and its line figures, were scored as they would be now."""
+        tiles_now = bool(old) and all(r.get("scoring", {}).get("vectorize") == current["vectorize"] for r in old)
+        lines_now = not line_pairs or tiles_now and all(
+            (r["scoring"].get("lines"), r["scoring"].get("buffer_m")) == (current["lines"], current["buffer_m"])
+            for r in old)
+        return tiles_now, lines_now
+
+    def score(name: str, best: Path, old: list[dict]) -> list[dict]:
+        """Rows for a trained variant: the figures of `old` rows that are still current, the rest measured."""
+        model = road_model(best)
+        tiles_now, lines_now = up_to_date(old)
+        if tiles_now:
+            by_label = {r["inference"]: dict(r) for r in old}
+        else:
+            by_label = {label: {"variant": name, "inference": label, **{k: f[k] for k in COLUMNS if k in f}}
+                        for label, f in evaluate_tiles(model, tiles, base.gsd_m, inferences, log=log).items()}
+        if not lines_now:
+            for label, f in evaluate_line_references(model, line_pairs, inferences, buffer_m, log=log).items():
+                by_label[label].update(lines_completeness=f["completeness"], lines_correctness=f["correctness"])
+        trained = {k: old[0][k] for k in TRAINED if old and k in old[0]}
+        return [{**row, **trained, "scoring": current} for row in by_label.values()]
 
     for name, config in variants(base, grid, out, one_at_a_time):
         run = Path(config.out)
@@ -141,22 +164,22 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
         best = run / "checkpoints" / "best.ckpt"
         if finished.exists():
             old = json.loads(finished.read_text())
-            same = all(row.get("scoring") == current for row in old)
-            if same or not best.exists():
+            current_figures = all(up_to_date(old))
+            if current_figures or not best.exists():
                 rows.extend(old)
-                log(f"variant {name}: reused the finished results in {run}" + ("" if same else
-                    f" (scored with other vectorizer settings; {best} is gone, so they cannot be scored again)"))
+                log(f"variant {name}: reused the finished results in {run}" + ("" if current_figures else
+                    f" (scored with other settings; {best} is gone, so they cannot be scored again)"))
                 continue
-            log(f"variant {name}: scored again from {best} (its figures came from other vectorizer settings)")
-            new = score(name, best, {k: old[0][k] for k in ("parameters_m", "gflops_512", "mp_per_s", "train_minutes")
-                                     if k in old[0]})
+            log(f"variant {name}: scored again from {best} (its figures came from other vectorizer or line settings)")
+            new = score(name, best, old)
         else:
             log(f"variant {name}: training in {run}")
             started = time.perf_counter()
             best = fit(config)
             # The whole training time, across interruptions, where the run's checkpoints record it.
             seconds = training_seconds(run / "checkpoints" / "last.ckpt") or time.perf_counter() - started
-            new = score(name, best, {**cost(config.model_config()), "train_minutes": seconds / 60})
+            trained = {**cost(config.model_config()), "train_minutes": seconds / 60}
+            new = [{**row, **trained} for row in score(name, best, [])]
         _write_atomic(finished, json.dumps(new, indent=2))
         rows.extend(new)
         write_table(rows, out)

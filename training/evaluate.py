@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 
+from core.errors import InputError
 from core.extraction.extract import ExtractParams, extract_roads
 from core.inputs.raster import ArraySource
 from core.metrics import AplsParams, apls, pixel_metrics, pixel_metrics_from_counts, relaxed_counts, relaxed_from_counts
@@ -24,7 +25,7 @@ from core.model.checkpoint import RoadModel
 from core.options import DEFAULT_SCALES, EvaluateOptions, InferenceOptions
 from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
-from .data import IGNORE
+from .data import IGNORE, find_pairs
 
 MULTI_SCALE = DEFAULT_SCALES
 TABLE_COLUMNS = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
@@ -128,6 +129,15 @@ def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_CO
 
 
 LINE_COLUMNS = ("completeness", "correctness", "quality", "apls", "reference_km", "proposal_km")
+
+
+def line_references(folders: Iterable[str]) -> list:
+    """The rasters with reference road centrelines (`Pair`s) in `--lines` folders; none given, none returned."""
+    folders = list(folders)
+    pairs = [p for folder in folders for p in find_pairs(folder) if p.has_vector_roads]
+    if folders and not pairs:
+        raise InputError(f"--lines {folders[0]}: no NAME.tif + NAME_roads.geojson|gpkg pairs there")
+    return pairs
 
 
 def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Inference], buffer_m: float = 5.0,
