@@ -37,8 +37,8 @@ class VectorizeParams(VectorizeOptions):
 
     bridge_angle_deg: float = 30.0
     # Median probability along a gap join: a gap the network saw, however faintly (a join across nothing at all is
-    # a guess). With the shipped model on the 6 validation tiles at bridge_m 48: APLS 0.389 at 0.05 against 0.390
-    # with no check, correctness 0.756 against 0.738 (0.10: APLS 0.376).
+    # a guess). Shipped model, 6 validation tiles (benchmarks/vectorize_quality.py): APLS 0.390 and correctness
+    # 0.741 at 0.05, against 0.384 and 0.713 with no check, and 0.378 and 0.745 at 0.10.
     bridge_evidence: float = 0.05
     loop_m: float = 15.0
     window: int = 2048
@@ -290,10 +290,11 @@ def bridge_gaps(graph: nx.MultiGraph, gap_px: float, max_angle_deg: float, evide
                 min_evidence: float = 0.0, speck_px: float = 0.0) -> None:
     """Joins each dead end to the nearest road ahead of it: within `gap_px` and `max_angle_deg` of the direction
     the end points. The road met may be an end or a junction, or any point along a road, which then becomes a
-    junction: the probability fades where streets meet (benchmarks/junction_fade.py), so a side street often stops
-    a few metres short of the street it meets, beside no node of it. A join is not made where it would only
-    short-cut a path the network already has nearby (a whisker beside its own junction), nor where the
-    median probability along it (`evidence`, in the graph's pixel frame) is below `min_evidence`."""
+    junction: a side street's line often stops a few metres short of the street it meets, beside no node of it
+    (with joins to ends and junctions only, 41 of the validation tiles' 96 junctions were found; now 49:
+    benchmarks/vectorize_quality.py). A join is not made where it would only short-cut a path the network already
+    has nearby (a whisker beside its own junction), nor where the median probability along it (`evidence`, in the
+    graph's pixel frame) is below `min_evidence`, nor from a piece shorter than `speck_px` into a road."""
     ends = [n for n in graph if graph.degree(n) == 1]
     if not ends:
         return
@@ -390,8 +391,8 @@ def clean_graph(graph: nx.MultiGraph, params: VectorizeParams, metre_px: float,
     prune_spurs(graph, params.spur_m / metre_px)
     # Specks go before joins (joined into a road, one would stay as a false side street), and the pieces short of
     # min_length_m may join ends and junctions only; what is still short after the joins goes. Dropping every piece
-    # under min_length_m first lost the one road the shipped model finds on the SpaceNet Vegas tile (two 20 m pieces
-    # of it); joining pieces of any length into roads cost 0.02 correctness on the validation tiles.
+    # under min_length_m first lost the only correct line the shipped model draws on the SpaceNet Vegas tile;
+    # joining pieces of any length into roads cost 0.03 correctness on the validation tiles.
     remove_small_components(graph, params.min_length_m / 2 / metre_px)
     bridge_gaps(graph, params.bridge_m / metre_px, params.bridge_angle_deg, evidence, params.bridge_evidence,
                 params.min_length_m / metre_px)
