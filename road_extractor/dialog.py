@@ -145,7 +145,7 @@ class ExtractRoadsDialog(QDialog):
         self.simplify = self._spin(0, 20, 0.5)
         vector_form.addRow("Prune dead ends shorter than", self.spur)
         vector_form.addRow("Drop pieces shorter than", self.min_length)
-        vector_form.addRow("Bridge gaps up to", self.bridge)
+        vector_form.addRow("Join road ends to roads within", self.bridge)
         vector_form.addRow("Simplify within", self.simplify)
         layout.addWidget(vectors)
 
