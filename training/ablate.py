@@ -2,10 +2,12 @@
 
 Every variant of a grid trains with the same data, split, seed and budget (the base configuration), then is
 evaluated on the held-out tiles through the engine, with and without multi-scale inference. The table holds road
-IoU, F1, relaxed F1 (rho = 3 px), APLS, parameters, GFLOPs and inference megapixels/s. A variant's results are
-kept in its run folder: finished variants are reused, an interrupted one resumes from its last checkpoint, and a
-finished one scored with other vectorizer settings than the engine's now is scored again from its checkpoint (APLS
-is computed on the vectorizer's lines, so a table must not mix two vectorizers), without training again.
+IoU, F1, relaxed F1 (rho = 3 px), APLS, parameters, GFLOPs and inference megapixels/s, and with reference
+centrelines (`line_pairs`, `--lines`) the length completeness and correctness of each variant's lines. A variant's
+results are kept in its run folder: finished variants are reused, an interrupted one resumes from its last
+checkpoint, and a finished one scored with other vectorizer settings than the engine's now, or without the
+reference lines asked for now, is scored again from its checkpoint without training again (APLS is computed on the
+vectorizer's lines, so one table must not mix two vectorizers).
 """
 
 from __future__ import annotations
