@@ -28,7 +28,7 @@ from junction_fade import PIXELS, junctions_of, reference_junctions, within  # n
 
 from core.extraction.extract import extract_roads  # noqa: E402
 from core.inputs.raster import RasterioSource  # noqa: E402
-from core.metrics import AplsParams, apls, evaluate_files, length_metrics  # noqa: E402
+from core.metrics import AplsParams, apls, evaluate_files, length_metrics, pooled_length_metrics  # noqa: E402
 from core.model.catalog import default_model, open_model  # noqa: E402
 from core.options import EvaluateOptions  # noqa: E402
 from core.roads.vectorize import VectorizeParams, vectorize_array, vectorize_file  # noqa: E402
@@ -68,16 +68,12 @@ def probabilities(model_path: str, data: Path, cache: Path) -> tuple[list[tuple[
 
 
 def score(params: VectorizeParams, tiles, vegas: Path, references: dict, lines: Path) -> str:
-    apls_values, matched, total, ref_m, ref_hit, prop_m, prop_hit = [], 0, 0, 0.0, 0.0, 0.0, 0.0
+    apls_values, lengths, matched, total = [], [], 0, 0
     for name, probability, target in tiles:
         reference, centres = references[name]
         proposal = vectorize_array(np.where(target != IGNORE, probability, 0).astype(np.float32), PIXELS, params)
         apls_values.append(apls(reference.roads, proposal.roads, AplsParams())["apls"])
-        figures = length_metrics(reference.roads, proposal.roads, 5.0)
-        ref_m += figures["reference_km"]
-        prop_m += figures["proposal_km"]
-        ref_hit += figures["completeness"] * figures["reference_km"] if figures["reference_km"] else 0.0
-        prop_hit += figures["correctness"] * figures["proposal_km"] if figures["proposal_km"] else 0.0
+        lengths.append(length_metrics(reference.roads, proposal.roads, 5.0))
         found = junctions_of(proposal)
         matched += sum(within(found, x, y) for x, y in centres)
         total += len(centres)
@@ -85,8 +81,9 @@ def score(params: VectorizeParams, tiles, vegas: Path, references: dict, lines: 
         roads = Path(folder) / "roads.gpkg"
         vectorize_file(vegas, roads, params, workers=1)
         far = evaluate_files(roads, lines, EvaluateOptions(buffer_m=5.0))
-    return (f"APLS {np.mean(apls_values):.3f}  completeness / correctness {ref_hit / ref_m:.3f} / "
-            f"{prop_hit / max(prop_m, 1e-9):.3f}  junctions {matched} of {total}  Vegas {far['completeness']:.3f} / "
+    pooled = pooled_length_metrics(lengths)
+    return (f"APLS {np.mean(apls_values):.3f}  completeness / correctness {pooled['completeness']:.3f} / "
+            f"{pooled['correctness']:.3f}  junctions {matched} of {total}  Vegas {far['completeness']:.3f} / "
             f"{far['correctness']:.3f}")
 
 

@@ -209,6 +209,19 @@ def length_metrics(reference_lines: list[shapely.LineString], proposal_lines: li
             "reference_km": ref_length / 1000, "proposal_km": prop_length / 1000, "buffer_m": buffer_m}
 
 
+def pooled_length_metrics(rows: list[dict]) -> dict:
+    """`length_metrics` of several rasters pooled by length (as one network would be scored), not averaged."""
+    reference_km = sum(r["reference_km"] for r in rows)
+    proposal_km = sum(r["proposal_km"] for r in rows)
+    matched_reference = sum(r["completeness"] * r["reference_km"] for r in rows if r["reference_km"])
+    matched_proposal = sum(r["correctness"] * r["proposal_km"] for r in rows if r["proposal_km"])
+    denominator = proposal_km + reference_km - matched_reference
+    return {"completeness": matched_reference / reference_km if reference_km else float("nan"),
+            "correctness": matched_proposal / proposal_km if proposal_km else float("nan"),
+            "quality": matched_proposal / denominator if denominator else float("nan"),
+            "reference_km": reference_km, "proposal_km": proposal_km}
+
+
 def to_metres(lines: list[shapely.LineString], geographic: bool) -> list[shapely.LineString]:
     """Degrees -> local metres (an equirectangular frame at the lines' mean latitude, exact for a tile)."""
     if not geographic or not lines:

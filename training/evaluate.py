@@ -20,7 +20,15 @@ import rasterio
 from core.errors import InputError
 from core.extraction.extract import ExtractParams, extract_roads
 from core.inputs.raster import ArraySource
-from core.metrics import AplsParams, apls, pixel_metrics, pixel_metrics_from_counts, relaxed_counts, relaxed_from_counts
+from core.metrics import (
+    AplsParams,
+    apls,
+    pixel_metrics,
+    pixel_metrics_from_counts,
+    pooled_length_metrics,
+    relaxed_counts,
+    relaxed_from_counts,
+)
 from core.model.checkpoint import RoadModel
 from core.options import DEFAULT_SCALES, EvaluateOptions, InferenceOptions
 from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
@@ -166,15 +174,6 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
             rows.append({"raster": pair.image.name, **{k: figures[k] for k in LINE_COLUMNS}})
             log(f"{pair.image.name:<24} {inference.label:<22} completeness {figures['completeness']:.3f}  "
                 f"correctness {figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
-        reference_km = sum(r["reference_km"] for r in rows)
-        proposal_km = sum(r["proposal_km"] for r in rows)
-        matched_reference = sum(r["completeness"] * r["reference_km"] for r in rows if r["reference_km"])
-        matched_proposal = sum(r["correctness"] * r["proposal_km"] for r in rows if r["proposal_km"])
-        denominator = proposal_km + reference_km - matched_reference
-        results[inference.label] = {
-            "completeness": matched_reference / reference_km if reference_km else float("nan"),
-            "correctness": matched_proposal / proposal_km if proposal_km else float("nan"),
-            "quality": matched_proposal / denominator if denominator else float("nan"),
-            "apls": float(np.mean([r["apls"] for r in rows])), "reference_km": reference_km,
-            "proposal_km": proposal_km, "buffer_m": buffer_m, "rasters": rows}
+        results[inference.label] = {**pooled_length_metrics(rows), "apls": float(np.mean([r["apls"] for r in rows])),
+                                    "buffer_m": buffer_m, "rasters": rows}
     return results

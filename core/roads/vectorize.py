@@ -257,10 +257,15 @@ def prune_spurs(graph: nx.MultiGraph, spur_px: float) -> None:
                 changed = True
 
 
+def component_lengths(graph: nx.MultiGraph) -> list[tuple[set, float]]:
+    """Each connected piece of the network with its length in pixels."""
+    return [(component, sum(_length_px(d["pts"]) for _, _, d in graph.subgraph(component).edges(data=True)))
+            for component in nx.connected_components(graph)]
+
+
 def remove_small_components(graph: nx.MultiGraph, min_px: float) -> None:
-    for component in list(nx.connected_components(graph)):
-        sub = graph.subgraph(component)
-        if sum(_length_px(d["pts"]) for _, _, d in sub.edges(data=True)) < min_px:
+    for component, length in component_lengths(graph):
+        if length < min_px:
             graph.remove_nodes_from(component)
 
 
@@ -313,10 +318,7 @@ def bridge_gaps(graph: nx.MultiGraph, gap_px: float, max_angle_deg: float, evide
     position = np.concatenate([np.arange(len(p)) for p in paths])
     tree = cKDTree(np.vstack(paths))
     at_node = np.concatenate([np.minimum(a, a[-1] - a) <= 2 for a in along])
-    piece_length = {}
-    for component in nx.connected_components(graph):
-        length = sum(d["length"] for _, _, d in graph.subgraph(component).edges(data=True))
-        piece_length.update(dict.fromkeys(component, length))
+    piece_length = {node: length for component, length in component_lengths(graph) for node in component}
     cos_limit = math.cos(math.radians(max_angle_deg))
     splits: dict[int, list[tuple[int, object]]] = {}  # edge -> [(index along its path, the end joining there)]
     joined: set[frozenset] = set()
