@@ -215,7 +215,8 @@ def test_evaluating_road_lines_prints_no_library_noise(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["malformed YAML", "YAML list", "--crop 0", "--lr-stage2 nan", "no epochs",
-                                  "--out is a file", "truncated checkpoint", "export into /proc"])
+                                  "--out is a file", "truncated checkpoint", "export into /proc",
+                                  "ablate --lines without line pairs"])
 def test_training_refuses_what_it_cannot_use_with_one_line(road_tiles, tmp_path, capsys, case):
     from training.__main__ import main
 
@@ -231,7 +232,9 @@ def test_training_refuses_what_it_cannot_use_with_one_line(road_tiles, tmp_path,
             "no epochs": [*fit, "--stage1-epochs", "0", "--stage2-epochs", "0"],
             "--out is a file": [*fit[:-1], str(afile)],
             "truncated checkpoint": ["export", str(checkpoint), "--out", str(tmp_path / "m.pt")],
-            "export into /proc": ["export", str(checkpoint), "--out", "/proc/m.pt"]}[case]
+            "export into /proc": ["export", str(checkpoint), "--out", "/proc/m.pt"],
+            "ablate --lines without line pairs": ["ablate", *fit[1:], "--grid", "seed=0,1", "--lines", str(road_tiles)]
+            }[case]
     if case == "export into /proc":  # a whole checkpoint, so only the output can be what is refused
         from training.fit import fit as train
 
@@ -245,6 +248,7 @@ def test_training_refuses_what_it_cannot_use_with_one_line(road_tiles, tmp_path,
                 "--crop 0": "--crop 0: give a whole number of at least 32", "--lr-stage2 nan": "a positive number",
                 "no epochs": "at least one epoch", "--out is a file": "is a file; give a folder",
                 "truncated checkpoint": "not a readable training checkpoint",
-                "export into /proc": "cannot write /proc/m.pt"}[case]
+                "export into /proc": "cannot write /proc/m.pt",
+                "ablate --lines without line pairs": f"--lines {road_tiles}: no NAME.tif + NAME_roads"}[case]
     assert expected in err[-1], err  # main() returned 2: no exception got past it
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.pt").exists()

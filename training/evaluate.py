@@ -33,7 +33,7 @@ from core.model.checkpoint import RoadModel
 from core.options import DEFAULT_SCALES, EvaluateOptions, InferenceOptions
 from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
-from .data import IGNORE, find_pairs
+from .data import IGNORE, DataError, find_pairs
 
 MULTI_SCALE = DEFAULT_SCALES
 TABLE_COLUMNS = ("road_iou", "f1", "precision", "recall", "relaxed_f1", "apls", "miou", "miou_all_background")
@@ -141,10 +141,16 @@ LINE_COLUMNS = ("completeness", "correctness", "quality", "apls", "reference_km"
 
 def line_references(folders: Iterable[str]) -> list:
     """The rasters with reference road centrelines (`Pair`s) in `--lines` folders; none given, none returned."""
-    folders = list(folders)
-    pairs = [p for folder in folders for p in find_pairs(folder) if p.has_vector_roads]
-    if folders and not pairs:
-        raise InputError(f"--lines {folders[0]}: no NAME.tif + NAME_roads.geojson|gpkg pairs there")
+    pairs = []
+    for folder in folders:
+        try:
+            found = [p for p in find_pairs(folder) if p.has_vector_roads]
+        except DataError:  # not a folder, or a folder of no pairs of any kind: the same answer for --lines
+            found = []
+        if not found:
+            raise InputError(f"--lines {folder}: no NAME.tif + NAME_roads.geojson|gpkg pairs there; give a folder of "
+                             f"georeferenced rasters beside their road centrelines (e.g. ../shared/data/spacenet)")
+        pairs += found
     return pairs
 
 
