@@ -27,6 +27,7 @@ PROTOCOL = 1  # the worker protocol's version; the plugin refuses an engine that
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "flip", "d4")
+BRIGHTNESS = ("auto", "none")
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 ROAD_WIDTH_M = 7.0  # road lines drawn as masks this wide when nothing better is known (Massachusetts' labels)
 
@@ -113,6 +114,9 @@ class InferenceOptions:
     precision: str = option("auto", "auto: bf16 autocast on GPUs and on CPUs with native bf16 (AMX or AVX-512 BF16 "
                             "flags), fp16 on older GPUs, else fp32", choices=PRECISIONS,
                             label="Precision (auto: bf16 where the hardware has it)")
+    brightness: str = option("auto", "auto: a raster far darker or brighter than the model's training imagery "
+                             "(its median outside their range) is brought into it by one gamma curve; none: values "
+                             "as they are", choices=BRIGHTNESS, label="Brightness (auto: match the model's imagery)")
     threshold: float = option(0.5, "road probability for the mask", minimum=0.01, maximum=0.99,
                               label="Road probability threshold of the mask")
     batch_size: int = option(1, "tiles per batch (halved on CUDA out-of-memory)", minimum=1, advanced=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.extraction.brightness import image_brightness
 from core.model.checkpoint import load_model
 from training.__main__ import main
 
@@ -44,6 +45,14 @@ def _polygon(path: Path, raster: Path, rows: tuple[float, float], crs="EPSG:3261
     return path
 
 
+def _image_and_valid(raster: Path):
+    import rasterio
+
+    with rasterio.open(raster) as ds:
+        image = ds.read([1, 2, 3]).transpose(1, 2, 0)
+    return image, np.ones(image.shape[:2], bool)
+
+
 def test_finetune_writes_a_self_describing_model_and_scores_before_and_after(suburb, random_model_file, tmp_path,
                                                                              capsys):
     folder, raster, roads = suburb
@@ -66,6 +75,8 @@ def test_finetune_writes_a_self_describing_model_and_scores_before_and_after(sub
     model = load_model(out)
     provenance = model.info.provenance
     assert model.info.gsd_m == 1.0
+    low, high = model.info.normalization.brightness  # takes in the raster it learnt from, read as it is
+    assert low <= image_brightness(*_image_and_valid(raster)) <= high
     assert provenance["parent"] == random_model_file.name and provenance["rasters"] == ["sample.tif"]
     assert provenance["roads"] == roads.name and provenance["check_area"] == "south.geojson"
     assert provenance["steps"] == result["steps"] and provenance["road_width_m"] == 7.0

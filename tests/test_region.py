@@ -25,15 +25,18 @@ SETTINGS = dict(block=448, tile=128, overlap=16, scales=[1.0])
 
 @pytest.fixture(scope="module")
 def mosaic_folder(tmp_path_factory) -> Path:
-    """Four 384x384 georeferenced scenes side by side: a 768x768 mosaic at 1 m/px."""
+    """Four 384x384 georeferenced scenes side by side: a 768x768 mosaic at 1 m/px. Three are dark, so the mosaic
+    is darker than the model's imagery and is brightened: every block must be brightened by the curve the
+    one-process run measures on the whole mosaic."""
     root = tmp_path_factory.mktemp("mosaic")
     for i in range(2):
         for j in range(2):
             scene = make_scene(384, seed=10 + 2 * i + j)
+            image = scene.image if (i, j) == (1, 1) else (scene.image * 0.35).astype(np.uint8)
             with rasterio.open(root / f"t{i}{j}.tif", "w", driver="GTiff", width=384, height=384, count=3,
                                dtype="uint8", crs="EPSG:32619",
                                transform=from_origin(300000 + j * 384, 4700000 - i * 384, 1, 1)) as ds:
-                ds.write(scene.image.transpose(2, 0, 1))
+                ds.write(image.transpose(2, 0, 1))
     return root
 
 
@@ -57,6 +60,7 @@ def one_process(mosaic_folder, random_model_file, tmp_path_factory):
     params = ExtractParams(tile=SETTINGS["tile"], overlap=SETTINGS["overlap"], scales=(1.0,), fixed_grid=True)
     with RasterioSource(mosaic) as source:
         result = extract_roads(source, load_model(random_model_file), out, params)
+    assert any("gamma" in note for note in result.notes), result.notes
     network = vectorize_file(result.probability, out / "roads.gpkg", VectorizeParams())
     with rasterio.open(result.probability) as ds:
         probability = ds.read(1)

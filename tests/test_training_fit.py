@@ -114,6 +114,8 @@ def test_a_killed_and_resumed_fit_ends_exactly_where_an_uninterrupted_one_does(d
     model_file = export(out / "checkpoints" / "best.ckpt", tmp_path / "model.pt")
     model = load_model(model_file)
     assert model.info.gsd_m == 1.0 and "val_road_iou" in model.info.metrics
+    low, high = model.info.normalization.brightness  # its training images' range, for the engine's matching
+    assert 0 < low <= high < 255
     assert (out / "config.yaml").exists() and (out / "logs" / "metrics.csv").exists()
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from core.errors import InputError
-from core.options import EvaluateOptions
+from core.options import EvaluateOptions, InferenceOptions, describe
 
 from .config import add_flags, resolve
 
@@ -23,6 +23,9 @@ def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     rho = EvaluateOptions().rho
     parser.add_argument("--rho", type=float, default=rho, help=f"slack of relaxed precision/recall in pixels ({rho:g})")
     parser.add_argument("--no-graphs", action="store_true", help="skip APLS (vectorizing every tile)")
+    brightness = describe(InferenceOptions)["brightness"]
+    parser.add_argument("--brightness", choices=brightness["choices"], default=brightness["default"],
+                        help=f"{brightness['help']} (default {brightness['default']})")
 
 
 def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +132,7 @@ def cmd_evaluate(args) -> int:
     split = config.split()
     pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
     model = road_model(Path(args.model))
-    inferences = with_and_without_multiscale(config.val_tile, config.val_overlap)
+    inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness)
     results: dict = {}
     if not args.skip_tiles:
         tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)

@@ -372,6 +372,12 @@ class RoadCrops(Dataset):
         self.augment = augment or Augment()
         self.length, self.seed, self.epoch = crops_per_epoch, seed, 0
 
+    def brightness_range(self) -> tuple[float, float]:
+        """The range of the tiles' median brightness, recorded in the model file for the engine's matching."""
+        from core.extraction.brightness import image_brightness, training_range
+
+        return training_range([image_brightness(image, target != IGNORE) for image, target in self.tiles])
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

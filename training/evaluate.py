@@ -52,12 +52,13 @@ class Inference(InferenceOptions):
     @property
     def label(self) -> str:
         scales = "1.0" if self.scales == (1.0,) else "/".join(f"{s:g}" for s in self.scales)
-        return f"scales {scales}" + ("" if self.augment == "none" else f" + {self.augment}")
+        return (f"scales {scales}" + ("" if self.augment == "none" else f" + {self.augment}")
+                + ("" if self.brightness == "auto" else f", brightness {self.brightness}"))
 
 
-def with_and_without_multiscale(tile: int, overlap: int) -> list[Inference]:
-    return [Inference(scales=(1.0,), tile=tile, overlap=overlap), Inference(scales=MULTI_SCALE, tile=tile,
-                                                                            overlap=overlap)]
+def with_and_without_multiscale(tile: int, overlap: int, brightness: str = "auto") -> list[Inference]:
+    return [Inference(scales=scales, tile=tile, overlap=overlap, brightness=brightness)
+            for scales in ((1.0,), MULTI_SCALE)]
 
 
 @dataclass

@@ -14,13 +14,14 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.errors import InputError
+from core.extraction.brightness import image_brightness, widened
 from core.extraction.devices import resolve_device, resolve_precision
 from core.extraction.inference import normalize
 from core.model.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
@@ -361,7 +362,11 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     weights = torch.ones(2, device=device)
     budget = spec.minutes * 60
     torch.manual_seed(spec.seed)
-    info = ModelInfo(config=parent.info.config, gsd_m=gsd, normalization=parent.info.normalization)
+    # The rasters are learnt as they are, so the new model must read them as they are: its brightness range takes
+    # them in (a dark raster would otherwise be brightened at inference, unlike anything it was fine-tuned on).
+    normalization = replace(parent.info.normalization, brightness=widened(
+        parent.info.normalization.brightness, [image_brightness(s.image, s.valid) for s in scenes]))
+    info = ModelInfo(config=parent.info.config, gsd_m=gsd, normalization=normalization)
     step, loss_value, check_iou, next_check = 0, float("nan"), None, budget / 4
     training_started = time.perf_counter()
     while (elapsed := time.perf_counter() - training_started) < budget:

@@ -162,7 +162,10 @@ def fit(config: TrainConfig) -> Path:
         print(format_finding(finding), file=sys.stderr)
     precision = precision_for(config)
     print(f"precision   {precision.why}", file=sys.stderr)
-    module = RoadSegmentation(config.to_dict(), precision_used=precision.name)
+    brightness = train_loader.dataset.brightness_range()
+    print(f"brightness  training images' median brightness {brightness[0]:.0f}-{brightness[1]:.0f} of 255 (10th-"
+          f"90th percentile; recorded in the model file)", file=sys.stderr)
+    module = RoadSegmentation(config.to_dict(), precision_used=precision.name, brightness=list(brightness))
     if config.init:
         report = load_into(module.network, read_weights(config.init))
         print(f"init        {config.init}: {report.file_kind}\n{report.format()}", file=sys.stderr)
@@ -236,7 +239,7 @@ def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:
         reason = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else type(exc).__name__
         raise InputError(f"{checkpoint} is not a readable training checkpoint ({reason}); it may be cut short (a "
                          f"run killed while writing it): use another of the run's checkpoints") from None
-    module = RoadSegmentation(config.to_dict())
+    module = RoadSegmentation(config.to_dict(), brightness=state["hyper_parameters"].get("brightness"))
     module.load_state_dict(state["state_dict"])
     metrics = {}
     for callback in state.get("callbacks", {}).values():
@@ -302,7 +305,8 @@ def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None
         held_out, tiles = held_out_metrics(evaluation)
         metrics.update(held_out)
         provenance["validation_tiles"] = tiles
-    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, provenance=provenance, metrics=metrics)
+    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, normalization=module.normalization,
+                     provenance=provenance, metrics=metrics)
     return save_model(out, module.network, info, half=half)
 
 

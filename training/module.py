@@ -32,13 +32,14 @@ def learning_rates(config: TrainConfig, step: int, steps_per_epoch: int) -> tupl
 
 
 class RoadSegmentation(L.LightningModule):
-    def __init__(self, config: dict, precision_used: str = "fp32") -> None:
+    def __init__(self, config: dict, precision_used: str = "fp32", brightness: list[float] | None = None) -> None:
         super().__init__()
-        # precision_used: what `fit` resolved "auto" to on the machine that trained last (recorded in the model file)
-        self.save_hyperparameters({"config": config, "precision_used": precision_used})
+        # precision_used: what `fit` resolved "auto" to on the machine that trained last (recorded in the model file);
+        # brightness: the training imagery's range of median brightness (RoadCrops.brightness_range), recorded too
+        self.save_hyperparameters({"config": config, "precision_used": precision_used, "brightness": brightness})
         self.config = TrainConfig.from_dict(config)
         self.network = build_model(self.config.model_config())
-        self.normalization = Normalization()
+        self.normalization = Normalization(brightness=tuple(brightness) if brightness else None)
         self.register_buffer("class_weights", torch.tensor(self.config.class_weights, dtype=torch.float32),
                              persistent=False)
         self._confusion = np.zeros(4, np.int64)  # tp, fp, fn, tn over the validation tiles

@@ -27,6 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from core import __version__
 from core.atomic import folder_lock, remove_if_empty, remove_stale_scratch, storage_refused
 from core.errors import InputError, OutputError
+from core.extraction.brightness import apply_gamma, match_brightness
 from core.extraction.devices import DeviceError, resolve_device, resolve_precision
 from core.extraction.inference import normalize, predict_probabilities
 from core.inputs.area import Area
@@ -51,6 +52,7 @@ class ExtractParams(InferenceOptions):
     overwrite: bool = False
     fixed_grid: bool = False
     refuse_empty: bool = True  # an area without one valid pixel is refused; a region's empty block is not
+    gamma: float | None = None  # brightness gamma measured on a whole mosaic (region runs); None: measured here
 
 
 @dataclass
@@ -242,6 +244,13 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
     notes.append(f"precision: {predictor.precision.why}")
+    gamma = params.gamma
+    if gamma is None and params.brightness == "auto":
+        match = match_brightness(source, model.info.normalization.brightness)
+        gamma = match.gamma
+        notes.append(match.note())
+    elif gamma is not None and gamma != 1.0:
+        notes.append(f"brightness: gamma {gamma:.2f}, measured on the whole mosaic")
     for note in notes:
         log(note)
 
@@ -258,7 +267,7 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         try:
             try:
                 _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress,
-                               cancel, started)
+                               cancel, started, gamma or 1.0)
             finally:
                 predictor.restore()
             if progress:
@@ -299,8 +308,10 @@ def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> boo
 
 
 def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,
-                   path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float) -> None:
-    """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`."""
+                   path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float,
+                   gamma: float) -> None:
+    """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`;
+    each tile's values go through the brightness `gamma` first."""
     from rasterio.windows import Window as RioWindow
 
     rows = tiling.rows()
@@ -341,7 +352,8 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                 batch = todo[start:start + predictor.batch_size]
                 reads = [source.read(grid.to_input(t.x, t.y, t.width, t.height), (t.height, t.width)) for t in batch]
                 # Tiles without one valid pixel (NoData, alpha 0) add nothing to the blend: the network skips them.
-                live = [(tile, valid, values) for tile, (values, valid) in zip(batch, reads, strict=True)
+                live = [(tile, valid, apply_gamma(values, gamma)) for tile, (values, valid) in zip(batch, reads,
+                                                                                                  strict=True)
                         if valid.any()]
                 probabilities = predictor(np.stack([values for _, _, values in live]), after_pass) if live else []
                 any_valid = any_valid or bool(live)

@@ -44,7 +44,7 @@ class RegionJob(InferenceJob):
 
     def fingerprint(self) -> str:
         """What makes two runs the same job: everything that changes a block's pixels."""
-        keys = ("model", "block", "tile", "overlap", "scales", "augment", "threshold", "bands")
+        keys = ("model", "block", "tile", "overlap", "scales", "augment", "brightness", "threshold", "bands")
         text = json.dumps({k: getattr(self, k) for k in keys} | {"inputs": [str(p) for p in self.inputs]})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -173,9 +173,10 @@ def _model(path: str | None):
     return _MODELS[key]
 
 
-def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> dict[str, Any]:
+def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str, gamma: float = 1.0) -> dict[str, Any]:
     """Runs one block and moves its pieces into `pieces/<block id>/` in one rename. Safe to run twice (a retried
-    block whose first run finished): the second run's pieces are dropped."""
+    block whose first run finished): the second run's pieces are dropped. `gamma`: the brightness curve measured
+    once on the whole mosaic (a block measuring it would read the whole mosaic again)."""
     from core.extraction.extract import extract_roads
     from core.inputs.area import Area
     from core.inputs.raster import RasterioSource
@@ -188,7 +189,7 @@ def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str) -> di
     options.device = _worker_device(options.device)
     # Each block is cut on the whole mosaic's fixed-stride tile grid (its window is aligned to it), and a block
     # may lie in a gap of the mosaic.
-    params = options.extract_params(overwrite=True, fixed_grid=True, refuse_empty=False)
+    params = options.extract_params(overwrite=True, fixed_grid=True, refuse_empty=False, gamma=gamma)
     scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
     try:
         with RasterioSource(mosaic, bands=job.get("bands")) as source:
@@ -258,6 +259,7 @@ def _client(workers: int, scheduler: str | None):
 def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None, client=None,
                progress: Callable[[RegionProgress], None] | None = None,
                log: Callable[[str], None] = lambda message: None) -> RegionResult:
+    from core.extraction.brightness import match_brightness
     from core.extraction.extract import processing_grid
     from core.inputs.raster import RasterioSource
     from core.model.catalog import open_model
@@ -271,6 +273,11 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
         mosaic = build_mosaic(files, out / "mosaic.vrt")
         with RasterioSource(mosaic, bands=job.bands) as source:
             grid = processing_grid(source.info, model_info.gsd_m, [])
+            gamma = 1.0
+            if job.brightness == "auto":
+                match = match_brightness(source, model_info.normalization.brightness)
+                gamma = match.gamma
+                log(match.note())
     except BaseException:
         if created:  # refused inputs leave no output folder behind
             shutil.rmtree(out, ignore_errors=True)
@@ -290,7 +297,7 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
             log(f"Dask dashboard: {client.dashboard_link}")
         try:
             _run_blocks(client, todo, str(mosaic), asdict(job), str(pieces), manifest, len(blocks), started,
-                        progress)
+                        progress, gamma)
         finally:
             if own is not None:
                 client.close()
@@ -312,11 +319,11 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
 
 
 def _run_blocks(client, todo: list[Block], mosaic: str, job: dict, pieces: str, manifest: Manifest, total: int,
-                started: float, progress) -> None:
+                started: float, progress, gamma: float) -> None:
     """Submits the blocks (Dask retries one whose worker died, on another worker) and records each as it ends."""
     from distributed import as_completed
 
-    futures = [client.submit(run_block, block, mosaic, job, pieces, retries=3, pure=False) for block in todo]
+    futures = [client.submit(run_block, block, mosaic, job, pieces, gamma, retries=3, pure=False) for block in todo]
     finished = 0
     try:
         for future in as_completed(futures):

@@ -45,18 +45,31 @@ class CheckpointError(InputError):
 
 @dataclass(frozen=True)
 class Normalization:
-    """Pixel values are divided by `scale`, then standardised per band with `mean` and `std`."""
+    """Pixel values are divided by `scale`, then standardised per band with `mean` and `std`. `brightness` is the
+    range (10th-90th percentile) of the per-image median brightness (0..255) of the imagery the model was trained
+    on, where the file records it: the engine brings rasters outside it into it (`core.extraction.brightness`)."""
 
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     scale: float = 255.0
+    brightness: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": list(self.mean), "std": list(self.std), "scale": self.scale}
+        data = {"mean": list(self.mean), "std": list(self.std), "scale": self.scale}
+        if self.brightness is not None:
+            data["brightness"] = list(self.brightness)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
-        return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]), float(data["scale"]))
+        brightness = data.get("brightness")
+        if brightness is not None:
+            low, high = (float(v) for v in brightness)
+            if not 0 < low <= high < 255:
+                raise CheckpointError(f"the model file's brightness range {low:g}-{high:g} is not inside 0..255")
+            brightness = (low, high)
+        return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]), float(data["scale"]),
+                   brightness)
 
 
 @dataclass
