@@ -36,7 +36,7 @@ from .runner import (
     selection_area,
     transform_extent,
 )
-from .settings import AREAS, AUGMENTS, PRECISIONS, ExtractSettings
+from .settings import AREAS, AUGMENTS, BRIGHTNESS, PRECISIONS, ExtractSettings
 
 AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
                "rectangle": "Drawn rectangle"}
@@ -125,6 +125,10 @@ class ExtractRoadsDialog(QDialog):
         self.precision.addItems(PRECISIONS)
         self.precision.setToolTip("auto: bf16 where the GPU or CPU computes it natively (CPUs with AMX or AVX-512 "
                                   "BF16: 2-4x faster), else fp32")
+        self.brightness = QComboBox()
+        self.brightness.addItems(BRIGHTNESS)
+        self.brightness.setToolTip("auto: imagery much darker or brighter than the model's training imagery is "
+                                   "brought to its brightness by one curve (the log says when); none: as it is")
         self.threshold = self._spin(0.05, 0.95, 0.05)
         self.estimate = QLabel("")
         inference_form.addRow("Engine", engine_row)
@@ -133,6 +137,7 @@ class ExtractRoadsDialog(QDialog):
         inference_form.addRow("Device", device_row)
         inference_form.addRow("", self.device_label)
         inference_form.addRow("Precision", self.precision)
+        inference_form.addRow("Brightness", self.brightness)
         inference_form.addRow("Mask threshold", self.threshold)
         inference_form.addRow("Estimate", self.estimate)
         layout.addWidget(inference)
@@ -196,6 +201,7 @@ class ExtractRoadsDialog(QDialog):
         self.augment.setCurrentIndex(max(0, self.augment.findData(s.augment)))
         self.device.setCurrentText(s.device)
         self.precision.setCurrentText(s.precision if s.precision in PRECISIONS else "auto")
+        self.brightness.setCurrentText(s.brightness if s.brightness in BRIGHTNESS else "auto")
         self.threshold.setValue(s.threshold)
         self.spur.setValue(s.spur_m)
         self.min_length.setValue(s.min_length_m)
@@ -216,6 +222,7 @@ class ExtractRoadsDialog(QDialog):
         s.augment = self.augment.currentData()
         s.device = self.device.currentText().strip() or "auto"
         s.precision = self.precision.currentText()
+        s.brightness = self.brightness.currentText()
         s.threshold = self.threshold.value()
         s.spur_m, s.min_length_m = self.spur.value(), self.min_length.value()
         s.bridge_m, s.simplify_m = self.bridge.value(), self.simplify.value()

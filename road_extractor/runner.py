@@ -197,7 +197,8 @@ def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:
     s = run.settings
     job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, "tile": s.tile,
            "overlap": s.overlap, "scales": s.scale_list(), "augment": s.augment, "device": s.device,
-           "precision": s.precision, "threshold": s.threshold, "overwrite": s.overwrite, "roads": str(run.roads),
+           "precision": s.precision, "brightness": s.brightness, "threshold": s.threshold, "overwrite": s.overwrite,
+           "roads": str(run.roads),
            "vectorize_options": s.vectorize_options()}
     if run.area.polygons_file:
         job["aoi"] = run.area.polygons_file
@@ -253,11 +254,14 @@ def engine_request(settings: ExtractSettings, op: str, args: dict | None = None,
 
 def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[str]]:
     """One line about a finished run, and the warnings an analyst should see beside it (not only in the log): the
-    engine's notes on resolution, and why a run found no roads, with the setting that would change that."""
+    engine's notes on resolution and brightness, and why a run found no roads, with the setting that would change
+    that."""
     junctions = result["junction_count"]
     line = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {junctions} junction"
             f"{'' if junctions == 1 else 's'} where 3 or more roads meet, in {result['seconds']:.0f} s")
-    warnings = [note for note in result.get("notes", []) if note.startswith("warning")]
+    # Shown too: imagery brought to the model's brightness (a gamma applied) explains what the analyst sees.
+    warnings = [note for note in result.get("notes", []) if note.startswith("warning")
+                or (note.startswith("brightness") and "gamma" in note)]
     if result["road_count"] == 0:
         if result.get("road_fraction", 0) > 0:
             warnings.append(f"no roads: the mask has road pixels ({result['road_fraction']:.2%} of the area) but no "

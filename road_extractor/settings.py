@@ -12,6 +12,7 @@ PREFIX = "road_extractor/"
 AREAS = ("layer", "canvas", "selection", "rectangle")
 AUGMENTS = choices("inference", "augment")
 PRECISIONS = choices("inference", "precision")  # auto: bf16 where the GPU or CPU has native bf16 arithmetic
+BRIGHTNESS = choices("inference", "brightness")  # auto: a raster far darker or brighter than the model's imagery
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ExtractSettings:
     augment: str = default("inference", "augment")
     device: str = default("inference", "device")
     precision: str = default("inference", "precision")
+    brightness: str = default("inference", "brightness")
     threshold: float = default("inference", "threshold")
     tile: int = default("inference", "tile")
     overlap: int = default("inference", "overlap")

@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import QToolBar
 
 import road_extractor
 from core.options import EvaluateOptions, FinetuneOptions, InferenceOptions, VectorizeOptions
-from road_extractor.runner import UserError, describe_layer, shutdown_engine
+from road_extractor.runner import UserError, describe_layer, describe_result, shutdown_engine
 from road_extractor.settings import PREFIX, ExtractSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +94,8 @@ def test_processing_parameters_carry_the_engines_defaults_and_ranges(plugin):
     extract = registry.algorithmById("road_extractor:extract_roads")
     inference, vectorize = InferenceOptions(), VectorizeOptions()
     assert extract.parameterDefinition("TILE").defaultValue() == inference.tile
+    brightness = extract.parameterDefinition("BRIGHTNESS")
+    assert brightness.options()[brightness.defaultValue()] == inference.brightness
     assert extract.parameterDefinition("THRESHOLD").maximum() == 0.99
     assert extract.parameterDefinition("SCALES").defaultValue() == ", ".join(map(str, inference.scales))
     for name, value in vectorize.user_options().items():
@@ -113,6 +115,7 @@ def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     assert [float(v) for v in dialog.scales.text().split(",")] == list(inference.scales)
     assert dialog.device.currentText() == inference.device and dialog.augment.currentData() == inference.augment
     assert dialog.precision.currentText() == inference.precision
+    assert dialog.brightness.currentText() == inference.brightness
     assert dialog.model.filePath() == "" and dialog.output.filePath() == ""  # the shipped model, a temporary file
     assert (dialog.threshold.value(), dialog.spur.value(), dialog.min_length.value(), dialog.bridge.value(),
             dialog.simplify.value()) == (inference.threshold, vectorize.spur_m, vectorize.min_length_m,
@@ -143,6 +146,9 @@ def test_a_run_with_the_shipped_model_adds_styled_layers_with_roads(plugin, vega
     assert probability.extent().toString(6) == vegas.extent().toString(6)  # written on the input's grid
     assert layers["roads"].renderer().type() == "singleSymbol"  # the QML style
     assert layers["roads"].featureCount() == task.result["road_count"] > 0
+    # The dark Vegas tile is brought to the model's brightness, and the analyst is told so beside the summary.
+    _, shown = describe_result(task.result, dialog.current_settings())
+    assert any(note.startswith("brightness") and "gamma" in note for note in shown), task.result["notes"]
     # The layers panel labels the ramp as a probability, 0 to 1, not the stored 0-255.
     ramp = probability.renderer().shader().rasterShaderFunction().legendSettings()
     assert (ramp.minimumLabel(), ramp.maximumLabel(), ramp.suffix()) == ("0", "1", " road probability")
@@ -433,8 +439,6 @@ def test_finetune_runs_from_processing_with_lines_drawn_in_another_crs(plugin, q
 
 
 def test_a_run_without_roads_says_why_and_which_setting_changes_it(plugin):
-    from road_extractor.runner import describe_result
-
     settings = ExtractSettings()
     base = {"road_count": 0, "length_km": 0.0, "junction_count": 0, "seconds": 7.2,
             "notes": ["warning: the input is 0.15 m/px and the model was trained at 1 m/px (6.7x apart): expect poorer "
