@@ -159,14 +159,15 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     capsys.readouterr()
     assert main(args) == 0  # a second run reuses the finished variants instead of training them again
     assert capsys.readouterr().err.count("reused the finished results") == 2
-    # Figures scored with other vectorizer settings (APLS depends on them) are scored again from the checkpoint,
-    # not trained again and not mixed into one table with figures from the settings of now.
+    # Figures scored with other vectorizer or brightness settings are scored again from the checkpoint, not trained
+    # again and not mixed into one table with figures from the settings of now.
     finished = out / "attention-none" / "ablation_rows.json"
     best = out / "attention-none" / "checkpoints" / "best.ckpt"
     trained_at = best.stat().st_mtime_ns
     stale = json.loads(finished.read_text())
     for row in stale:
         row["scoring"]["vectorize"]["bridge_m"] = 24.0
+        del row["scoring"]["brightness"]  # and scored before the engine matched brightness
         row["apls"] = -1.0
     finished.write_text(json.dumps(stale))
     assert main(args) == 0

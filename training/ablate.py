@@ -29,7 +29,7 @@ from core.model import ModelConfig, build_model
 from core.roads.vectorize import VectorizeParams
 
 from .config import MODEL_FIELDS, TrainConfig
-from .evaluate import evaluate_line_references, evaluate_tiles, with_and_without_multiscale
+from .evaluate import Inference, evaluate_line_references, evaluate_tiles, with_and_without_multiscale
 from .fit import fit, road_model, training_seconds
 
 COLUMNS = ("variant", "inference", "road_iou", "f1", "relaxed_f1", "apls", "miou", "miou_all_background",
@@ -120,9 +120,9 @@ def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
 
 
 def scoring(line_pairs=(), buffer_m: float = 5.0) -> dict:
-    """What a variant's figures depend on besides its weights: the vectorizer's settings (APLS and the lines), and
-    the reference lines they were scored against."""
-    return {"vectorize": VectorizeParams().to_dict(),
+    """What a variant's figures depend on besides its weights: the engine's brightness matching and the vectorizer's
+    settings (APLS and the lines), and the reference lines they were scored against."""
+    return {"vectorize": VectorizeParams().to_dict(), "brightness": Inference().brightness,
             "lines": sorted(str(p.image) for p in line_pairs), "buffer_m": buffer_m if line_pairs else None}
 
 
@@ -139,7 +139,8 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
 
     def up_to_date(old: list[dict]) -> tuple[bool, bool]:
         """Whether a variant's stored tile figures, and its line figures, were scored as they would be now."""
-        tiles_now = bool(old) and all(r.get("scoring", {}).get("vectorize") == current["vectorize"] for r in old)
+        tiles_now = bool(old) and all(
+            all(r.get("scoring", {}).get(key) == current[key] for key in ("vectorize", "brightness")) for r in old)
         lines_now = not line_pairs or tiles_now and all(
             (r["scoring"].get("lines"), r["scoring"].get("buffer_m")) == (current["lines"], current["buffer_m"])
             for r in old)
