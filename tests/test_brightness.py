@@ -1,8 +1,11 @@
 """Brightness matching: a raster darker or brighter than the model's training imagery is brought into its range by
 one gamma curve measured on the whole raster; one inside the range reaches the network exactly as it is."""
 
+import json
+
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch import nn
 
@@ -86,6 +89,8 @@ def test_a_dark_raster_reaches_the_network_brightened_into_the_models_range(tmp_
     fed = _fed_values(model)
     assert median_brightness(fed, np.ones(fed.shape[1:], bool)) == pytest.approx(MASSACHUSETTS_BRIGHTNESS[0], abs=2)
     assert any("gamma" in note and "--brightness none" in note for note in result.notes), result.notes
+    with rasterio.open(result.probability) as ds:  # the curve applied is in the outputs' metadata
+        assert 0.4 < json.loads(ds.tags()["ROAD_EXTRACTOR_PARAMS"])["gamma"] < 1
 
     model = _recording_model()
     result = extract_roads(ArraySource(dark, gsd_m=1.0), model, tmp_path / "none",

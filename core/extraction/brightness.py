@@ -6,7 +6,7 @@ Why: a road model learns what roads look like at the brightness it was trained o
 from have medians of 53 to 101 (10th to 90th percentile). Its new black asphalt is darker than anything the model
 saw, and the model drew its line along the kerb instead of the road. Brought to a median of 53 by one gamma curve
 (dark values lifted most, white kept white), the same model finds several times more of the tile's road length
-(README, "Imagery unlike Massachusetts"). A raster whose median is inside the range is left exactly as it is.
+(README, "Extraction": Brightness). A raster whose median is inside the range is left exactly as it is.
 """
 
 from __future__ import annotations

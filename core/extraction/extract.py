@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ class ExtractParams(InferenceOptions):
     overwrite: bool = False
     fixed_grid: bool = False
     refuse_empty: bool = True  # an area without one valid pixel is refused; a region's empty block is not
-    gamma: float | None = None  # brightness gamma measured on a whole mosaic (region runs); None: measured here
+    gamma: float | None = None  # the brightness curve: None measures it here (`brightness`); region runs give the
+    # one measured on the whole mosaic. The outputs' metadata records the one applied.
 
 
 @dataclass
@@ -244,13 +245,15 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
     notes.append(f"precision: {predictor.precision.why}")
-    gamma = params.gamma
-    if gamma is None and params.brightness == "auto":
-        match = match_brightness(source, model.info.normalization.brightness)
-        gamma = match.gamma
-        notes.append(match.note())
-    elif gamma is not None and gamma != 1.0:
-        notes.append(f"brightness: gamma {gamma:.2f}, measured on the whole mosaic")
+    if params.gamma is None:
+        gamma = 1.0
+        if params.brightness == "auto":
+            match = match_brightness(source, model.info.normalization.brightness)
+            gamma = match.gamma
+            notes.append(match.note())
+        params = replace(params, gamma=gamma)  # the outputs' metadata records the curve applied
+    elif params.gamma != 1.0:
+        notes.append(f"brightness: gamma {params.gamma:.2f}, measured on the whole mosaic")
     for note in notes:
         log(note)
 
@@ -267,7 +270,7 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
         try:
             try:
                 _infer_to_file(source, grid, tiling, area.polygons, predictor, processing_file, params, progress,
-                               cancel, started, gamma or 1.0)
+                               cancel, started)
             finally:
                 predictor.restore()
             if progress:
@@ -308,10 +311,9 @@ def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> boo
 
 
 def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,
-                   path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float,
-                   gamma: float) -> None:
+                   path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float) -> None:
     """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`;
-    each tile's values go through the brightness `gamma` first."""
+    each tile's values go through the brightness curve (`params.gamma`) first."""
     from rasterio.windows import Window as RioWindow
 
     rows = tiling.rows()
@@ -352,9 +354,8 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
                 batch = todo[start:start + predictor.batch_size]
                 reads = [source.read(grid.to_input(t.x, t.y, t.width, t.height), (t.height, t.width)) for t in batch]
                 # Tiles without one valid pixel (NoData, alpha 0) add nothing to the blend: the network skips them.
-                live = [(tile, valid, apply_gamma(values, gamma)) for tile, (values, valid) in zip(batch, reads,
-                                                                                                  strict=True)
-                        if valid.any()]
+                live = [(tile, valid, apply_gamma(values, params.gamma)) for tile, (values, valid)
+                        in zip(batch, reads, strict=True) if valid.any()]
                 probabilities = predictor(np.stack([values for _, _, values in live]), after_pass) if live else []
                 any_valid = any_valid or bool(live)
                 for (tile, valid, _), probability in zip(live, probabilities, strict=True):
