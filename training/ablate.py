@@ -173,7 +173,8 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
                 log(f"variant {name}: reused the finished results in {run}" + ("" if current_figures else
                     f" (scored with other settings; {best} is gone, so they cannot be scored again)"))
                 continue
-            log(f"variant {name}: scored again from {best} (its figures came from other vectorizer or line settings)")
+            log(f"variant {name}: scored again from {best} (its figures came from other vectorizer, brightness or "
+                f"line settings)")
             new = score(name, best, old)
         else:
             log(f"variant {name}: training in {run}")
