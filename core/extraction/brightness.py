@@ -17,14 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.inputs.raster import Window, WindowSource
+from core.inputs.raster import Window, WindowSource, sample_shape
 
 # The 10th and 90th percentiles of the per-image median brightness of Massachusetts Roads' 45 training tiles and
 # 369 crops (`training.data.RoadCrops.brightness_range`, what `fit` records): for model files that record none.
 MASSACHUSETTS_BRIGHTNESS = (53.0, 101.0)
 SATURATED = 250.0  # pixels this bright in every band are left out: the white no-data of many products, glare
 GAMMA_LIMITS = (1 / 3, 3.0)  # beyond these a raster is not imagery the model can be made to read
-SAMPLE_SIDE = 1024  # a decimated read of at most this many pixels a side measures a raster's median
+
+
+def model_range(recorded: tuple[float, float] | None) -> tuple[float, float]:
+    """The range a model file records (`Normalization.brightness`), or Massachusetts Roads' where it records none."""
+    return recorded or MASSACHUSETTS_BRIGHTNESS
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,11 @@ def gamma_for(median: float | None, target: tuple[float, float]) -> float:
     return float(min(max(gamma, GAMMA_LIMITS[0]), GAMMA_LIMITS[1]))
 
 
-def match_brightness(source: WindowSource, model_range: tuple[float, float] | None) -> BrightnessMatch:
-    """Measures the whole raster once, from a decimated read (GDAL takes overviews where there are some), against
-    the range the model file records (`Normalization.brightness`; Massachusetts Roads' where it records none)."""
-    target = model_range or MASSACHUSETTS_BRIGHTNESS
+def match_brightness(source: WindowSource, recorded: tuple[float, float] | None) -> BrightnessMatch:
+    """Measures the whole raster once, from a decimated read, against the model's range (`model_range`)."""
+    target = model_range(recorded)
     info = source.info
-    step = max(1, math.ceil(max(info.width, info.height) / SAMPLE_SIDE))
-    shape = (max(1, info.height // step), max(1, info.width // step))
-    values, valid = source.read(Window(0, 0, info.width, info.height), shape)
+    values, valid = source.read(Window(0, 0, info.width, info.height), sample_shape(info.width, info.height))
     median = median_brightness(values, valid)
     return BrightnessMatch(median, target, gamma_for(median, target))
 
@@ -89,10 +90,10 @@ def training_range(medians: Sequence[float | None]) -> tuple[float, float]:
     return float(max(low, 1.0)), float(min(max(high, low), 254.0))
 
 
-def widened(model_range: tuple[float, float] | None, medians: Sequence[float | None]) -> tuple[float, float]:
+def widened(recorded: tuple[float, float] | None, medians: Sequence[float | None]) -> tuple[float, float]:
     """A fine-tuned model's range: its parent's, stretched to every image it was fine-tuned on (those are read
     as they are in training, so they must be read as they are at inference too)."""
-    low, high = model_range or MASSACHUSETTS_BRIGHTNESS
+    low, high = model_range(recorded)
     known = [m for m in medians if m is not None]
     return float(max(min([low, *known]), 1.0)), float(min(max([high, *known]), 254.0))
 

@@ -74,9 +74,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"gsd         {info['gsd_m']} m/px" if info["gsd_m"] else "gsd         unknown")
         norm = info["normalization"]
         print(f"normalise   /{norm['scale']:g}, mean {norm['mean']}, std {norm['std']}")
-        from core.extraction.brightness import MASSACHUSETTS_BRIGHTNESS
+        from core.extraction.brightness import model_range
 
-        low, high = norm.get("brightness") or MASSACHUSETTS_BRIGHTNESS
+        low, high = model_range(norm.get("brightness"))
         print(f"brightness  median {low:g}-{high:g} of 255 in training"
               + ("" if norm.get("brightness") else " (not recorded: Massachusetts Roads' range assumed)"))
         for key, value in {**info["metrics"], **info["provenance"]}.items():

@@ -86,6 +86,16 @@ def metres_per_degree(latitude: float) -> tuple[float, float]:
 MAX_GSD_M = 1000.0  # metres per pixel: coarser than any imagery roads can be seen in
 
 
+SAMPLE_SIDE = 1024  # a decimated read of at most this many pixels a side is enough for a raster's statistics
+
+
+def sample_shape(width: int, height: int) -> tuple[int, int]:
+    """The (rows, columns) of a decimated read of a whole raster: statistics such as value percentiles or the median
+    brightness need no more, and GDAL reads overviews for it where they exist."""
+    step = max(1, math.ceil(max(width, height) / SAMPLE_SIDE))
+    return max(1, height // step), max(1, width // step)
+
+
 def checked_gsd(value, what: str, error: type[InputError] = RasterError) -> float:
     """A ground sample distance in metres per pixel (an input's or a model's), refused unless it is a positive,
     finite, plausible number."""
@@ -206,11 +216,8 @@ class RasterioSource:
             raise RasterError(f"value scaling {value_scale!r} is not known; use auto, percentile or none")
         if value_scale == "none" or (value_scale == "auto" and dtype == "uint8"):
             return None
-        # A decimated read (GDAL uses overviews where they exist) is enough for 2-98% percentiles.
         ds = self._ds
-        step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
-        shape = (max(1, ds.height // step), max(1, ds.width // step))
-        values, valid = self.read(Window(0, 0, ds.width, ds.height), shape, scaled=False)
+        values, valid = self.read(Window(0, 0, ds.width, ds.height), sample_shape(ds.width, ds.height), scaled=False)
         ranges = []
         for band, data in zip(bands, values, strict=True):
             sample = data[valid]
