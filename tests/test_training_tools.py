@@ -188,6 +188,37 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     assert "lines_completeness" in (out / "results.csv").read_text()
 
 
+def test_val_lines_scores_the_reference_lines_every_epoch_as_evaluate_does(road_tiles, tmp_path, capsys):
+    lines = tmp_path / "lines"
+    _georeferenced_scene_with_a_road(lines)
+    out = tmp_path / "run"
+    # From the shipped model, backbone frozen, at a small rate, so there are lines to score (a model trained from
+    # scratch for four steps finds none, and zeros would agree with anything).
+    args = ["fit", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "2", "--stage2-epochs", "0",
+            "--init", str(REPO / "resources/models/roads-resnet18-massachusetts.pt"), "--lr-stage1", "1e-5",
+            "--val-lines", str(lines)]
+    assert main(args) == 0
+    with open(out / "logs" / "metrics.csv") as handle:
+        logged = [r for r in csv.DictReader(handle) if r.get("val_lines/completeness")]
+    assert [int(r["epoch"]) for r in logged] == [0, 1]  # every epoch, not the sanity check
+    assert capsys.readouterr().err.count("val_lines   epoch") == 2
+    # The last epoch's figures are what `evaluate --lines` gives its checkpoint (the same engine path).
+    report = tmp_path / "lines.json"
+    assert main(["evaluate", str(out / "checkpoints" / "last.ckpt"), "--data", str(road_tiles), *TINY, "--lines",
+                 str(lines), "--skip-tiles", "--json", str(report)]) == 0
+    evaluated = json.loads(report.read_text())["lines"]["scales 1.0"]
+    assert evaluated["completeness"] > 0.5
+    for name in ("completeness", "correctness", "apls"):
+        assert float(logged[-1][f"val_lines/{name}"]) == pytest.approx(evaluated[name], abs=1e-6), name
+    # The best checkpoint is still chosen by the validation tiles' road IoU alone.
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert any("val/road_iou" in str(v.get("monitor")) for v in best["callbacks"].values() if isinstance(v, dict))
+    # A folder without reference lines is refused before any training.
+    refused = tmp_path / "refused"
+    assert main([*args[:4], str(refused), *args[5:-1], str(road_tiles)]) == 2  # --val-lines: training tiles
+    assert "--lines" in capsys.readouterr().err and not refused.exists()
+
+
 def _georeferenced_scene_with_a_road(folder: Path) -> None:
     """A 200 m UTM scene with one east-west road drawn in it and its centreline as GeoJSON (SpaceNet's layout)."""
     import rasterio

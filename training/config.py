@@ -48,6 +48,10 @@ class TrainConfig:
     val_scales: list[float] = field(default_factory=lambda: [1.0])
     val_tile: int = 512
     val_overlap: int = 64
+    # Folders of rasters with reference centrelines (as `evaluate --lines`), scored after every validation: how
+    # the run does on imagery unlike its own, epoch by epoch. Logged only; the best checkpoint is still chosen by
+    # the validation tiles' road IoU, so these rasters stay a test, not something the run is tuned to.
+    val_lines: list[str] = field(default_factory=list)
     num_workers: int = 0
     accelerator: str = "auto"
     devices: str = "auto"
@@ -124,6 +128,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "data":
             parser.add_argument("--data", action="append", default=None, metavar="FOLDER[:WEIGHT]",
                                 help="training data; repeat for more folders (validation tiles come from the first)")
+            continue
+        if f.name == "val_lines":
+            parser.add_argument("--val-lines", action="append", default=None, metavar="FOLDER",
+                                help="after each validation also score extracted lines against the reference "
+                                     "centrelines of a folder of NAME.tif + NAME_roads.geojson|gpkg (logged as "
+                                     "val_lines/*; not used to choose the best checkpoint); repeatable")
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
         if str(f.type).startswith("list"):

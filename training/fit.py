@@ -29,7 +29,7 @@ from .augment import Augment
 from .config import TrainConfig
 from .data import CropOrder, RoadCrops, TileShard, read_pair
 from .doctor import balance_findings, format_finding, label_findings
-from .evaluate import MULTI_SCALE, Inference
+from .evaluate import MULTI_SCALE, Inference, evaluate_line_references, line_references
 from .module import RoadSegmentation
 
 
@@ -99,6 +99,26 @@ class CropSchedule(L.Callback):
         self.crops.position = lambda: (trainer.current_epoch, trainer.global_step)
 
 
+class LineScores(L.Callback):
+    """After each validation, the model's extracted lines on rasters with reference centrelines (`--val-lines`):
+    completeness, correctness and APLS by epoch, beside the validation tiles' road IoU. Scored on the first
+    process only (the figures are logged from there) and never during Lightning's sanity check."""
+
+    def __init__(self, pairs, config: TrainConfig) -> None:
+        self.pairs, self.tile, self.overlap = pairs, config.val_tile, config.val_overlap
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        inference = Inference(tile=self.tile, overlap=self.overlap, device=str(module.device))
+        scores = evaluate_line_references(module.road_model(), self.pairs, [inference])[inference.label]
+        for name in ("completeness", "correctness", "apls"):
+            module.log(f"val_lines/{name}", float(scores[name]), rank_zero_only=True)
+        print(f"val_lines   epoch {trainer.current_epoch}: completeness {scores['completeness']:.3f}, correctness "
+              f"{scores['correctness']:.3f}, APLS {scores['apls']:.3f} on {len(self.pairs)} raster(s)",
+              file=sys.stderr)
+
+
 class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
     """Lightning's CSV logger deletes metrics.csv when its writer starts in a folder that has one, so a resumed run
     lost the whole history before the resume (it happened to this project's own model run). This one puts the
@@ -140,6 +160,7 @@ def precision_for(config: TrainConfig) -> Precision:
 
 
 def fit(config: TrainConfig) -> Path:
+    line_pairs = line_references(config.val_lines)  # refused before anything is written, not after an epoch
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the run (checkpoints, logs, its config)")
@@ -185,7 +206,8 @@ def fit(config: TrainConfig) -> Path:
         num_nodes=config.num_nodes, precision=precision.lightning, gradient_clip_val=config.grad_clip or None,
         logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
-        callbacks=[best, last, periodic, schedule, TrainingClock()], use_distributed_sampler=False,
+        callbacks=[best, last, periodic, schedule, TrainingClock(),
+                   *([LineScores(line_pairs, config)] if line_pairs else [])], use_distributed_sampler=False,
         log_every_n_steps=config.log_every_n_steps,
         deterministic=False, enable_model_summary=False,
     )
