@@ -13,6 +13,7 @@ import torch
 
 from core.metrics import pixel_metrics
 from core.model import ModelConfig, build_model
+from core.model.checkpoint import ModelInfo, save_model
 from training.__main__ import main
 from training.ablate import parse_grid, scoring, variants
 from training.config import TrainConfig
@@ -217,6 +218,35 @@ def test_val_lines_scores_the_reference_lines_every_epoch_as_evaluate_does(road_
     refused = tmp_path / "refused"
     assert main([*args[:4], str(refused), *args[5:-1], str(road_tiles)]) == 2  # --val-lines: training tiles
     assert "--lines" in capsys.readouterr().err and not refused.exists()
+
+
+def test_epoch_snapshots_and_their_average(road_tiles, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "0",
+                 "--stage2-epochs", "2", "--epoch-snapshots", "1"]) == 0
+    checkpoints = out / "checkpoints"
+    snapshots = sorted(checkpoints.glob("epoch-*.ckpt"))
+    assert [p.name for p in snapshots] == ["epoch-00.ckpt", "epoch-01.ckpt"]
+    first, second = (road_model(p).network.state_dict() for p in snapshots)
+    last = road_model(checkpoints / "last.ckpt").network.state_dict()
+    assert all(torch.equal(second[k], last[k]) for k in last)  # the epoch's weights, as the run ended it
+    changed = [k for k in first if first[k].is_floating_point() and not torch.equal(first[k], second[k])]
+    assert changed  # two different epochs, or the mean below would prove nothing
+    averaged = tmp_path / "averaged.pt"
+    assert main(["average", *map(str, snapshots), "--out", str(averaged)]) == 0
+    mean = road_model(averaged).network.state_dict()
+    for key in changed:
+        assert torch.allclose(mean[key], (first[key] + second[key]) / 2, atol=1e-6), key
+    assert road_model(averaged).info.provenance["averaged"] == [str(p) for p in snapshots]
+    # Another architecture, or a single model, is refused with one line; nothing is written.
+    other = tmp_path / "other.pt"
+    config = ModelConfig(backbone="resnet18", attention="none")
+    save_model(other, build_model(config), ModelInfo(config=config, gsd_m=1.0))
+    capsys.readouterr()
+    assert main(["average", str(snapshots[0]), str(other), "--out", str(tmp_path / "mixed.pt")]) == 2
+    assert "another network" in capsys.readouterr().err and not (tmp_path / "mixed.pt").exists()
+    assert main(["average", str(snapshots[0]), "--out", str(tmp_path / "one.pt")]) == 2
+    assert "at least two" in capsys.readouterr().err
 
 
 def _georeferenced_scene_with_a_road(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""`python -m training fit | evaluate | doctor | ablate | export`."""
+"""`python -m training fit | evaluate | doctor | ablate | export | average | promote | finetune`."""
 
 import argparse
 import json
@@ -99,6 +99,14 @@ def main(argv=None) -> int:
     export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")
     export_parser.add_argument("--evaluation", metavar="EVAL.json",
                                help="record held-out figures from `evaluate --json` and the tiles they come from")
+    average_parser = sub.add_parser(
+        "average", help="one model from the mean of several models' weights (a run's epoch snapshots, a soup)")
+    average_parser.add_argument("models", nargs="+", help="training checkpoints or model files of one architecture, "
+                                                          "e.g. RUN/checkpoints/epoch-1*.ckpt")
+    average_parser.add_argument("--out", required=True, help="model file to write (.pt)")
+    average_parser.add_argument("--half", action="store_true", help="store weights as fp16")
+    average_parser.add_argument("--evaluation", metavar="EVAL.json",
+                                help="record held-out figures from `evaluate --json` of the averaged model")
     promote_parser = sub.add_parser(
         "promote", help="does a candidate's evaluation beat the shipped model enough to replace it? (exit 0: yes)")
     promote_parser.add_argument("evaluation", help="the candidate's `evaluate --json` file (with --lines for Vegas)")
@@ -238,6 +246,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from .average import average
+
+    evaluation = _read_evaluation(Path(args.evaluation)) if args.evaluation else None
+    print(f"wrote {average([Path(m) for m in args.models], Path(args.out), args.half, evaluation=evaluation)}")
+    return 0
+
+
 def _read_evaluation(path: Path) -> dict:
     fix = f"write it with `python -m training evaluate CKPT --json {path}`"
     if not path.is_file():
@@ -252,7 +268,7 @@ def _read_evaluation(path: Path) -> dict:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
-            "export": cmd_export, "finetune": cmd_finetune,
+            "export": cmd_export, "average": cmd_average, "finetune": cmd_finetune,
             "promote": cmd_promote}
 
 if __name__ == "__main__":

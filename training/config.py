@@ -59,6 +59,8 @@ class TrainConfig:
     num_nodes: int = 1
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 50  # mid-epoch checkpoints, so a killed run loses little
+    # Keep the weights of every Nth epoch as checkpoints/epoch-NN.ckpt (0: none), e.g. for `training average`.
+    epoch_snapshots: int = 0
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig(backbone="resnet18").to_dict())
 
     def check(self) -> None:
@@ -72,7 +74,7 @@ class TrainConfig:
                           ("log_every_n_steps", 1), ("checkpoint_every_n_steps", 1), ("val_tile", 64)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 refuse(name, f"a whole number of at least {low}")
-        for name in ("stage1_epochs", "stage2_epochs", "val_overlap", "num_workers"):
+        for name in ("stage1_epochs", "stage2_epochs", "val_overlap", "num_workers", "epoch_snapshots"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 refuse(name, "a whole number, 0 or more")
         if self.stage1_epochs + self.stage2_epochs == 0:

@@ -119,6 +119,20 @@ class LineScores(L.Callback):
               file=sys.stderr)
 
 
+class EpochSnapshots(L.pytorch.callbacks.ModelCheckpoint):
+    """The weights of every Nth epoch, kept (`--epoch-snapshots N`): weights only, a third of a resumable
+    checkpoint's size, for scoring and for `training average`, never for resuming."""
+
+    def __init__(self, folder: Path, every_n_epochs: int) -> None:
+        super().__init__(folder, filename="epoch-{epoch:02d}", save_top_k=-1, every_n_epochs=every_n_epochs,
+                         save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+
+    @property
+    def state_key(self) -> str:
+        # Lightning keys a checkpoint callback's saved state by its settings; `last` has the same ones.
+        return self._generate_state_key(snapshots_every_n_epochs=self._every_n_epochs)
+
+
 class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
     """Lightning's CSV logger deletes metrics.csv when its writer starts in a folder that has one, so a resumed run
     lost the whole history before the resume (it happened to this project's own model run). This one puts the
@@ -200,13 +214,14 @@ def fit(config: TrainConfig) -> Path:
     periodic = L.pytorch.callbacks.ModelCheckpoint(checkpoints, filename="last-step",
                                                    every_n_train_steps=config.checkpoint_every_n_steps,
                                                    save_top_k=1, enable_version_counter=False)
+    snapshots = [EpochSnapshots(checkpoints, config.epoch_snapshots)] if config.epoch_snapshots else []
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
         accelerator=config.accelerator, devices=config.devices, strategy=_strategy(config),
         num_nodes=config.num_nodes, precision=precision.lightning, gradient_clip_val=config.grad_clip or None,
         logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
-        callbacks=[best, last, periodic, schedule, TrainingClock(),
+        callbacks=[best, last, periodic, *snapshots, schedule, TrainingClock(),
                    *([LineScores(line_pairs, config)] if line_pairs else [])], use_distributed_sampler=False,
         log_every_n_steps=config.log_every_n_steps,
         deterministic=False, enable_model_summary=False,
@@ -322,14 +337,19 @@ def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None
     an `evaluate --json` result, its held-out figures and the names of the tiles they were measured on."""
     module, best, provenance = load_checkpoint(checkpoint)
     config = module.config
-    metrics = {**best, **(metrics or {})}
-    if evaluation is not None:
-        held_out, tiles = held_out_metrics(evaluation)
-        metrics.update(held_out)
-        provenance["validation_tiles"] = tiles
     info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, normalization=module.normalization,
-                     provenance=provenance, metrics=metrics)
+                     provenance=provenance, metrics={**best, **(metrics or {})})
+    if evaluation is not None:
+        record_evaluation(info, evaluation)
     return save_model(out, module.network, info, half=half)
+
+
+def record_evaluation(info: ModelInfo, evaluation: dict) -> None:
+    """Puts an `evaluate --json` result's held-out figures, and the names of the tiles they were measured on, into
+    a model file's description (what `promote` and the shipped model's regression test read)."""
+    held_out, tiles = held_out_metrics(evaluation)
+    info.metrics.update(held_out)
+    info.provenance["validation_tiles"] = tiles
 
 
 def promotion_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
