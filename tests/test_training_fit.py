@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 
+from core.errors import InputError
 from core.model.checkpoint import load_model
 from training.config import TrainConfig
 from training.fit import build, export, fit, training_seconds
@@ -154,3 +155,8 @@ def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
     ok, reasons = promotion_verdict({**better, "lines_completeness": 0.01}, shipped)
     assert not ok and any(r.startswith("FAIL  lines completeness") for r in reasons)
     assert not promotion_verdict({}, shipped)[0]
+    # Figures from two arithmetics are refused, not compared; unrecorded ones are said to be unknown.
+    with pytest.raises(InputError, match="bf16 arithmetic, the shipped model's from fp32"):
+        promotion_verdict({**better, "lines_arithmetic": "bf16"}, {**shipped, "lines_arithmetic": "fp32"})
+    ok, reasons = promotion_verdict({**better, "heldout_arithmetic": "fp32"}, shipped)
+    assert ok and any("do not say their arithmetic" in r for r in reasons)

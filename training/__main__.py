@@ -140,7 +140,11 @@ def cmd_evaluate(args) -> int:
     split = config.split()
     pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
     model = road_model(Path(args.model))
-    inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness)
+    from .fit import LIGHTNING_PRECISIONS
+
+    # --precision: the arithmetic of inference here (auto: bf16 where the hardware has it, as for users)
+    inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness,
+                                             LIGHTNING_PRECISIONS.get(config.precision, config.precision))
     results: dict = {}
     if not args.skip_tiles:
         tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)

@@ -50,14 +50,23 @@ class Inference(InferenceOptions):
         return ExtractParams(**self.inference_options(), overwrite=True)
 
     @property
+    def arithmetic(self) -> str:
+        """The precision this inference runs at on this machine (fp32, bf16, fp16): recorded with its figures, as
+        line figures on one raster move with bf16 rounding alone (README, "Candidates and the rule")."""
+        from core.extraction.devices import resolve_device, resolve_precision
+
+        return resolve_precision(self.precision, resolve_device(self.device)).name
+
+    @property
     def label(self) -> str:
         scales = "1.0" if self.scales == (1.0,) else "/".join(f"{s:g}" for s in self.scales)
         return (f"scales {scales}" + ("" if self.augment == "none" else f" + {self.augment}")
                 + ("" if self.brightness == "auto" else f", brightness {self.brightness}"))
 
 
-def with_and_without_multiscale(tile: int, overlap: int, brightness: str = "auto") -> list[Inference]:
-    return [Inference(scales=scales, tile=tile, overlap=overlap, brightness=brightness)
+def with_and_without_multiscale(tile: int, overlap: int, brightness: str = "auto",
+                                precision: str = "auto") -> list[Inference]:
+    return [Inference(scales=scales, tile=tile, overlap=overlap, brightness=brightness, precision=precision)
             for scales in ((1.0,), MULTI_SCALE)]
 
 
@@ -125,7 +134,7 @@ def evaluate_tiles(model: RoadModel, tiles: Iterable[tuple[str, np.ndarray, np.n
             s.tiles.append(row)
             log(f"{name:<24} {inference.label:<22} road IoU {row['road_iou']:.4f}"
                 + (f"  APLS {row['apls']:.4f}" if graphs else ""))
-    return {label: s.summary(rho) for label, s in scores.items()}
+    return {i.label: {**scores[i.label].summary(rho), "precision": i.arithmetic} for i in inferences}
 
 
 def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
@@ -182,5 +191,5 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
             log(f"{pair.image.name:<24} {inference.label:<22} completeness {figures['completeness']:.3f}  "
                 f"correctness {figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
         results[inference.label] = {**pooled_length_metrics(rows), "apls": float(np.mean([r["apls"] for r in rows])),
-                                    "buffer_m": buffer_m, "rasters": rows}
+                                    "buffer_m": buffer_m, "precision": inference.arithmetic, "rasters": rows}
     return results

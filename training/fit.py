@@ -307,6 +307,8 @@ def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
         return {}
     metrics = {f"lines_{name}": float(lines[name]) for name in ("completeness", "correctness", "apls")
                if math.isfinite(lines.get(name, float("nan")))}
+    if "precision" in lines:
+        metrics["lines_arithmetic"] = str(lines["precision"])
     return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
 
 
@@ -324,6 +326,8 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
         metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
                         if isinstance(summary.get(name), (int, float)) and math.isfinite(summary[name])})
         tiles = tiles or list(summary.get("tile_names", []))
+        if prefix == "heldout_" and "precision" in summary:
+            metrics["heldout_arithmetic"] = str(summary["precision"])
     metrics.update(line_metrics(evaluation))
     if "heldout_road_iou" not in metrics or not tiles:
         raise InputError("the evaluation has no single-scale result with tile names; write it with "
@@ -355,9 +359,19 @@ def record_evaluation(info: ModelInfo, evaluation: dict) -> None:
 def promotion_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
     """Whether a candidate replaces the shipped model, from both models' flat metrics (`held_out_metrics`): held-out
     road IoU at least 0.01 higher, held-out APLS not lower, and, where both were scored against reference lines
-    (the Vegas tile), completeness and correctness not lower. Each model version adds ~34 MB to the repository's
-    history, so only clear gains ship."""
+    (the Vegas tile), completeness and correctness not lower, all in the same arithmetic (else InputError). Each
+    model version adds ~34 MB to the repository's history, so only clear gains ship."""
     reasons, ok = [], True
+    # bf16 rounding alone moves the shipped model's Vegas figures by 0.05 (README, "Candidates"): figures from two
+    # arithmetics are not compared.
+    for key, what in (("heldout_arithmetic", "validation tiles"), ("lines_arithmetic", "reference lines")):
+        new, old = candidate.get(key), shipped.get(key)
+        if new and old and new != old:
+            raise InputError(f"the candidate's {what} figures come from {new} arithmetic, the shipped model's from "
+                             f"{old}; score both with the same `python -m training evaluate --precision`")
+        if new and not old:
+            reasons.append(f"note  the shipped model's {what} figures do not say their arithmetic (the candidate's: "
+                           f"{new})")
 
     def rule(name: str, passed: bool, text: str) -> None:
         nonlocal ok
