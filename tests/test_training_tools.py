@@ -101,8 +101,9 @@ def test_evaluate_pools_tiles_and_matches_the_engine_on_each(road_tiles, trained
     _, mask = predict_tile(road_model(trained_run), image, target != 255, 1.0, Inference(tile=160, overlap=0))
     direct = pixel_metrics(mask, target == 1, target == 255)
     single = results["scales 1.0"]
-    for key in ("road_iou", "f1", "miou", "miou_all_background"):
+    for key in ("road_iou", "f1", "precision", "recall", "miou", "miou_all_background"):
         assert single[key] == pytest.approx(direct[key], nan_ok=True), key
+    assert single["arithmetic"] == Inference(tile=160, overlap=0).arithmetic  # what this machine ran
     assert 0 <= single["apls"] <= 1 and 0 <= single["relaxed_f1"] <= 1
     assert "| scales 0.75/1/1.25 |" in capsys.readouterr().out
 
@@ -124,12 +125,14 @@ def test_export_records_the_held_out_figures_and_their_tiles(road_tiles, trained
     from core.model.checkpoint import load_model
 
     evaluation = tmp_path / "eval.json"
-    assert main(["evaluate", str(trained_run), "--data", str(road_tiles), *TINY, "--no-graphs",
+    assert main(["evaluate", str(trained_run), "--data", str(road_tiles), *TINY, "--no-graphs", "--precision", "fp32",
                  "--json", str(evaluation)]) == 0
     results = json.loads(evaluation.read_text())
     assert main(["export", str(trained_run), "--out", str(tmp_path / "m.pt"), "--evaluation", str(evaluation)]) == 0
     info = load_model(tmp_path / "m.pt").info
     assert info.metrics["heldout_road_iou"] == results["scales 1.0"]["road_iou"]
+    assert info.metrics["heldout_precision"] == results["scales 1.0"]["precision"]  # the pixels', a number
+    assert info.metrics["heldout_arithmetic"] == "fp32"  # the arithmetic asked for, recorded for `promote`
     assert info.metrics["heldout_multiscale_f1"] == results["scales 0.75/1/1.25"]["f1"]
     held_out = split_by_tile(find_pairs(road_tiles), 1)[1]
     assert info.provenance["validation_tiles"] == [p.name for p in held_out]

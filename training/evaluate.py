@@ -134,7 +134,7 @@ def evaluate_tiles(model: RoadModel, tiles: Iterable[tuple[str, np.ndarray, np.n
             s.tiles.append(row)
             log(f"{name:<24} {inference.label:<22} road IoU {row['road_iou']:.4f}"
                 + (f"  APLS {row['apls']:.4f}" if graphs else ""))
-    return {i.label: {**scores[i.label].summary(rho), "precision": i.arithmetic} for i in inferences}
+    return {i.label: {**scores[i.label].summary(rho), "arithmetic": i.arithmetic} for i in inferences}
 
 
 def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
@@ -191,5 +191,5 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
             log(f"{pair.image.name:<24} {inference.label:<22} completeness {figures['completeness']:.3f}  "
                 f"correctness {figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
         results[inference.label] = {**pooled_length_metrics(rows), "apls": float(np.mean([r["apls"] for r in rows])),
-                                    "buffer_m": buffer_m, "precision": inference.arithmetic, "rasters": rows}
+                                    "buffer_m": buffer_m, "arithmetic": inference.arithmetic, "rasters": rows}
     return results

@@ -307,8 +307,8 @@ def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
         return {}
     metrics = {f"lines_{name}": float(lines[name]) for name in ("completeness", "correctness", "apls")
                if math.isfinite(lines.get(name, float("nan")))}
-    if "precision" in lines:
-        metrics["lines_arithmetic"] = str(lines["precision"])
+    if "arithmetic" in lines:
+        metrics["lines_arithmetic"] = str(lines["arithmetic"])
     return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
 
 
@@ -326,8 +326,8 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
         metrics.update({prefix + name: float(summary[name]) for name in HELD_OUT_FIGURES
                         if isinstance(summary.get(name), (int, float)) and math.isfinite(summary[name])})
         tiles = tiles or list(summary.get("tile_names", []))
-        if prefix == "heldout_" and "precision" in summary:
-            metrics["heldout_arithmetic"] = str(summary["precision"])
+        if prefix == "heldout_" and "arithmetic" in summary:
+            metrics["heldout_arithmetic"] = str(summary["arithmetic"])
     metrics.update(line_metrics(evaluation))
     if "heldout_road_iou" not in metrics or not tiles:
         raise InputError("the evaluation has no single-scale result with tile names; write it with "
