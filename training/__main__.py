@@ -134,14 +134,12 @@ def cmd_fit(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data import read_pair
     from .evaluate import evaluate_tiles, format_results, with_and_without_multiscale
-    from .fit import road_model
+    from .fit import LIGHTNING_PRECISIONS, road_model
 
     config = resolve(args)
     split = config.split()
     pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
     model = road_model(Path(args.model))
-    from .fit import LIGHTNING_PRECISIONS
-
     # --precision: the arithmetic of inference here (auto: bf16 where the hardware has it, as for users)
     inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness,
                                              LIGHTNING_PRECISIONS.get(config.precision, config.precision))

@@ -25,9 +25,9 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
     if len(paths) < 2:
         raise InputError("give at least two models to average (e.g. RUN/checkpoints/epoch-*.ckpt)")
     first = road_model(paths[0])
-    names = {k: v.shape for k, v in first.network.state_dict().items()}
-    total = {k: v.detach().float().clone() if v.is_floating_point() else v.clone()
-             for k, v in first.network.state_dict().items()}
+    own = first.network.state_dict()
+    names = {k: v.shape for k, v in own.items()}
+    total = {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in own.items()}
     normalizations = [first.info.normalization]
     for path in paths[1:]:
         model = road_model(path)
@@ -44,8 +44,7 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
         for key, value in state.items():
             if value.is_floating_point():
                 total[key] += value.detach().float()
-    mean = {k: (v / len(paths)).to(first.network.state_dict()[k].dtype) if v.is_floating_point() else v
-            for k, v in total.items()}
+    mean = {k: (v / len(paths)).to(own[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
     first.network.load_state_dict(mean)
     base = normalizations[0]
     info = ModelInfo(config=first.info.config, gsd_m=first.info.gsd_m,
