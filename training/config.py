@@ -119,6 +119,12 @@ class TrainConfig:
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
+FLAG_HELP = {  # flags whose name alone does not say what they do
+    "epoch_snapshots": "keep the weights of every Nth epoch as RUN/checkpoints/epoch-NN.ckpt, e.g. for `python -m "
+                       "training average`; 0: none ",
+    "precision": "auto | fp32 | bf16 | fp16: training arithmetic for `fit`, inference arithmetic for `evaluate` "
+                 "(auto: bf16 where the GPU or CPU has it natively) ",
+}
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +149,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                                 default=None, help=f"comma-separated (default {getattr(TrainConfig(), f.name)})")
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind or str, default=None,
-                                help=f"(default {getattr(TrainConfig(), f.name)!r})")
+                                help=f"{FLAG_HELP.get(f.name, '')}(default {getattr(TrainConfig(), f.name)!r})")
     for f in fields(ModelConfig):
         kind = bool if f.type in ("bool",) else int if f.type in ("int",) else str
         if kind is bool:
