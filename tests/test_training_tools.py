@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.extraction.brightness import MASSACHUSETTS_BRIGHTNESS
 from core.metrics import pixel_metrics
 from core.model import ModelConfig, build_model
 from core.model.checkpoint import ModelInfo, save_model
@@ -223,7 +224,7 @@ def test_val_lines_scores_the_reference_lines_every_epoch_as_evaluate_does(road_
     assert "--lines" in capsys.readouterr().err and not refused.exists()
 
 
-def test_epoch_snapshots_and_their_average(road_tiles, tmp_path, capsys):
+def test_epoch_snapshots_and_their_average(road_tiles, random_model_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", "--data", str(road_tiles), "--out", str(out), *TINY, "--stage1-epochs", "0",
                  "--stage2-epochs", "2", "--epoch-snapshots", "1"]) == 0
@@ -241,6 +242,11 @@ def test_epoch_snapshots_and_their_average(road_tiles, tmp_path, capsys):
     for key in changed:
         assert torch.allclose(mean[key], (first[key] + second[key]) / 2, atol=1e-6), key
     assert road_model(averaged).info.provenance["averaged"] == [str(p) for p in snapshots]
+    # A file that records no brightness range reads imagery as Massachusetts Roads': the mean takes that in too.
+    low, high = road_model(snapshots[0]).info.normalization.brightness
+    assert main(["average", str(snapshots[0]), str(random_model_file), "--out", str(tmp_path / "wide.pt")]) == 0
+    assert road_model(tmp_path / "wide.pt").info.normalization.brightness == (
+        min(low, MASSACHUSETTS_BRIGHTNESS[0]), max(high, MASSACHUSETTS_BRIGHTNESS[1]))
     # Another architecture, or a single model, is refused with one line; nothing is written.
     other = tmp_path / "other.pt"
     config = ModelConfig(backbone="resnet18", attention="none")
@@ -248,6 +254,11 @@ def test_epoch_snapshots_and_their_average(road_tiles, tmp_path, capsys):
     capsys.readouterr()
     assert main(["average", str(snapshots[0]), str(other), "--out", str(tmp_path / "mixed.pt")]) == 2
     assert "another network" in capsys.readouterr().err and not (tmp_path / "mixed.pt").exists()
+    # Same tensors, other dilations: output stride 8 computes something else with the same weights.
+    stride8 = ModelConfig(backbone="resnet18", output_stride=8)
+    save_model(other, build_model(stride8), ModelInfo(config=stride8, gsd_m=1.0))
+    assert main(["average", str(snapshots[0]), str(other), "--out", str(tmp_path / "mixed.pt")]) == 2
+    assert "output_stride 8 against 16" in capsys.readouterr().err and not (tmp_path / "mixed.pt").exists()
     assert main(["average", str(snapshots[0]), "--out", str(tmp_path / "one.pt")]) == 2
     assert "at least two" in capsys.readouterr().err
 

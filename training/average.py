@@ -9,14 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import InputError
+from core.extraction.brightness import model_range
 from core.model.checkpoint import ModelInfo, Normalization, save_model
 
 from .fit import record_evaluation, road_model
 
 
-def _union(ranges: list[tuple[float, float] | None]) -> tuple[float, float] | None:
-    known = [r for r in ranges if r is not None]
-    return (min(r[0] for r in known), max(r[1] for r in known)) if known else None
+def _union(recorded: list[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """The brightness range that takes in every model's; unrecorded stays unrecorded only when none records one
+    (a file without a range reads imagery as Massachusetts Roads', `brightness.model_range`)."""
+    if all(r is None for r in recorded):
+        return None
+    ranges = [model_range(r) for r in recorded]
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict | None = None) -> Path:
@@ -26,16 +31,18 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
         raise InputError("give at least two models to average (e.g. RUN/checkpoints/epoch-*.ckpt)")
     first = road_model(paths[0])
     own = first.network.state_dict()
-    names = {k: v.shape for k, v in own.items()}
     total = {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in own.items()}
     normalizations = [first.info.normalization]
     for path in paths[1:]:
         model = road_model(path)
+        # The whole configuration, not only the tensors' shapes: output stride and layer4's dilations change what
+        # the same weights compute.
+        if model.info.config != first.info.config:
+            theirs, ours = model.info.config.to_dict(), first.info.config.to_dict()
+            differ = ", ".join(f"{k} {theirs[k]} against {ours[k]}" for k in ours if theirs[k] != ours[k])
+            raise InputError(f"{path} is another network than {paths[0]} ({differ}); average models of one "
+                             f"architecture only")
         state = model.network.state_dict()
-        if {k: v.shape for k, v in state.items()} != names:
-            raise InputError(f"{path} is another network than {paths[0]} ({model.architecture.config.backbone}, "
-                             f"{len(state)} tensors against {first.architecture.config.backbone}, {len(names)}); "
-                             f"average models of one architecture only")
         norm, base = model.info.normalization, normalizations[0]
         if (norm.mean, norm.std, norm.scale) != (base.mean, base.std, base.scale):
             raise InputError(f"{path} expects other pixel values than {paths[0]} (its normalisation differs); "
