@@ -33,9 +33,10 @@ def main() -> int:
         print(f"{VEGAS} is missing: this benchmark needs the research data in ../shared/data/spacenet")
         return 2
     pairs = line_references([str(VEGAS)])
-    arithmetics = ["fp32"] + (["bf16"] if native_cpu_bf16() else [])
+    bf16_flag = native_cpu_bf16()
+    arithmetics = ["fp32"] + (["bf16"] if bf16_flag else [])
     print(f"{len(pairs)} raster(s) of {VEGAS}, lines within 5 m; bf16: "
-          f"{native_cpu_bf16() or 'no native bf16 on this CPU, fp32 only'}\n")
+          f"{bf16_flag or 'no native bf16 on this CPU, fp32 only'}\n")
     print("| model | arithmetic | completeness | correctness | APLS | km found |")
     print("|---|---|---|---|---|---|")
     for path in args.models or [str(default_model())]:

@@ -12,7 +12,7 @@ import yaml
 
 from core.errors import InputError, unknown_fields
 from core.model import ModelConfig
-from core.options import ROAD_WIDTH_M
+from core.options import PRECISIONS, ROAD_WIDTH_M
 
 
 @dataclass
@@ -122,7 +122,7 @@ MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 FLAG_HELP = {  # flags whose name alone does not say what they do
     "epoch_snapshots": "keep the weights of every Nth epoch as RUN/checkpoints/epoch-NN.ckpt, e.g. for `python -m "
                        "training average`; 0: none ",
-    "precision": "auto | fp32 | bf16 | fp16: training arithmetic for `fit`, inference arithmetic for `evaluate` "
+    "precision": f"{' | '.join(PRECISIONS)}: training arithmetic for `fit`, inference arithmetic for `evaluate` "
                  "(auto: bf16 where the GPU or CPU has it natively) ",
 }
 
