@@ -161,7 +161,7 @@ def cmd_evaluate(args) -> int:
         print(format_results(lines, LINE_COLUMNS))
         results["lines"] = lines
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        _write_json(Path(args.json), results)
     return 0
 
 
@@ -178,7 +178,7 @@ def cmd_finetune(args) -> int:
         print("python -m training finetune: cancelled; nothing was written", file=sys.stderr)
         return 130
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        _write_json(Path(args.json), result)
     print(result["model"])
     return 0
 
@@ -215,7 +215,7 @@ def cmd_doctor(args) -> int:
     findings = doctor(resolve(args), overfit_steps=args.overfit_steps,
                       log=lambda finding: print(format_finding(finding), flush=True))
     if args.json:
-        Path(args.json).write_text(json.dumps([f.__dict__ for f in findings], indent=2, default=str))
+        _write_json(Path(args.json), [f.__dict__ for f in findings], default=str)
     failed = [f.check for f in findings if f.level == "fail"]
     print(f"doctor: {len(findings)} checks, {sum(f.level == 'warn' for f in findings)} warnings, "
           f"{len(failed)} failures{' (' + ', '.join(failed) + ')' if failed else ''}")
@@ -254,6 +254,14 @@ def cmd_average(args) -> int:
     evaluation = _read_evaluation(Path(args.evaluation)) if args.evaluation else None
     print(f"wrote {average([Path(m) for m in args.models], Path(args.out), args.half, evaluation=evaluation)}")
     return 0
+
+
+def _write_json(path: Path, data, default=None) -> None:
+    """`--json` files whole or not at all: `promote` and `export --evaluation` read them later."""
+    from core.atomic import atomic_output
+
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, default=default))
 
 
 def _read_evaluation(path: Path) -> dict:
