@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import InputError
 from training.augment import Augment
 from training.data import IGNORE, DataError, RoadCrops, find_pairs, inspect_labels, read_pair, split_by_tile
 
@@ -231,6 +232,29 @@ def test_the_sensors_recipe_changes_colours_reproducibly_and_never_the_labels(ro
     assert changed >= 20
     with pytest.raises(ValueError, match="recipe 'vivid' is not known"):
         Augment(recipe="vivid")
+
+
+def test_inverted_brightness_turns_light_roads_dark_keeps_colours_and_labels(road_tiles):
+    from training.augment import _TO_YIQ, invert_brightness
+    from training.config import TrainConfig
+
+    pixels = np.array([[[200, 200, 200], [20, 90, 30]]], np.uint8)  # a light grey road, dark green woods
+    inverted = invert_brightness(pixels)
+    assert inverted[0, 0].max() < 60 and inverted[0, 1].mean() > 150  # light <-> dark
+    chroma = lambda image: (image.astype(np.float32) / 255 @ _TO_YIQ.T)[..., 1:]  # noqa: E731
+    assert np.abs(chroma(inverted) - chroma(pixels)).max() < 0.01  # green stays green
+    pairs = find_pairs(road_tiles)
+    labels = inspect_labels(pairs)
+    plain = RoadCrops(pairs, labels, Augment(crop=64, recipe="mild", colour_jitter=0), crops_per_epoch=12, seed=2)
+    always = RoadCrops(pairs, labels, Augment(crop=64, recipe="mild", colour_jitter=0, invert_brightness=1.0),
+                       crops_per_epoch=12, seed=2)
+    for i in range(12):
+        (x0, y0), (x1, y1) = plain[i], always[i]
+        assert torch.equal(y0, y1)  # the same window: only the colours differ
+        expected = invert_brightness(x0.permute(1, 2, 0).numpy().astype(np.uint8))
+        assert torch.equal(x1, torch.from_numpy(expected).permute(2, 0, 1).float())
+    with pytest.raises(InputError, match="--invert-brightness 1.5: give a share between 0 and 1"):
+        TrainConfig.from_dict({"invert_brightness": 1.5})
 
 
 def test_a_batch_of_only_no_data_gives_a_zero_loss_not_nan():

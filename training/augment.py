@@ -34,10 +34,15 @@ class Augment:
     flips: bool = True  # flips and 90-degree rotations: aerial images have no "up"
     min_valid: float = 0.5  # a crop must hold at least this share of pixels with data
     road_share: float = 0.5  # this share of crops is drawn until it holds road pixels
+    # This share of crops has its brightness inverted, colours kept (both recipes): roads darker than the ground
+    # around them, as new asphalt in a desert city, where Massachusetts' roads are lighter than the woods around.
+    invert_brightness: float = 0.0
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"augmentation recipe {self.recipe!r} is not known; use one of {', '.join(RECIPES)}")
+        if not 0 <= self.invert_brightness <= 1:
+            raise ValueError(f"--invert-brightness {self.invert_brightness!r}: give a share between 0 and 1")
 
 
 def colour_matrix(rng: np.random.Generator) -> np.ndarray:
@@ -48,6 +53,13 @@ def colour_matrix(rng: np.random.Generator) -> np.ndarray:
     chroma = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], np.float32)
     balance = np.diag(np.clip(rng.normal(1.0, 0.07, 3), 0.8, 1.2)).astype(np.float32)
     return balance @ _FROM_YIQ @ chroma @ _TO_YIQ
+
+
+def invert_brightness(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] with its luma inverted (Y -> 1 - Y in YIQ) and its chroma kept: light becomes dark."""
+    yiq = (np.asarray(image, np.float32) / 255) @ _TO_YIQ.T
+    yiq[..., 0] = 1 - yiq[..., 0]
+    return (np.clip(yiq @ _FROM_YIQ.T, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int = 6) -> np.ndarray:

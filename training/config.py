@@ -24,6 +24,7 @@ class TrainConfig:
     val_tiles: float = 4  # whole tiles held out: a count, or a fraction below 1
     crop: int = 256
     augment: str = "sensors"  # mild (flips, scale, +-10% colour) or sensors (other sensors, seasons, resolutions)
+    invert_brightness: float = 0.0  # share of crops with brightness inverted, colours kept (dark roads, light ground)
     batch_size: int = 8
     crops_per_epoch: int = 800
     # The seed's two stages: backbone frozen (BatchNorm statistics too) at the larger rate, then everything.
@@ -82,6 +83,8 @@ class TrainConfig:
         for name in ("lr_stage1", "lr_stage2", "gsd_m", "road_width_m"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 refuse(name, "a positive number")
+        if not (math.isfinite(self.invert_brightness) and 0 <= self.invert_brightness <= 1):
+            refuse("invert_brightness", "a share between 0 and 1")
         for name in ("backbone_lr_factor", "weight_decay", "grad_clip"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 refuse(name, "a number, 0 or more")
@@ -122,6 +125,8 @@ MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 FLAG_HELP = {  # flags whose name alone does not say what they do
     "epoch_snapshots": "keep the weights of every Nth epoch as RUN/checkpoints/epoch-NN.ckpt, e.g. for `python -m "
                        "training average`; 0: none ",
+    "invert_brightness": "share of training crops whose brightness is inverted with their colours kept, so that "
+                         "roads darker than the ground around them (new asphalt in a desert) are seen too ",
     "precision": f"{' | '.join(PRECISIONS)}: training arithmetic for `fit`, inference arithmetic for `evaluate` "
                  "(auto: bf16 where the GPU or CPU has it natively) ",
 }

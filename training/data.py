@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from core.options import ROAD_WIDTH_M
 
-from .augment import Augment, imitate_sensor
+from .augment import Augment, imitate_sensor, invert_brightness
 
 IGNORE = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -423,6 +423,9 @@ class RoadCrops(Dataset):
                 image_crop, target_crop = image_crop[:, ::-1], target_crop[:, ::-1]
         if a.recipe == "sensors":
             image_crop = imitate_sensor(image_crop, rng)
+        # Drawn only when asked for, so runs without it draw the same crops as before the option existed.
+        if a.invert_brightness and rng.random() < a.invert_brightness:
+            image_crop = invert_brightness(image_crop)
         pixels = torch.from_numpy(np.array(image_crop)).permute(2, 0, 1).float()
         if a.colour_jitter:
             gain = 1 + rng.uniform(-a.colour_jitter, a.colour_jitter)

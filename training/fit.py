@@ -151,7 +151,8 @@ class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
 
 def build(config: TrainConfig):
     split = config.split()
-    train = RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment),
+    train = RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment,
+                                                      invert_brightness=config.invert_brightness),
                       crops_per_epoch=config.crops_per_epoch, seed=config.seed,
                       log=lambda message: print(message, file=sys.stderr))
     val = WholeTiles(split.val, split.labels)
