@@ -127,3 +127,38 @@ def test_training_and_fine_tuning_ranges():
     # A model fine-tuned on a dark raster must read that raster as it was fine-tuned on it: as it is.
     assert widened((53.0, 101.0), [25.0, None]) == (25.0, 101.0)
     assert widened(None, [140.0]) == (MASSACHUSETTS_BRIGHTNESS[0], 140.0)
+
+
+def test_a_16_bit_raster_is_read_whole_once_for_its_value_range_and_its_brightness(tmp_path, monkeypatch):
+    """Without overviews GDAL reads the whole file for a decimated read: the value percentiles and the median
+    brightness come from the same one, and the median is measured on values already mapped to 0..255."""
+    from rasterio.transform import from_origin
+
+    from core.inputs.raster import RasterioSource, Window, sample_shape
+
+    size = 1100  # decimated to 550 px: a read of that shape is the whole-raster sample
+    rng = np.random.default_rng(1)
+    data = rng.normal(3000, 300, (3, size, size)).clip(0, 65535).astype(np.uint16)
+    path = tmp_path / "sixteen.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 1.0, 1.0)) as ds:
+        ds.write(data)
+    whole = sample_shape(size, size)
+    shapes = []
+    read = RasterioSource.read
+
+    def counting(self, window, out_shape, scaled=True):
+        shapes.append(tuple(out_shape))
+        return read(self, window, out_shape, scaled)
+
+    monkeypatch.setattr(RasterioSource, "read", counting)
+    model = _recording_model()
+    with RasterioSource(path) as source:
+        result = extract_roads(source, model, tmp_path / "out", ExtractParams(scales=(1.0,), tile=256))
+        assert shapes.count(whole) == 1, shapes[:5]
+        values, valid = source.overview()
+        expected = read(source, Window(0, 0, size, size), whole)
+        assert np.array_equal(values, expected[0]) and np.array_equal(valid, expected[1])
+    # The 2-98% percentiles mapped to 0..255 put these values' median near 128 (unscaled it would be 3000).
+    (note,) = [n for n in result.notes if n.startswith("brightness:")]
+    assert 120 <= int(note.split("median ")[1].split()[0]) <= 136, note

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.inputs.raster import Window, WindowSource, sample_shape
+from core.inputs.raster import WindowSource
 
 # The 10th and 90th percentiles of the per-image median brightness of Massachusetts Roads' 45 training tiles and
 # 369 crops (`training.data.RoadCrops.brightness_range`, what `fit` records): for model files that record none.
@@ -68,10 +68,10 @@ def gamma_for(median: float | None, target: tuple[float, float]) -> float:
 
 
 def match_brightness(source: WindowSource, recorded: tuple[float, float] | None) -> BrightnessMatch:
-    """Measures the whole raster once, from a decimated read, against the model's range (`model_range`)."""
+    """Measures the whole raster once, from its decimated read (`overview`), against the model's range
+    (`model_range`)."""
     target = model_range(recorded)
-    info = source.info
-    values, valid = source.read(Window(0, 0, info.width, info.height), sample_shape(info.width, info.height))
+    values, valid = source.overview()
     median = median_brightness(values, valid)
     return BrightnessMatch(median, target, gamma_for(median, target))
 

@@ -71,6 +71,10 @@ class WindowSource(Protocol):
         """The validity part of `read` alone (cheaper where the source can skip the band values)."""
         ...
 
+    def overview(self) -> tuple[np.ndarray, np.ndarray]:
+        """`read` of the whole raster decimated to `sample_shape`, for statistics over all of it; read once, kept."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -181,6 +185,7 @@ class RasterioSource:
         bands = parse_bands(bands_spec, ds.count, colorinterp)
         self._bands = bands
         self._scale_ranges = None
+        self._raw_overview: tuple[np.ndarray, np.ndarray] | None = None
         self._alpha = next((i + 1 for i, c in enumerate(colorinterp) if c == "alpha"), None)
         dtype = ds.dtypes[bands[0] - 1]
         nodata = ds.nodata
@@ -216,8 +221,7 @@ class RasterioSource:
             raise RasterError(f"value scaling {value_scale!r} is not known; use auto, percentile or none")
         if value_scale == "none" or (value_scale == "auto" and dtype == "uint8"):
             return None
-        ds = self._ds
-        values, valid = self.read(Window(0, 0, ds.width, ds.height), sample_shape(ds.width, ds.height), scaled=False)
+        values, valid = self._unscaled_overview()
         ranges = []
         for band, data in zip(bands, values, strict=True):
             sample = data[valid]
@@ -267,10 +271,26 @@ class RasterioSource:
         finite = np.isfinite(data)
         values[:, r0:r1, c0:c1] = np.where(finite, data, 0)
         valid[r0:r1, c0:c1] = self._valid(inner, (r1 - r0, c1 - c0), bands, data) & finite.all(axis=0)
-        if scaled and self._scale_ranges:
-            for i, (low, high) in enumerate(self._scale_ranges):
-                values[i] = np.clip((values[i] - low) * (255.0 / (high - low)), 0, 255)
-        return values, valid
+        return (self._scaled(values) if scaled else values), valid
+
+    def _scaled(self, values: np.ndarray) -> np.ndarray:
+        """Band values mapped to 0..255 by the value ranges (in place); as they are for 8-bit rasters."""
+        for i, (low, high) in enumerate(self._scale_ranges or ()):
+            values[i] = np.clip((values[i] - low) * (255.0 / (high - low)), 0, 255)
+        return values
+
+    def _unscaled_overview(self) -> tuple[np.ndarray, np.ndarray]:
+        # One decimated read serves the value ranges and the brightness: without overviews GDAL reads the whole
+        # file for it, which on a large mosaic takes minutes.
+        if self._raw_overview is None:
+            ds = self._ds
+            self._raw_overview = self.read(Window(0, 0, ds.width, ds.height), sample_shape(ds.width, ds.height),
+                                           scaled=False)
+        return self._raw_overview
+
+    def overview(self) -> tuple[np.ndarray, np.ndarray]:
+        values, valid = self._unscaled_overview()
+        return self._scaled(values.copy()), valid.copy()
 
     def read_valid(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
         """Only the validity of `read`: alpha, NoData and dataset masks, without reading the bands where none of
@@ -362,6 +382,10 @@ class ArraySource:
 
     def read_valid(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
         return self.read(window, out_shape)[1]
+
+    def overview(self) -> tuple[np.ndarray, np.ndarray]:
+        info = self.info
+        return self.read(Window(0, 0, info.width, info.height), sample_shape(info.width, info.height))
 
     def close(self) -> None:
         pass
