@@ -160,3 +160,7 @@ def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
         promotion_verdict({**better, "lines_arithmetic": "bf16"}, {**shipped, "lines_arithmetic": "fp32"})
     ok, reasons = promotion_verdict({**better, "heldout_arithmetic": "fp32"}, shipped)
     assert ok and any("do not say their arithmetic" in r for r in reasons)
+    # A mean over origin shifts is compared only with a mean over as many (a file without the count: one).
+    with pytest.raises(InputError, match="mean over 8 origin shift\\(s\\), the shipped model's over 1"):
+        promotion_verdict({**better, "lines_shifts": 8}, shipped)
+    assert promotion_verdict({**better, "lines_shifts": 8}, {**shipped, "lines_shifts": 8})[0]

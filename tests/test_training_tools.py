@@ -379,3 +379,37 @@ def test_ddp_with_two_gloo_processes_pools_validation_over_ranks(road_tiles, tmp
         p, t = mask[keep], target[keep] == 1
         counts += [np.sum(p & t), np.sum(p & ~t), np.sum(~p & t)]
     assert logged[-1] == pytest.approx(counts[0] / counts.sum(), abs=1e-6)
+
+
+def test_line_shifts_score_each_raster_from_several_origins_and_report_the_mean(tmp_path, capsys):
+    import rasterio
+
+    from training.evaluate import shifted_copy
+
+    lines = tmp_path / "lines"
+    _georeferenced_scene_with_a_road(lines)
+    # A shifted copy is the same ground: its pixel (0, 0) is the original's (3, 3), at the same coordinates.
+    copy = shifted_copy(lines / "scene.tif", 3, tmp_path)
+    with rasterio.open(lines / "scene.tif") as original, rasterio.open(copy) as shifted:
+        assert (shifted.width, shifted.height) == (197, 197) and shifted.crs == original.crs
+        assert np.array_equal(shifted.read(), original.read()[:, 3:, 3:])
+        assert shifted.xy(0, 0) == original.xy(3, 3)
+    model = str(REPO / "resources/models/roads-resnet18-massachusetts.pt")
+    common = ["evaluate", model, "--lines", str(lines), "--skip-tiles"]  # no --data: only lines are scored
+    assert main([*common, "--json", str(tmp_path / "one.json")]) == 0
+    assert main([*common, "--line-shifts", "3", "--json", str(tmp_path / "three.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())["lines"]["scales 1.0"]
+    three = json.loads((tmp_path / "three.json").read_text())["lines"]["scales 1.0"]
+    assert one["shifts"] == 1 and "by_shift" not in one and three["shifts"] == 3
+    by_shift = three["by_shift"]
+    assert len(by_shift) == 3 and by_shift[0]["completeness"] == one["completeness"] > 0.5
+    assert three["completeness"] == pytest.approx(np.mean([s["completeness"] for s in by_shift]))
+    assert three["completeness_sd"] == pytest.approx(np.std([s["completeness"] for s in by_shift], ddof=1))
+    assert all(s["completeness"] > 0.5 for s in by_shift)  # every origin finds the road where the reference has it
+    assert [r["shift"] for r in three["rasters"]] == [0, 1, 2]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main([*common, "--line-shifts", "0"])
+    assert refused.value.code == 2 and "give a whole number from 1" in capsys.readouterr().err
+    assert main(["evaluate", model, "--skip-tiles"]) == 2  # nothing to score
+    assert "--skip-tiles leaves nothing to score" in capsys.readouterr().err

@@ -19,6 +19,15 @@ def _add_lines_flags(parser) -> None:
                         help="completeness/correctness distance for --lines, in metres (5)")
 
 
+def _line_shifts(text: str) -> int:
+    from .evaluate import MAX_LINE_SHIFTS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LINE_SHIFTS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 (the raster as it is) to "
+                                         f"{MAX_LINE_SHIFTS}")
+    return int(text)
+
+
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     rho = EvaluateOptions().rho
     parser.add_argument("--rho", type=float, default=rho, help=f"slack of relaxed precision/recall in pixels ({rho:g})")
@@ -74,6 +83,10 @@ def main(argv=None) -> int:
     _add_lines_flags(evaluate_parser)
     evaluate_parser.add_argument("--skip-tiles", action="store_true",
                                  help="only the --lines rasters, not the validation tiles")
+    evaluate_parser.add_argument("--line-shifts", type=_line_shifts, default=1, metavar="N",
+                                 help="score each --lines raster N times, its origin moved 0..N-1 pixels in, and "
+                                      "report the mean and spread (one origin's figure moves a lot: README, "
+                                      "\"Candidates\"); 1: the raster as it is (default)")
     _add_evaluate_flags(evaluate_parser)
     add_flags(evaluate_parser)
 
@@ -137,14 +150,16 @@ def cmd_evaluate(args) -> int:
     from .fit import LIGHTNING_PRECISIONS, road_model
 
     config = resolve(args)
-    split = config.split()
-    pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
+    if args.skip_tiles and not args.lines:
+        raise InputError("--skip-tiles leaves nothing to score; give --lines FOLDER, or drop --skip-tiles")
     model = road_model(Path(args.model))
     # --precision: the arithmetic of inference here (auto: bf16 where the hardware has it, as for users)
     inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness,
                                              LIGHTNING_PRECISIONS.get(config.precision, config.precision))
     results: dict = {}
-    if not args.skip_tiles:
+    if not args.skip_tiles:  # only the tiles need the data folders split
+        split = config.split()
+        pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
         tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)
         results = evaluate_tiles(model, tiles, config.gsd_m, inferences, rho=args.rho,
                                  graphs=not args.no_graphs, log=lambda m: print(m, file=sys.stderr))
@@ -154,7 +169,7 @@ def cmd_evaluate(args) -> int:
         from .evaluate import LINE_COLUMNS, evaluate_line_references, line_references
 
         line_pairs = line_references(args.lines)
-        lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m,
+        lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m, shifts=args.line_shifts,
                                          log=lambda m: print(m, file=sys.stderr))
         print(f"{args.model}: extracted lines against {len(line_pairs)} reference line file(s), within "
               f"{args.buffer_m:g} m:")
