@@ -13,7 +13,7 @@ import torch
 from core.errors import InputError
 from core.model.checkpoint import load_model
 from training.config import TrainConfig
-from training.fit import build, export, fit, training_seconds
+from training.fit import build, export, fit, load_checkpoint, training_seconds
 from training.module import RoadSegmentation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,9 +138,24 @@ def test_a_resumed_run_appends_to_its_metrics_log(tmp_path):
     assert rows[1]["val/road_iou"] == "0.2" and rows[2]["train/loss"] == "0.5" and rows[3]["lr/head"] == "0.1"
 
 
-def test_fit_in_process_returns_the_best_checkpoint(dataset, tmp_path):
-    best = fit(_config(dataset, tmp_path / "run"))
+def test_fit_in_process_returns_the_best_checkpoint_which_the_engine_reads_as_its_run_describes(dataset, tmp_path):
+    from core.model.checkpoint import load_model
+
+    best = fit(_config(dataset, tmp_path / "run", gsd_m=0.5, model={"backbone": "resnet18", "output_stride": 8,
+                                                                    "layer4": "multigrid"}))
     assert best.name == "best.ckpt" and best.exists()
+    # Given to the engine as it is (road-extractor extract --model RUN/checkpoints/best.ckpt), it reads imagery at
+    # the run's GSD and brightness with the run's architecture, as its exported model file does; before, it was
+    # taken for a bare seed checkpoint: no GSD (the input's own resolution) and output stride guessed as 16.
+    module, _, _ = load_checkpoint(best)
+    engine = load_model(best)
+    assert engine.report.file_kind == "training checkpoint" and engine.info.gsd_m == 0.5
+    assert engine.info.config == module.config.model_config()
+    assert engine.info.normalization.brightness == pytest.approx(module.normalization.brightness)
+    reference = module.road_model().network.eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(engine.network(images), reference(images), atol=1e-5)
 
 
 def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():

@@ -293,6 +293,29 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _training_run(obj: dict) -> dict | None:
+    """The run configuration a checkpoint of `python -m training fit` carries (Lightning's `hyper_parameters`)."""
+    hyper = obj.get("hyper_parameters")
+    config = hyper.get("config") if isinstance(hyper, dict) else None
+    return config if isinstance(config, dict) and isinstance(config.get("model"), dict) else None
+
+
+def _training_info(run: dict, obj: dict, path: Path) -> ModelInfo:
+    """What a training checkpoint says of its model: the same description `training export` writes, so a run's
+    checkpoint reads imagery at its training GSD and brightness, as its exported file would."""
+    hyper = obj["hyper_parameters"]
+    try:
+        normalization = Normalization.from_dict({**Normalization().to_dict(), "brightness": hyper.get("brightness")})
+        return ModelInfo(config=ModelConfig.from_dict(run["model"]),
+                         gsd_m=checked_gsd(run.get("gsd_m", 1.0), "the training checkpoint's GSD", CheckpointError),
+                         normalization=normalization,
+                         provenance={"source": "training checkpoint", "file": path.name, "epoch": obj.get("epoch"),
+                                     "precision": hyper.get("precision_used")})
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path} has a damaged run configuration ({exc}); use another checkpoint of the run "
+                              f"or export it again") from None
+
+
 def read_weights(path: str | Path) -> WeightsFile:
     """Reads any supported file and tells what kind it is; raises CheckpointError with a one-line reason."""
     path = Path(path)
@@ -309,6 +332,9 @@ def read_weights(path: str | Path) -> WeightsFile:
         except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
             raise CheckpointError(f"{path} has a damaged description ({exc}); export the model again") from None
         kind, raw = "road-extractor model", obj.get("state_dict")
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and _training_run(obj) is not None:
+        kind, raw = "training checkpoint", obj["state_dict"]
+        info = _training_info(_training_run(obj), obj, path)
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         kind, raw = "seed checkpoint", obj["state_dict"]
         extras = {k: v for k, v in obj.items() if k in ("epoch", "best_pred", "global_step") and
