@@ -85,8 +85,8 @@ def main(argv=None) -> int:
                                  help="only the --lines rasters, not the validation tiles")
     evaluate_parser.add_argument("--line-shifts", type=_line_shifts, default=1, metavar="N",
                                  help="score each --lines raster N times, its origin moved 0..N-1 pixels in, and "
-                                      "report the mean and spread (one origin's figure moves a lot: README, "
-                                      "\"Candidates\"); 1: the raster as it is (default)")
+                                      "report the mean and spread (one origin's figure is a draw: the model card's "
+                                      "\"How noisy is the Vegas tile?\"); 1: the raster as it is (default)")
     _add_evaluate_flags(evaluate_parser)
     add_flags(evaluate_parser)
 

@@ -203,7 +203,8 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
     `shifts` > 1 scores each raster again with its first 1, 2, ... shifts-1 rows and columns cut off, and gives the
     mean over the shifts (`*_sd`: their spread). Why: on the Vegas tile the shipped model's completeness moves
     between 0.05 and 0.16 with the raster's origin alone (resampling 0.3 m to 1 m puts each pixel of the model's
-    grid elsewhere on the ground), so one origin's figure cannot tell two models apart (README, "Candidates")."""
+    grid elsewhere on the ground), so one origin's figure cannot tell two models apart (the model card's "How
+    noisy is the Vegas tile?")."""
     from core.inputs.raster import RasterioSource
     from core.metrics import evaluate_files
     from core.roads.vectorize import vectorize_file
