@@ -191,6 +191,18 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     assert [r["road_iou"] for r in with_lines] == [r["road_iou"] for r in rescored]
     assert all(0 <= r["lines_completeness"] <= 1 for r in with_lines) and best.stat().st_mtime_ns == trained_at
     assert "lines_completeness" in (out / "results.csv").read_text()
+    # Rows from before --line-shifts were scored from one origin: reused as such. Asked for two origins, the lines
+    # (only) are scored again.
+    for row in with_lines:
+        del row["scoring"]["line_shifts"]
+    finished.write_text(json.dumps(with_lines))
+    assert main([*args, "--lines", str(lines)]) == 0
+    assert capsys.readouterr().err.count("reused the finished results") == 2
+    assert main([*args, "--lines", str(lines), "--line-shifts", "2"]) == 0
+    assert capsys.readouterr().err.count("scored again") == 2
+    two = json.loads(finished.read_text())
+    assert all(r["scoring"]["line_shifts"] == 2 for r in two) and best.stat().st_mtime_ns == trained_at
+    assert [r["road_iou"] for r in two] == [r["road_iou"] for r in rescored]
 
 
 def test_val_lines_scores_the_reference_lines_every_epoch_as_evaluate_does(road_tiles, tmp_path, capsys):

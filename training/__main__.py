@@ -11,14 +11,6 @@ from core.options import EvaluateOptions, InferenceOptions, describe
 from .config import add_flags, resolve
 
 
-def _add_lines_flags(parser) -> None:
-    parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
-                        help="also score extracted road lines against reference centrelines: a folder of NAME.tif + "
-                             "NAME_roads.geojson|gpkg (e.g. ../shared/data/spacenet); repeatable")
-    parser.add_argument("--buffer-m", type=float, default=5.0,
-                        help="completeness/correctness distance for --lines, in metres (5)")
-
-
 def _line_shifts(text: str) -> int:
     from .evaluate import MAX_LINE_SHIFTS
 
@@ -26,6 +18,18 @@ def _line_shifts(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 (the raster as it is) to "
                                          f"{MAX_LINE_SHIFTS}")
     return int(text)
+
+
+def _add_lines_flags(parser) -> None:
+    parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
+                        help="also score extracted road lines against reference centrelines: a folder of NAME.tif + "
+                             "NAME_roads.geojson|gpkg (e.g. ../shared/data/spacenet); repeatable")
+    parser.add_argument("--buffer-m", type=float, default=5.0,
+                        help="completeness/correctness distance for --lines, in metres (5)")
+    parser.add_argument("--line-shifts", type=_line_shifts, default=1, metavar="N",
+                        help="score each --lines raster N times, its origin moved 0..N-1 pixels in, and report the "
+                             "mean and spread (one origin's figure is a draw: the model card's \"How noisy is the "
+                             "Vegas tile?\"); 1: the raster as it is (default)")
 
 
 def _add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +87,6 @@ def main(argv=None) -> int:
     _add_lines_flags(evaluate_parser)
     evaluate_parser.add_argument("--skip-tiles", action="store_true",
                                  help="only the --lines rasters, not the validation tiles")
-    evaluate_parser.add_argument("--line-shifts", type=_line_shifts, default=1, metavar="N",
-                                 help="score each --lines raster N times, its origin moved 0..N-1 pixels in, and "
-                                      "report the mean and spread (one origin's figure is a draw: the model card's "
-                                      "\"How noisy is the Vegas tile?\"); 1: the raster as it is (default)")
     _add_evaluate_flags(evaluate_parser)
     add_flags(evaluate_parser)
 
@@ -243,7 +243,8 @@ def cmd_ablate(args) -> int:
 
     config = resolve(args)
     rows = ablate(config, parse_grid(args.grid), Path(config.out), log=lambda m: print(m, file=sys.stderr),
-                  one_at_a_time=args.one_at_a_time, line_pairs=line_references(args.lines), buffer_m=args.buffer_m)
+                  one_at_a_time=args.one_at_a_time, line_pairs=line_references(args.lines), buffer_m=args.buffer_m,
+                  line_shifts=args.line_shifts)
     print((Path(config.out) / "results.md").read_text())
     print(f"{len(rows)} rows in {Path(config.out) / 'results.csv'}")
     return 0

@@ -119,31 +119,38 @@ def cost(config: ModelConfig, size: int = 512, repeats: int = 2) -> dict:
             "mp_per_s": size * size / 1e6 / seconds}
 
 
-def scoring(line_pairs=(), buffer_m: float = 5.0) -> dict:
+def scoring(line_pairs=(), buffer_m: float = 5.0, line_shifts: int = 1) -> dict:
     """What a variant's figures depend on besides its weights: the engine's brightness matching and the vectorizer's
-    settings (APLS and the lines), and the reference lines they were scored against."""
+    settings (APLS and the lines), and the reference lines they were scored against, from how many origins."""
     return {"vectorize": VectorizeParams().to_dict(), "brightness": Inference().brightness,
-            "lines": sorted(str(p.image) for p in line_pairs), "buffer_m": buffer_m if line_pairs else None}
+            "lines": sorted(str(p.image) for p in line_pairs), "buffer_m": buffer_m if line_pairs else None,
+            "line_shifts": line_shifts if line_pairs else None}
+
+
+def _line_scoring(scored: dict) -> tuple:
+    # Rows written before --line-shifts existed were scored from one origin.
+    shifts = scored.get("line_shifts", 1 if scored.get("lines") else None)
+    return scored.get("lines"), scored.get("buffer_m"), shifts
 
 
 def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print,
-           one_at_a_time: bool = False, line_pairs=(), buffer_m: float = 5.0) -> list[dict]:
+           one_at_a_time: bool = False, line_pairs=(), buffer_m: float = 5.0, line_shifts: int = 1) -> list[dict]:
     """`line_pairs` (rasters with reference centrelines, e.g. the SpaceNet tile) add each variant's length
-    completeness and correctness within `buffer_m` of them: what a variant does on imagery unlike its training."""
+    completeness and correctness within `buffer_m` of them: what a variant does on imagery unlike its training
+    (the mean over `line_shifts` origins of each raster: `evaluate_line_references`)."""
     out.mkdir(parents=True, exist_ok=True)
     base.save(out / "base_config.yaml")
     tiles = base.split().read_val()
     inferences = with_and_without_multiscale(base.val_tile, base.val_overlap)
     rows: list[dict] = []
-    current = scoring(line_pairs, buffer_m)
+    current = scoring(line_pairs, buffer_m, line_shifts)
 
     def up_to_date(old: list[dict]) -> tuple[bool, bool]:
         """Whether a variant's stored tile figures, and its line figures, were scored as they would be now."""
         tiles_now = bool(old) and all(
             all(r.get("scoring", {}).get(key) == current[key] for key in ("vectorize", "brightness")) for r in old)
-        lines_now = not line_pairs or tiles_now and all(
-            (r["scoring"].get("lines"), r["scoring"].get("buffer_m")) == (current["lines"], current["buffer_m"])
-            for r in old)
+        lines_now = not line_pairs or tiles_now and all(_line_scoring(r["scoring"]) == _line_scoring(current)
+                                                        for r in old)
         return tiles_now, lines_now
 
     def score(name: str, best: Path, old: list[dict]) -> list[dict]:
@@ -156,7 +163,8 @@ def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[s
             by_label = {label: {"variant": name, "inference": label, **{k: f[k] for k in COLUMNS if k in f}}
                         for label, f in evaluate_tiles(model, tiles, base.gsd_m, inferences, log=log).items()}
         if not lines_now:
-            for label, f in evaluate_line_references(model, line_pairs, inferences, buffer_m, log=log).items():
+            for label, f in evaluate_line_references(model, line_pairs, inferences, buffer_m, line_shifts,
+                                                     log=log).items():
                 by_label[label].update(lines_completeness=f["completeness"], lines_correctness=f["correctness"])
         trained = {k: old[0][k] for k in TRAINED if old and k in old[0]}
         return [{**row, **trained, "scoring": current} for row in by_label.values()]
