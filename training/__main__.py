@@ -12,12 +12,12 @@ from .config import add_flags, resolve
 
 
 def _line_shifts(text: str) -> int:
-    from .evaluate import MAX_LINE_SHIFTS
+    from .evaluate import checked_line_shifts
 
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LINE_SHIFTS:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 (the raster as it is) to "
-                                         f"{MAX_LINE_SHIFTS}")
-    return int(text)
+    try:
+        return checked_line_shifts(int(text) if text.isdigit() else text)
+    except InputError as exc:  # argparse's own one-line refusal, exit 2, before any work
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--line-shifts ")) from None
 
 
 def _add_lines_flags(parser) -> None:

@@ -14,6 +14,8 @@ from core.errors import InputError, unknown_fields
 from core.model import ModelConfig
 from core.options import PRECISIONS, ROAD_WIDTH_M
 
+from .augment import Augment
+
 
 @dataclass
 class TrainConfig:
@@ -83,8 +85,10 @@ class TrainConfig:
         for name in ("lr_stage1", "lr_stage2", "gsd_m", "road_width_m"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 refuse(name, "a positive number")
-        if not (math.isfinite(self.invert_brightness) and 0 <= self.invert_brightness <= 1):
-            refuse("invert_brightness", "a share between 0 and 1")
+        try:  # the augmentation's own rules (recipe, shares), asked before the run folder is made
+            Augment(crop=self.crop, recipe=self.augment, invert_brightness=self.invert_brightness)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         for name in ("backbone_lr_factor", "weight_decay", "grad_clip"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 refuse(name, "a number, 0 or more")

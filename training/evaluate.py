@@ -166,6 +166,14 @@ def line_references(folders: Iterable[str]) -> list:
     return pairs
 
 
+def checked_line_shifts(shifts) -> int:
+    """`--line-shifts`: how many origins each reference raster is scored from (1: the raster as it is)."""
+    if not isinstance(shifts, int) or not 1 <= shifts <= MAX_LINE_SHIFTS:
+        raise InputError(f"--line-shifts {shifts!r}: give a whole number from 1 (the raster as it is) to "
+                         f"{MAX_LINE_SHIFTS}")
+    return shifts
+
+
 def shifted_copy(image: Path, shift: int, folder: Path) -> Path:
     """A GeoTIFF of `image` without its first `shift` rows and columns, georeferencing kept: the same ground on a
     processing grid whose origin lies `shift` input pixels further in (copied block by block)."""
@@ -209,9 +217,7 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
     from core.metrics import evaluate_files
     from core.roads.vectorize import vectorize_file
 
-    if not isinstance(shifts, int) or not 1 <= shifts <= MAX_LINE_SHIFTS:
-        raise InputError(f"--line-shifts {shifts!r}: give a whole number from 1 (the raster as it is) to "
-                         f"{MAX_LINE_SHIFTS}")
+    checked_line_shifts(shifts)
     inferences = list(inferences)
     rows: dict[str, list[dict]] = {inference.label: [] for inference in inferences}
     with tempfile.TemporaryDirectory() as copies:

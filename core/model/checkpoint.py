@@ -332,9 +332,9 @@ def read_weights(path: str | Path) -> WeightsFile:
         except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
             raise CheckpointError(f"{path} has a damaged description ({exc}); export the model again") from None
         kind, raw = "road-extractor model", obj.get("state_dict")
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and _training_run(obj) is not None:
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and (run := _training_run(obj)):
         kind, raw = "training checkpoint", obj["state_dict"]
-        info = _training_info(_training_run(obj), obj, path)
+        info = _training_info(run, obj, path)
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         kind, raw = "seed checkpoint", obj["state_dict"]
         extras = {k: v for k, v in obj.items() if k in ("epoch", "best_pred", "global_step") and
