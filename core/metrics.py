@@ -222,15 +222,19 @@ def pooled_length_metrics(rows: list[dict]) -> dict:
             "reference_km": reference_km, "proposal_km": proposal_km}
 
 
-def to_metres(lines: list[shapely.LineString], geographic: bool) -> list[shapely.LineString]:
-    """Degrees -> local metres (an equirectangular frame at the lines' mean latitude, exact for a tile)."""
-    if not geographic or not lines:
-        return lines
+def to_local_metres(*line_sets: list[shapely.LineString]) -> tuple[list[shapely.LineString], ...]:
+    """Degrees -> metres in one equirectangular frame for all the sets, centred on their common mean (exact for a
+    tile). Why one centred frame: scaling raw longitudes amplifies any difference of scale, and two sets each scaled
+    at its own mean latitude lay 26 m apart east-west at Las Vegas for every 0.0002 degrees (22 m) between those
+    means, enough to miss every match within a 5 m buffer."""
     from core.inputs.raster import metres_per_degree
 
-    latitude = float(np.mean([c[1] for line in lines for c in line.coords]))
-    per_lon, per_lat = metres_per_degree(latitude)
-    return [shapely.transform(line, lambda xy: xy * np.array([per_lon, per_lat])) for line in lines]
+    coords = [c for lines in line_sets for line in lines for c in line.coords]
+    if not coords:
+        return line_sets
+    origin = np.mean(np.asarray(coords, dtype=float)[:, :2], axis=0)
+    scale = np.array(metres_per_degree(float(origin[1])))
+    return tuple([shapely.transform(line, lambda xy: (xy - origin) * scale) for line in lines] for lines in line_sets)
 
 
 def format_table(results: dict) -> str:
@@ -269,6 +273,26 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
     return lines, crs
 
 
+def _area_polygons(path, crs_wkt: str | None) -> list:
+    from core.inputs.raster import RasterError
+    from core.inputs.vectors import read_polygons
+
+    try:
+        return read_polygons(path, crs_wkt)
+    except ValueError as exc:
+        raise RasterError(f"--area {path}: {exc}") from None
+
+
+def _lines_inside(lines: list[shapely.LineString], area) -> list[shapely.LineString]:
+    """The parts of `lines` inside the polygons `area` (lines that cross its edge are cut there)."""
+    inside = []
+    for line in lines:
+        part = line.intersection(area)
+        # A cut line is a LineString, a MultiLineString, or a collection with points where it touches the edge.
+        inside += [g for g in shapely.get_parts(shapely.get_parts(part)) if g.geom_type == "LineString" and g.length]
+    return inside
+
+
 def _same_grid(predicted, crs, transform, reference, ref_crs, ref_transform) -> None:
     """Two rasters of one size can still lie apart (another CRS, 100 km away, 2 m instead of 1 m pixels): refuse
     them, or the IoU compares unrelated pixels. Rasters without georeferencing are compared as pixel arrays."""
@@ -291,10 +315,13 @@ def _same_grid(predicted, crs, transform, reference, ref_crs, ref_transform) -> 
                           f"{transform.f:g} at {abs(transform.a):g}); warp the reference onto the prediction's grid")
 
 
-def evaluate_files(predicted, reference, options: EvaluateOptions | None = None, *, ignore=None) -> dict:
+def evaluate_files(predicted, reference, options: EvaluateOptions | None = None, *, ignore=None, area=None) -> dict:
     """Vectors are compared as graphs (APLS, completeness/correctness/quality); rasters as pixels (IoU, F1,
     relaxed precision/recall). A raster prediction against reference lines rasterises the lines `road_width_m`
-    wide on the prediction's grid; two rasters must lie on the same grid (size, CRS, pixels)."""
+    wide on the prediction's grid; two rasters must lie on the same grid (size, CRS, pixels).
+
+    `area`: polygons (a vector file) where the reference is complete; both sides are scored inside them only.
+    Without it a reference that covers part of the imagery counts every road found elsewhere as wrong."""
     from pathlib import Path
 
     import rasterio
@@ -318,8 +345,19 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
     if vector_pred:
         proposal, crs = read_lines(predicted)
         truth, _ = read_lines(reference, crs)
+        if area is not None:
+            if crs is None:
+                raise RasterError(f"--area needs lines with a CRS; {predicted} has none, so where the area lies on "
+                                  f"them is unknown")
+            inside = shapely.union_all(_area_polygons(area, crs))
+            clipped = _lines_inside(truth, inside)
+            if truth and not clipped:
+                raise RasterError(f"--area {area}: none of the reference lines lies inside it; draw it where "
+                                  f"{reference.name} has roads")
+            proposal, truth = _lines_inside(proposal, inside), clipped
         geographic = bool(crs) and CRS.from_wkt(crs).is_geographic
-        proposal, truth = to_metres(proposal, geographic), to_metres(truth, geographic)
+        if geographic:
+            proposal, truth = to_local_metres(proposal, truth)
         return {"kind": "graph", **apls(truth, proposal, apls_params), **length_metrics(truth, proposal, buffer_m)}
     with rasterio.open(predicted) as ds:
         if ds.count != 1:
@@ -357,6 +395,14 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
                 reference_valid &= ref_values != ds.nodata
             truth = ref_values > (127 if ref_values.max() > 1 else 0)
     ignored = ~(valid & reference_valid)
+    if area is not None:
+        from rasterio.features import rasterize
+
+        if crs is None:
+            raise RasterError(f"--area needs a georeferenced prediction; {predicted} has no CRS, so where the area "
+                              f"lies on it is unknown")
+        polygons = _area_polygons(area, crs.to_wkt() if crs else None)
+        ignored |= ~rasterize(polygons, out_shape=shape, transform=transform).astype(bool)
     if ignore is not None:
         with rasterio.open(ignore) as ds:
             if (ds.height, ds.width) != shape:

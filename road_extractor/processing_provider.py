@@ -86,6 +86,13 @@ def _file_of(layer) -> str:
 
 
 class _EngineAlgorithm(QgsProcessingAlgorithm):
+    def _vector_path(self, parameters, name, context, feedback) -> str:
+        if self.parameterAsVectorLayer(parameters, name, context) is None:
+            return ""
+        # A file-backed layer is passed as it is; a memory or web layer is written to a GeoPackage first.
+        return self.parameterAsCompatibleSourceLayerPath(parameters, name, context, ["gpkg", "shp", "geojson"],
+                                                         "gpkg", feedback).split("|")[0]
+
     def group(self) -> str:
         return ""
 
@@ -251,6 +258,9 @@ class EvaluateRoadsAlgorithm(_EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Predicted roads (raster or lines)"))
         self.addParameter(QgsProcessingParameterMapLayer("REFERENCE", "Reference roads (mask raster or lines)"))
+        self.addParameter(QgsProcessingParameterVectorLayer("AREA", "Area where the reference is complete (scored "
+                                                            "inside only)", [QgsProcessing.TypeVectorPolygon],
+                                                            optional=True))
         self._add_options("evaluate", EVALUATE_OPTIONS)
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_TABLE", "Metrics table", "CSV (*.csv)"))
 
@@ -258,6 +268,7 @@ class EvaluateRoadsAlgorithm(_EngineAlgorithm):
         prediction = _file_of(self.parameterAsLayer(parameters, "PREDICTION", context))
         reference = _file_of(self.parameterAsLayer(parameters, "REFERENCE", context))
         metrics = self._request("evaluate", {"prediction": prediction, "reference": reference,
+                                             "area": self._vector_path(parameters, "AREA", context, feedback) or None,
                                              **self._options(parameters, context, "evaluate", EVALUATE_OPTIONS)},
                                 feedback)
         table = self.parameterAsFileOutput(parameters, "OUTPUT_TABLE", context)
@@ -307,13 +318,6 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
                            ("BEFORE_CORRECTNESS", "Correctness before"), ("AFTER_CORRECTNESS", "Correctness after"),
                            ("BEFORE_ROAD_IOU", "Road IoU before"), ("AFTER_ROAD_IOU", "Road IoU after")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
-
-    def _vector_path(self, parameters, name, context, feedback) -> str:
-        if self.parameterAsVectorLayer(parameters, name, context) is None:
-            return ""
-        # A file-backed layer is passed as it is; a memory or web layer is written to a GeoPackage first.
-        return self.parameterAsCompatibleSourceLayerPath(parameters, name, context, ["gpkg", "shp", "geojson"],
-                                                         "gpkg", feedback).split("|")[0]
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         rasters = [_file_of(layer) for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]

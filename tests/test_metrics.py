@@ -124,3 +124,80 @@ def test_evaluate_command_on_vectors(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core", "evaluate", proposal, tmp_path / "none.tif"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def _write_lines(path, lines, crs):
+    from core.inputs.vectors import pyogrio_raw
+
+    pyogrio_raw().write(path, geometry=shapely.to_wkb(np.array(lines, dtype=object)), field_data=[], fields=[],
+                        crs=crs, geometry_type="LineString", driver="GPKG", layer="roads")
+    return path
+
+
+def test_lines_in_degrees_are_compared_in_one_frame(tmp_path):
+    """Two sets of lines in EPSG:4326 whose mean latitudes differ by 0.002 degrees (220 m): each scaled at its own
+    mean latitude, the proposal lay 260 m west of the reference at Las Vegas and matched nothing."""
+    from core.metrics import evaluate_files
+
+    south = LINE([(-115.170, 36.236), (-115.170, 36.238)])
+    north = LINE([(-115.168, 36.240), (-115.168, 36.242)])
+    reference = _write_lines(tmp_path / "ref.gpkg", [south, north], "EPSG:4326")
+    proposal = _write_lines(tmp_path / "prop.gpkg", [north], "EPSG:4326")
+    m = evaluate_files(proposal, reference)
+    assert m["correctness"] == pytest.approx(1.0)
+    assert m["completeness"] == pytest.approx(0.5, abs=0.01)  # the two lines are 222 m long each
+    assert m["reference_km"] == pytest.approx(0.444, abs=0.002)
+
+
+def test_an_area_limits_scoring_to_where_the_reference_is_complete(tmp_path):
+    """The reference covers the west half; the proposal finds that road and one in the unlabelled east half. Without
+    the area the east road counts as wrong; with it, both sides are scored in the west only. Lines crossing the
+    area's edge are cut there; an area without reference lines is refused."""
+    from core.inputs.raster import RasterError
+    from core.metrics import evaluate_files
+
+    reference = _write_lines(tmp_path / "ref.gpkg", [LINE([(100, 0), (100, 400)])], "EPSG:32611")
+    proposal = _write_lines(tmp_path / "prop.gpkg", [LINE([(100, 0), (100, 400)]), LINE([(300, 0), (300, 400)]),
+                                                     LINE([(150, 200), (250, 200)])], "EPSG:32611")
+    west = _write_polygons(tmp_path / "west.gpkg", [shapely.box(0, 0, 200, 400)], "EPSG:32611")
+    everywhere = evaluate_files(proposal, reference)
+    assert everywhere["correctness"] == pytest.approx(400 / 900)
+    result = subprocess.run([sys.executable, "-m", "core", "evaluate", proposal, reference, "--area", west, "--json",
+                             tmp_path / "m.json"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    inside = json.loads((tmp_path / "m.json").read_text())
+    assert inside["completeness"] == pytest.approx(1.0)
+    assert inside["proposal_km"] == pytest.approx(0.45)  # 400 m + the 50 m of the crossing line west of x = 200
+    assert inside["correctness"] == pytest.approx(400 / 450, abs=0.01)  # the cut piece's 3 m by the road match
+    east = _write_polygons(tmp_path / "east.gpkg", [shapely.box(200, 0, 400, 400)], "EPSG:32611")
+    with pytest.raises(RasterError, match="none of the reference lines lies inside it"):
+        evaluate_files(proposal, reference, area=east)
+    with pytest.raises(RasterError, match="no polygons"):
+        evaluate_files(proposal, reference, area=reference)
+
+
+def test_an_area_limits_pixel_metrics(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from core.metrics import evaluate_files
+
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "count": 1, "dtype": "uint8", "crs": "EPSG:32611",
+               "transform": from_origin(0, 40, 1, 1)}
+    truth, predicted = np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8)
+    truth[:, 10] = 255
+    predicted[:, 10] = predicted[:, 30] = 255  # right in the west, a road nobody labelled in the east
+    for name, values in (("truth.tif", truth), ("predicted.tif", predicted)):
+        with rasterio.open(tmp_path / name, "w", **profile) as ds:
+            ds.write(values, 1)
+    west = _write_polygons(tmp_path / "west.gpkg", [shapely.box(0, 0, 20, 40)], "EPSG:32611")
+    assert evaluate_files(tmp_path / "predicted.tif", tmp_path / "truth.tif")["precision"] == pytest.approx(0.5)
+    assert evaluate_files(tmp_path / "predicted.tif", tmp_path / "truth.tif", area=west)["precision"] == 1.0
+
+
+def _write_polygons(path: Path, polygons, crs: str) -> Path:
+    from core.inputs.vectors import pyogrio_raw
+
+    pyogrio_raw().write(path, geometry=shapely.to_wkb(np.array(polygons, dtype=object)), field_data=[], fields=[],
+                        crs=crs, geometry_type="Polygon", driver="GPKG")
+    return path

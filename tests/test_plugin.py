@@ -254,6 +254,20 @@ def test_processing_algorithms_run_in_batch_and_evaluate(plugin, qgis_processing
         "OUTPUT_TABLE": str(table)})
     assert 0 <= evaluated["ROAD_IOU"] <= 1 and 0 < evaluated["MIOU_ALL_BACKGROUND"] < 0.5
     assert "road_iou" in table.read_text()
+    # The quarter's lines against the whole tile's reference, with and without the area the quarter covers (a
+    # polygon drawn in QGIS, a memory layer): inside it only the reference there is counted.
+    with rasterio.open(half) as ds:
+        bounds = ds.bounds
+    area = QgsVectorLayer("Polygon?crs=EPSG:4326", "labelled", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(bounds.left, bounds.bottom, bounds.right, bounds.top)))
+    area.dataProvider().addFeatures([feature])
+    reference = str(shared_data / "spacenet" / "vegas_img0_roads.geojson")
+    scored = {name: processing.run("road_extractor:evaluate_roads", {
+        "PREDICTION": results[1]["OUTPUT_ROADS"], "REFERENCE": reference,
+        "OUTPUT_TABLE": str(tmp_path / f"lines_{name}.csv"), **extra})
+        for name, extra in (("all", {}), ("area", {"AREA": area}))}
+    assert 0 < scored["area"]["REFERENCE_KM"] < 0.5 * scored["all"]["REFERENCE_KM"]
 
 
 def test_metadata_declares_the_supported_qgis_versions():

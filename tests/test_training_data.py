@@ -135,6 +135,16 @@ def test_georeferenced_rasters_with_road_lines_are_resampled_and_rasterised_in_m
     assert (target[:, :20] == IGNORE).all() and (target[:, 21:] != IGNORE).all()
     road_rows = np.flatnonzero(target[:, 100] == 1)
     assert road_rows.tolist() == list(range(97, 104))  # 7 px centred on row 100
+    # With the area where the lines are complete beside them (the west half), nothing east of it is learnt from.
+    ring = [[x0, y0 - 200], [x0 + 100, y0 - 200], [x0 + 100, y0], [x0, y0], [x0, y0 - 200]]
+    (tmp_path / "scene_area.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name",
+        "properties": {"name": "urn:ogc:def:crs:EPSG::32619"}}, "features": [{"type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    pairs = find_pairs(tmp_path, gsd_m=1.0, road_width_m=7.0)
+    assert pairs[0].area == tmp_path / "scene_area.geojson"
+    _, target = read_pair(pairs[0], inspect_labels(pairs))
+    assert (target[:, 100:] == IGNORE).all() and (target[:, 21:100] != IGNORE).all()
+    assert (target[97:104, 21:100] == 1).all()
 
 
 def test_a_raster_without_its_road_file_is_named(tmp_path):

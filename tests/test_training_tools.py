@@ -425,3 +425,38 @@ def test_line_shifts_score_each_raster_from_several_origins_and_report_the_mean(
     assert refused.value.code == 2 and "give a whole number from 1" in capsys.readouterr().err
     assert main(["evaluate", model, "--skip-tiles"]) == 2  # nothing to score
     assert "--skip-tiles leaves nothing to score" in capsys.readouterr().err
+
+
+def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(tmp_path, monkeypatch):
+    """One raster, its west and east halves labelled in two folders (`NAME_area.geojson` beside each): each half is
+    scored inside its area only, on one shared extraction, and the halves add up to the whole reference."""
+    import training.evaluate
+
+    whole = tmp_path / "whole"
+    _georeferenced_scene_with_a_road(whole)
+    for name, (x0, x1) in {"west": (500000.0, 500100.0), "east": (500100.0, 500200.0)}.items():
+        (tmp_path / name).mkdir()
+        for file in ("scene.tif", "scene_roads.geojson"):
+            (tmp_path / name / file).symlink_to(whole / file)
+        ring = [[x0, 4649800.0], [x1, 4649800.0], [x1, 4650000.0], [x0, 4650000.0], [x0, 4649800.0]]
+        (tmp_path / name / "scene_area.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": {
+            "type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32619"}}, "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    extractions = []
+    real_extract = training.evaluate.extract_roads
+    monkeypatch.setattr(training.evaluate, "extract_roads",
+                        lambda *args, **kwargs: extractions.append(args) or real_extract(*args, **kwargs))
+    model = str(REPO / "resources/models/roads-resnet18-massachusetts.pt")
+    assert main(["evaluate", model, "--lines", str(tmp_path / "west"), "--lines", str(tmp_path / "east"),
+                 "--skip-tiles", "--json", str(tmp_path / "halves.json")]) == 0
+    assert len(extractions) == 2  # one per inference (one scale, three scales), not one per half as well
+    halves = json.loads((tmp_path / "halves.json").read_text())["lines"]["scales 1.0"]
+    rows = halves["rasters"]
+    assert [r["raster"] for r in rows] == ["scene.tif in scene_area.geojson"] * 2
+    assert [r["reference_km"] for r in rows] == pytest.approx([0.1, 0.1])
+    assert all(r["completeness"] > 0.5 for r in rows)
+    assert main(["evaluate", model, "--lines", str(whole), "--skip-tiles", "--json",
+                 str(tmp_path / "whole.json")]) == 0
+    one = json.loads((tmp_path / "whole.json").read_text())["lines"]["scales 1.0"]
+    assert halves["reference_km"] == pytest.approx(one["reference_km"]) and halves["proposal_km"] == pytest.approx(
+        one["proposal_km"], abs=0.002)

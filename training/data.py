@@ -42,12 +42,14 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 @dataclass(frozen=True)
 class Pair:
     """An image and its labels: a mask raster, or road centrelines (a vector file) that `read_pair` rasterises
-    `road_width_m` wide after resampling the georeferenced image to `gsd_m`."""
+    `road_width_m` wide after resampling the georeferenced image to `gsd_m`. `area`: polygons where the centrelines
+    are complete (`NAME_area.gpkg|geojson` beside them); outside, nothing is learnt or scored."""
 
     image: Path
     mask: Path
     gsd_m: float = 1.0
     road_width_m: float = ROAD_WIDTH_M
+    area: Path | None = None
 
     @property
     def name(self) -> str:
@@ -61,7 +63,8 @@ class Pair:
 def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = ROAD_WIDTH_M) -> list[Pair]:
     """Image/mask pairs under `root`: `images/` + `masks/`, `sat/` + `map/` (matched by file stem), DeepGlobe's
     `NAME_sat.jpg` + `NAME_mask.png` side by side, or georeferenced rasters with road centrelines: `images/` +
-    `roads/` (same stem), or `NAME.tif` + `NAME_roads.gpkg|geojson|...` side by side (SpaceNet's layout)."""
+    `roads/` (same stem), or `NAME.tif` + `NAME_roads.gpkg|geojson|...` side by side (SpaceNet's layout), each
+    optionally with the area where its lines are complete (`areas/NAME.gpkg`, or `NAME_area.gpkg` beside it)."""
     root = Path(root)
     georeferenced = _vector_pairs(root, gsd_m, road_width_m)
     if georeferenced:
@@ -118,17 +121,20 @@ def inspect_labels(pairs: list[Pair], sample: int = 8) -> LabelMap:
 def _vector_pairs(root: Path, gsd_m: float, road_width_m: float) -> list[Pair]:
     if not root.is_dir():
         return []
+    def first(paths) -> Path | None:
+        return next((p for p in paths if p.exists()), None)
+
     candidates = []
     if (root / "images").is_dir() and (root / "roads").is_dir():
-        roads = {p.stem: p for p in (root / "roads").iterdir() if p.suffix.lower() in VECTOR_SUFFIXES}
-        candidates = [(p, roads.get(p.stem)) for p in sorted((root / "images").iterdir())
-                      if p.suffix.lower() in RASTER_SUFFIXES]
+        for image in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in RASTER_SUFFIXES):
+            candidates.append((image, first(root / "roads" / f"{image.stem}{s}" for s in VECTOR_SUFFIXES),
+                               first(root / "areas" / f"{image.stem}{s}" for s in VECTOR_SUFFIXES)))
     else:
         for image in sorted(p for p in root.iterdir() if p.suffix.lower() in RASTER_SUFFIXES):
-            beside = [image.with_name(f"{image.stem}_roads{suffix}") for suffix in VECTOR_SUFFIXES]
-            candidates.append((image, next((v for v in beside if v.exists()), None)))
-    missing = [image.name for image, roads in candidates if roads is None]
-    pairs = [Pair(image, roads, gsd_m, road_width_m) for image, roads in candidates if roads is not None]
+            candidates.append((image, first(image.with_name(f"{image.stem}_roads{s}") for s in VECTOR_SUFFIXES),
+                               first(image.with_name(f"{image.stem}_area{s}") for s in VECTOR_SUFFIXES)))
+    missing = [image.name for image, roads, _ in candidates if roads is None]
+    pairs = [Pair(image, roads, gsd_m, road_width_m, area) for image, roads, area in candidates if roads is not None]
     if pairs and missing:
         raise DataError(f"{len(missing)} raster(s) in {root} have no road vector file (first: {missing[0]}); add "
                         f"NAME_roads.gpkg (or .geojson) beside each, or move the raster out")
@@ -172,7 +178,8 @@ def map_to_pixels(info, width: int, height: int) -> Callable[[np.ndarray], np.nd
 
 def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     """The raster resampled to the training GSD through core's reader (so alpha, NoData and 16-bit scaling behave
-    as in inference), and its road lines buffered to `road_width_m` on that grid; no-data -> IGNORE."""
+    as in inference), and its road lines buffered to `road_width_m` on that grid; no-data and pixels outside the
+    pair's `area` -> IGNORE."""
     import shapely
     from rasterio.features import rasterize
 
@@ -194,6 +201,16 @@ def _read_georeferenced(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     target = rasterize(shapes, out_shape=(height, width), fill=0, default_value=1, dtype="uint8") if shapes \
         else np.zeros((height, width), np.uint8)
     target[~valid] = IGNORE
+    if pair.area is not None:
+        from core.inputs.vectors import read_polygons
+
+        try:
+            polygons = read_polygons(pair.area, info.crs_wkt)
+        except ValueError as exc:
+            raise DataError(f"{pair.area}: {exc}") from None
+        inside = rasterize([shapely.transform(p, pixel_xy) for p in polygons], out_shape=(height, width), fill=0,
+                           default_value=1, dtype="uint8")
+        target[inside == 0] = IGNORE
     image = np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0)
     return np.ascontiguousarray(image), target
 

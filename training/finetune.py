@@ -114,18 +114,12 @@ def training_gsd(spec: FinetuneSpec, raster_gsds: list[float], parent_gsd: float
 
 
 def _polygons(path: str, crs_wkt: str, what: str) -> list:
-    from core.inputs.vectors import read_geometries
+    from core.inputs.vectors import read_polygons
 
-    if not Path(path).exists():
-        raise FinetuneError(f"{what} {path}: no such file; check the path")
     try:
-        shapes, _ = read_geometries(path, crs_wkt)
+        return read_polygons(path, crs_wkt)
     except ValueError as exc:
         raise FinetuneError(f"{what} {path}: {exc}") from None
-    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
-    if not polygons:
-        raise FinetuneError(f"{what} {path} holds no polygons; draw the area as polygons")
-    return polygons
 
 
 def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = print) -> tuple[list[Scene], float]:

@@ -232,7 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise OutputError(f"--json {args.json} is one of the files being compared; give another file name")
         if target.exists() and not args.overwrite:
             raise OutputError(f"{args.json} already exists; give --overwrite to replace it, or another file name")
-    results = evaluate_files(args.prediction, args.reference, from_flags(EvaluateOptions, args), ignore=args.ignore)
+    results = evaluate_files(args.prediction, args.reference, from_flags(EvaluateOptions, args), ignore=args.ignore,
+                             area=args.area)
     print(format_table(results))
     if args.json:
         with atomic_output(args.json) as tmp:
@@ -321,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("reference", help="reference mask raster or road centrelines")
     add_flags(evaluate, EvaluateOptions)
     evaluate.add_argument("--ignore", help="raster whose non-zero pixels are left out of pixel metrics")
+    evaluate.add_argument("--area", help="polygons (any vector file) where the reference is complete: both sides are "
+                                         "scored inside them only (for a reference that covers part of the imagery)")
     evaluate.add_argument("--json", help="also write the results as JSON to this file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     evaluate.set_defaults(func=cmd_evaluate)

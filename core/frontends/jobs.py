@@ -84,6 +84,7 @@ class EvaluateJob(EvaluateOptions):
     prediction: str
     reference: str
     ignore: str | None = None
+    area: str | None = None  # polygons where the reference is complete (scored inside only)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluateJob:
@@ -154,4 +155,4 @@ def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
 def run_evaluate(job: EvaluateJob) -> dict[str, Any]:
     from core.metrics import evaluate_files
 
-    return evaluate_files(job.prediction, job.reference, job, ignore=job.ignore)
+    return evaluate_files(job.prediction, job.reference, job, ignore=job.ignore, area=job.area)

@@ -98,24 +98,15 @@ def area_from_vector(info: RasterInfo, path: str | Path) -> Area:
     """Polygons of a vector file (any OGR format), reprojected to the raster's CRS; lines and points are refused."""
     import shapely
 
-    from core.inputs.vectors import read_geometries
+    from core.inputs.vectors import read_polygons
 
     path = Path(path)
-    if not path.exists():
-        raise RasterError(f"--aoi {path}: no such file; check the path")
     if info.transform is None:
         raise RasterError("--aoi needs a georeferenced raster; this one has none (use --bbox in pixels)")
     try:
-        shapes, crs = read_geometries(path, info.crs_wkt)
+        polygons = read_polygons(path, info.crs_wkt)
     except ValueError as exc:
-        raise RasterError(f"the area of interest {path}: {exc}") from None
-    if crs is None and info.crs_wkt:
-        raise RasterError(f"the area of interest {path} has no CRS, so where its polygons lie is unknown; assign the "
-                          f"one they were drawn in (QGIS: Layer > Set CRS of Layer, then save; or ogr2ogr -a_srs)")
-    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
-    if not polygons:
-        kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
-        raise RasterError(f"--aoi {path} has no polygons ({', '.join(kinds)}); give polygons of the area to extract")
+        raise RasterError(f"--aoi {path}: {exc}") from None
     union = shapely.union_all(polygons)
     area = _to_window(info, union.bounds, f"area of interest in {path.name}")
     area.polygons = polygons

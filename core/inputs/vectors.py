@@ -54,3 +54,22 @@ def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None =
                                  f"raster's ({exc}); the file's CRS is probably wrong - check it in QGIS") from None
         return shapes, target_crs_wkt if source != target else source.to_wkt()
     return shapes, CRS.from_user_input(crs).to_wkt() if crs else None
+
+
+def read_polygons(path, target_crs_wkt: str | None = None) -> list:
+    """The polygons of a vector file (an area of interest, an area where labels are complete), reprojected to
+    `target_crs_wkt`. Raises ValueError naming the problem for a missing or unreadable file, polygons whose place is
+    unknown (no CRS, where the target has one), or a file with lines or points only."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise ValueError("no such file; check the path")
+    shapes, crs = read_geometries(path, target_crs_wkt)
+    if crs is None and target_crs_wkt:
+        raise ValueError("it has no CRS, so where its polygons lie is unknown; assign the one they were drawn in "
+                         "(QGIS: Layer > Set CRS of Layer, then save; or ogr2ogr -a_srs)")
+    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polygons:
+        kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
+        raise ValueError(f"it has no polygons ({', '.join(kinds)}); draw the area as polygons")
+    return polygons
