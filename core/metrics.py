@@ -222,6 +222,12 @@ def pooled_length_metrics(rows: list[dict]) -> dict:
             "reference_km": reference_km, "proposal_km": proposal_km}
 
 
+# Which way lines are measured, recorded beside every reference-line figure so that figures measured apart are not
+# compared. 1: lines in degrees scaled to metres each set in its own frame (up to tens of metres of false offset
+# between a proposal and its reference; wrong for geographic CRSs); 2: one frame for both (`to_local_metres`).
+LINE_METRIC_VERSION = 2
+
+
 def to_local_metres(*line_sets: list[shapely.LineString]) -> tuple[list[shapely.LineString], ...]:
     """Degrees -> metres in one equirectangular frame for all the sets, centred on their common mean (exact for a
     tile). Why one centred frame: scaling raw longitudes amplifies any difference of scale, and two sets each scaled
@@ -283,7 +289,7 @@ def _area_polygons(path, crs_wkt: str | None) -> list:
         raise RasterError(f"--area {path}: {exc}") from None
 
 
-def _lines_inside(lines: list[shapely.LineString], area) -> list[shapely.LineString]:
+def lines_inside(lines: list[shapely.LineString], area) -> list[shapely.LineString]:
     """The parts of `lines` inside the polygons `area` (lines that cross its edge are cut there)."""
     inside = []
     for line in lines:
@@ -350,11 +356,11 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
                 raise RasterError(f"--area needs lines with a CRS; {predicted} has none, so where the area lies on "
                                   f"them is unknown")
             inside = shapely.union_all(_area_polygons(area, crs))
-            clipped = _lines_inside(truth, inside)
+            clipped = lines_inside(truth, inside)
             if truth and not clipped:
                 raise RasterError(f"--area {area}: none of the reference lines lies inside it; draw it where "
                                   f"{reference.name} has roads")
-            proposal, truth = _lines_inside(proposal, inside), clipped
+            proposal, truth = lines_inside(proposal, inside), clipped
         geographic = bool(crs) and CRS.from_wkt(crs).is_geographic
         if geographic:
             proposal, truth = to_local_metres(proposal, truth)

@@ -179,3 +179,7 @@ def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
     with pytest.raises(InputError, match="mean over 8 origin shift\\(s\\), the shipped model's over 1"):
         promotion_verdict({**better, "lines_shifts": 8}, shipped)
     assert promotion_verdict({**better, "lines_shifts": 8}, {**shipped, "lines_shifts": 8})[0]
+    # Figures from before the one-frame line metric (a file without the version: version 1) are not compared.
+    with pytest.raises(InputError, match="line metric version 2, the shipped model's by version 1"):
+        promotion_verdict({**better, "lines_metric_version": 2}, shipped)
+    assert promotion_verdict({**better, "lines_metric_version": 2}, {**shipped, "lines_metric_version": 2})[0]

@@ -203,6 +203,14 @@ def test_ablate_trains_each_variant_and_writes_the_table(road_tiles, tmp_path, c
     two = json.loads(finished.read_text())
     assert all(r["scoring"]["line_shifts"] == 2 for r in two) and best.stat().st_mtime_ns == trained_at
     assert [r["road_iou"] for r in two] == [r["road_iou"] for r in rescored]
+    # Rows from before the one-frame line metric (no version recorded: version 1) have their lines scored again.
+    for row in two:
+        del row["scoring"]["line_metric_version"]
+    finished.write_text(json.dumps(two))
+    assert main([*args, "--lines", str(lines), "--line-shifts", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("scored again") == 1 and err.count("reused the finished results") == 1
+    assert all(r["scoring"]["line_metric_version"] == 2 for r in json.loads(finished.read_text()))
 
 
 def test_val_lines_scores_the_reference_lines_every_epoch_as_evaluate_does(road_tiles, tmp_path, capsys):

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from core.atomic import atomic_output
 from core.errors import InputError
+from core.metrics import LINE_METRIC_VERSION
 from core.model import ModelConfig, build_model
 from core.roads.vectorize import VectorizeParams
 
@@ -123,14 +124,18 @@ def scoring(line_pairs=(), buffer_m: float = 5.0, line_shifts: int = 1) -> dict:
     """What a variant's figures depend on besides its weights: the engine's brightness matching and the vectorizer's
     settings (APLS and the lines), and the reference lines they were scored against, from how many origins."""
     return {"vectorize": VectorizeParams().to_dict(), "brightness": Inference().brightness,
-            "lines": sorted(str(p.image) for p in line_pairs), "buffer_m": buffer_m if line_pairs else None,
-            "line_shifts": line_shifts if line_pairs else None}
+            "lines": sorted(str(p.image) + (f" in {p.area}" if p.area else "") for p in line_pairs),
+            "buffer_m": buffer_m if line_pairs else None,
+            "line_shifts": line_shifts if line_pairs else None,
+            "line_metric_version": LINE_METRIC_VERSION if line_pairs else None}
 
 
 def _line_scoring(scored: dict) -> tuple:
-    # Rows written before --line-shifts existed were scored from one origin.
-    shifts = scored.get("line_shifts", 1 if scored.get("lines") else None)
-    return scored.get("lines"), scored.get("buffer_m"), shifts
+    # Rows written before --line-shifts existed were scored from one origin, and before the version was recorded by
+    # line metric version 1.
+    lines = scored.get("lines")
+    shifts = scored.get("line_shifts", 1 if lines else None)
+    return lines, scored.get("buffer_m"), shifts, scored.get("line_metric_version", 1 if lines else None)
 
 
 def ablate(base: TrainConfig, grid: dict[str, list], out: Path, log: Callable[[str], None] = print,

@@ -215,7 +215,7 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
     grid elsewhere on the ground), so one origin's figure cannot tell two models apart (the model card's "How
     noisy is the Vegas tile?")."""
     from core.inputs.raster import RasterioSource
-    from core.metrics import evaluate_files
+    from core.metrics import LINE_METRIC_VERSION, evaluate_files
     from core.roads.vectorize import vectorize_file
 
     checked_line_shifts(shifts)
@@ -256,5 +256,6 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                             for name in ("completeness", "correctness", "quality", "apls")})
             figures["by_shift"] = by_shift
         results[inference.label] = {**figures, "shifts": shifts, "buffer_m": buffer_m,
+                                    "metric_version": LINE_METRIC_VERSION,
                                     "arithmetic": inference.arithmetic, "rasters": rows[inference.label]}
     return results

@@ -264,7 +264,7 @@ def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5
     extracted centrelines against the reference lines (completeness and correctness within `buffer_m`, APLS)."""
     import shapely
 
-    from core.metrics import apls, length_metrics
+    from core.metrics import apls, length_metrics, lines_inside
     from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
     from .evaluate import Inference, predict_tile
@@ -295,15 +295,13 @@ def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5
             return shapely.transform(geometry, lambda xy: xy * np.array([gsd, -gsd]))
 
         area = metres(scene.check_shape)
-        proposal += [g for g in (line.intersection(area) for line in found) if not g.is_empty]
-        reference += [g for g in (metres(line).intersection(area) for line in scene.lines) if not g.is_empty]
+        proposal += lines_inside(found, area)
+        reference += lines_inside([metres(line) for line in scene.lines], area)
     figures = {"road_iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan")}
     if lines and reference:
-        flat = [part for g in proposal for part in getattr(g, "geoms", [g]) if part.geom_type == "LineString"]
-        truth_lines = [part for g in reference for part in getattr(g, "geoms", [g]) if part.geom_type == "LineString"]
-        length = length_metrics(truth_lines, flat, buffer_m)
+        length = length_metrics(reference, proposal, buffer_m)
         figures.update({"completeness": length["completeness"], "correctness": length["correctness"],
-                        "apls": apls(truth_lines, flat)["apls"] if flat else 0.0,
+                        "apls": apls(reference, proposal)["apls"] if proposal else 0.0,
                         "reference_km": length["reference_km"], "proposal_km": length["proposal_km"]})
     return figures
 

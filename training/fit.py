@@ -310,6 +310,7 @@ def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
     names = ("completeness", "correctness", "apls", "completeness_sd", "correctness_sd")
     metrics = {f"lines_{name}": float(lines[name]) for name in names if math.isfinite(lines.get(name, float("nan")))}
     metrics["lines_shifts"] = int(lines.get("shifts", 1))
+    metrics["lines_metric_version"] = int(lines.get("metric_version", 1))
     if "arithmetic" in lines:
         metrics["lines_arithmetic"] = str(lines["arithmetic"])
     return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
@@ -384,6 +385,12 @@ def promotion_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
             raise InputError(f"the candidate's reference-line figures are the mean over {new} origin shift(s), the "
                              f"shipped model's over {old}; score both with the same `python -m training evaluate "
                              f"--line-shifts`")
+        # Figures from before the one-frame fix were off by up to tens of metres in geographic CRSs.
+        new, old = candidate.get("lines_metric_version", 1), shipped.get("lines_metric_version", 1)
+        if new != old:
+            raise InputError(f"the candidate's reference-line figures were measured by line metric version {new}, "
+                             f"the shipped model's by version {old}; score both again with this version's "
+                             f"`python -m training evaluate`")
 
     def rule(name: str, passed: bool, text: str) -> None:
         nonlocal ok
