@@ -407,7 +407,7 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
         if crs is None:
             raise RasterError(f"--area needs a georeferenced prediction; {predicted} has no CRS, so where the area "
                               f"lies on it is unknown")
-        polygons = _area_polygons(area, crs.to_wkt() if crs else None)
+        polygons = _area_polygons(area, crs.to_wkt())
         ignored |= ~rasterize(polygons, out_shape=shape, transform=transform).astype(bool)
     if ignore is not None:
         with rasterio.open(ignore) as ds:

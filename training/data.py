@@ -121,6 +121,7 @@ def inspect_labels(pairs: list[Pair], sample: int = 8) -> LabelMap:
 def _vector_pairs(root: Path, gsd_m: float, road_width_m: float) -> list[Pair]:
     if not root.is_dir():
         return []
+
     def first(paths) -> Path | None:
         return next((p for p in paths if p.exists()), None)
 

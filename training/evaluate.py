@@ -237,7 +237,9 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                         for pair in sharing:
                             figures = evaluate_files(roads, pair.mask, EvaluateOptions(buffer_m=buffer_m),
                                                      area=pair.area)
-                            name = pair.image.name + (f" in {pair.area.name}" if pair.area else "")
+                            # Two areas of one raster are told apart by their folders (west/, east/).
+                            name = pair.image.name + (f" in {pair.area.parent.name}/{pair.area.name}" if pair.area
+                                                      else "")
                             rows[inference.label].append({"raster": name, "shift": shift,
                                                           **{k: figures[k] for k in LINE_COLUMNS}})
                             log(f"{name:<24} {inference.label:<22} "
