@@ -147,6 +147,26 @@ def test_georeferenced_rasters_with_road_lines_are_resampled_and_rasterised_in_m
     assert (target[97:104, 21:100] == 1).all()
 
 
+def test_images_roads_and_areas_folders_pair_by_name(tmp_path):
+    """`images/` + `roads/` (+ `areas/`): files pair by stem, whatever the case of their suffix."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    for folder in ("images", "roads", "areas"):
+        (tmp_path / folder).mkdir()
+    for name in ("a", "b"):
+        with rasterio.open(tmp_path / "images" / f"{name}.tif", "w", driver="GTiff", width=8, height=8, count=3,
+                           dtype="uint8", crs="EPSG:32619", transform=from_origin(0, 8, 1, 1)) as ds:
+            ds.write(np.zeros((3, 8, 8), np.uint8))
+    empty = '{"type": "FeatureCollection", "features": []}'
+    (tmp_path / "roads" / "a.geojson").write_text(empty)
+    (tmp_path / "roads" / "b.GeoJSON").write_text(empty)
+    (tmp_path / "areas" / "b.gpkg").write_text("")
+    pairs = find_pairs(tmp_path)
+    assert [(p.name, p.mask.name, p.area.name if p.area else None) for p in pairs] == [
+        ("a", "a.geojson", None), ("b", "b.GeoJSON", "b.gpkg")]
+
+
 def test_a_raster_without_its_road_file_is_named(tmp_path):
     import rasterio
     from rasterio.transform import from_origin

@@ -125,11 +125,14 @@ def _vector_pairs(root: Path, gsd_m: float, road_width_m: float) -> list[Pair]:
     def first(paths) -> Path | None:
         return next((p for p in paths if p.exists()), None)
 
+    def vectors_by_stem(folder: Path) -> dict[str, Path]:
+        return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES} if folder.is_dir() else {}
+
     candidates = []
     if (root / "images").is_dir() and (root / "roads").is_dir():
-        for image in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in RASTER_SUFFIXES):
-            candidates.append((image, first(root / "roads" / f"{image.stem}{s}" for s in VECTOR_SUFFIXES),
-                               first(root / "areas" / f"{image.stem}{s}" for s in VECTOR_SUFFIXES)))
+        roads, areas = vectors_by_stem(root / "roads"), vectors_by_stem(root / "areas")
+        candidates = [(p, roads.get(p.stem), areas.get(p.stem)) for p in sorted((root / "images").iterdir())
+                      if p.suffix.lower() in RASTER_SUFFIXES]
     else:
         for image in sorted(p for p in root.iterdir() if p.suffix.lower() in RASTER_SUFFIXES):
             candidates.append((image, first(image.with_name(f"{image.stem}_roads{s}") for s in VECTOR_SUFFIXES),
