@@ -17,7 +17,7 @@ from core.model import ModelConfig, build_model
 from core.model.checkpoint import ModelInfo, save_model
 from training.__main__ import main
 from training.ablate import parse_grid, scoring, variants
-from training.config import TrainConfig
+from training.config import TrainConfig, read_config
 from training.data import find_pairs, inspect_labels, read_pair, split_by_tile
 from training.doctor import overfit_findings
 from training.evaluate import Inference, predict_tile
@@ -281,6 +281,40 @@ def test_epoch_snapshots_and_their_average(road_tiles, random_model_file, tmp_pa
     assert "output_stride 8 against 16" in capsys.readouterr().err and not (tmp_path / "mixed.pt").exists()
     assert main(["average", str(snapshots[0]), "--out", str(tmp_path / "one.pt")]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_average_can_recompute_batchnorm_statistics_for_the_mean_weights(trained_run, tmp_path, capsys):
+    """Averaged running statistics describe none of the averaged networks; --batchnorm-from sets them from a pass
+    over the run's training crops. The first BatchNorm sees conv1's output directly, so its new running mean must be
+    the mean of conv1's output over exactly those crops."""
+    from core.extraction.inference import normalize
+    from training.fit import training_crops
+
+    run = trained_run.parent.parent
+    config = TrainConfig.from_dict({**read_config(run / "config.yaml"), "precision": "fp32"})
+    config.save(tmp_path / "config.yaml")
+    first, second = run / "checkpoints" / "last.ckpt", trained_run
+    plain, recomputed = tmp_path / "plain.pt", tmp_path / "recomputed.pt"
+    assert main(["average", str(first), str(second), "--out", str(plain)]) == 0
+    assert main(["average", str(first), str(second), "--out", str(recomputed), "--batchnorm-from",
+                 str(tmp_path / "config.yaml"), "--batchnorm-crops", "6"]) == 0
+    model = road_model(recomputed)
+    assert model.info.provenance["batchnorm_recomputed"]["crops"] == 6
+    network = model.network.eval()
+    outputs = []
+    network.backbone.conv1.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.no_grad():
+        for images, _ in torch.utils.data.DataLoader(training_crops(config, config.split(), 6), batch_size=2):
+            network(normalize(images, model.info.normalization))
+    expected = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(dim=0)
+    assert torch.allclose(network.backbone.bn1.running_mean, expected, rtol=1e-4, atol=1e-5)
+    averaged = road_model(plain).network.backbone.bn1.running_mean
+    assert not torch.allclose(averaged, expected, rtol=1e-4, atol=1e-5)  # the test tells the two apart
+    # Weights are the plain mean's either way: only the statistics are recomputed.
+    assert torch.equal(network.backbone.conv1.weight, road_model(plain).network.backbone.conv1.weight)
+    capsys.readouterr()
+    assert main(["average", str(first), str(second), "--out", str(tmp_path / "x.pt"), "--batchnorm-crops", "4"]) == 2
+    assert "--batchnorm-from" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def _georeferenced_scene_with_a_road(folder: Path) -> None:

@@ -120,6 +120,12 @@ def main(argv=None) -> int:
     average_parser.add_argument("--half", action="store_true", help="store weights as fp16")
     average_parser.add_argument("--evaluation", metavar="EVAL.json",
                                 help="record held-out figures from `evaluate --json` of the averaged model")
+    average_parser.add_argument("--batchnorm-from", metavar="RUN/config.yaml",
+                                help="recompute the BatchNorm statistics for the mean weights on training crops "
+                                     "drawn as that run draws them (as SWA does; averaged statistics do not fit "
+                                     "averaged weights)")
+    average_parser.add_argument("--batchnorm-crops", type=int, default=None, metavar="N",
+                                help="crops for --batchnorm-from (default: one epoch of that run's)")
     promote_parser = sub.add_parser(
         "promote", help="does a candidate's evaluation beat the shipped model enough to replace it? (exit 0: yes)")
     promote_parser.add_argument("evaluation", help="the candidate's `evaluate --json` file (with --lines for Vegas)")
@@ -268,7 +274,16 @@ def cmd_average(args) -> int:
     from .average import average
 
     evaluation = _read_evaluation(Path(args.evaluation)) if args.evaluation else None
-    print(f"wrote {average([Path(m) for m in args.models], Path(args.out), args.half, evaluation=evaluation)}")
+    batchnorm_from = None
+    if args.batchnorm_from:
+        from .config import TrainConfig, read_config
+
+        batchnorm_from = TrainConfig.from_dict(read_config(Path(args.batchnorm_from)))
+    if args.batchnorm_crops is not None and (args.batchnorm_crops < 1 or batchnorm_from is None):
+        raise InputError("--batchnorm-crops N: give a positive number of crops, with --batchnorm-from RUN/config.yaml")
+    written = average([Path(m) for m in args.models], Path(args.out), args.half, evaluation=evaluation,
+                      batchnorm_from=batchnorm_from, batchnorm_crops=args.batchnorm_crops)
+    print(f"wrote {written}")
     return 0
 
 

@@ -1,18 +1,29 @@
 """`python -m training average`: one model whose weights are the mean of several of the same network: the
 snapshots of one run's last epochs (`fit --epoch-snapshots`; stochastic weight averaging, Izmailov et al. 2018,
 and SWAD for imagery unlike the training set's, Cha et al. 2021), or models fine-tuned from one parent (a
-"model soup", Wortsman et al. 2022). Weights far apart (models trained from different starts) average to
-nonsense: score the result with `evaluate` before using it."""
+"model soup", Wortsman et al. 2022; a fine-tuned model and its parent, WiSE-FT, Wortsman et al. 2022). Weights far
+apart (models trained from different starts) average to nonsense: score the result with `evaluate` before using it.
+
+BatchNorm's running statistics are not weights: the mean of several networks' statistics does not describe the
+activations of the network whose weights are the mean. SWA recomputes them with one pass over training data
+(`torch.optim.swa_utils.update_bn`); `--batchnorm-from RUN/config.yaml` does that on the crops that run draws."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader
 
 from core.errors import InputError
 from core.extraction.brightness import model_range
+from core.extraction.inference import normalize
 from core.model.checkpoint import ModelInfo, Normalization, save_model
 
-from .fit import record_evaluation, road_model
+from .config import TrainConfig
+from .fit import precision_for, record_evaluation, road_model, training_crops
 
 
 def _union(recorded: list[tuple[float, float] | None]) -> tuple[float, float] | None:
@@ -24,9 +35,30 @@ def _union(recorded: list[tuple[float, float] | None]) -> tuple[float, float] | 
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict | None = None) -> Path:
+def recompute_batchnorm(network: torch.nn.Module, normalization: Normalization, config: TrainConfig,
+                        crops: int | None = None) -> dict:
+    """Sets every BatchNorm layer's running mean and variance to their average over `crops` training crops (one
+    epoch of the run's by default) drawn as `config`'s run draws them, in its arithmetic; returns what was done,
+    for the model file's provenance."""
+    dataset = training_crops(config, config.split(), crops)
+    precision = precision_for(config)
+    print(f"batchnorm   statistics from {len(dataset)} crops of {', '.join(config.data)} ({config.augment} "
+          f"augmentation, seed {config.seed}), {precision.why}", file=sys.stderr)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=0)
+    batches = (normalize(images, normalization).contiguous(memory_format=torch.channels_last) for images, _ in loader)
+    network.float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=precision.autocast or torch.bfloat16,
+                                         enabled=precision.autocast is not None):
+        update_bn(batches, network)
+    return {"crops": len(dataset), "data": list(config.data), "augment": config.augment, "seed": config.seed,
+            "precision": precision.name}
+
+
+def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict | None = None,
+            batchnorm_from: TrainConfig | None = None, batchnorm_crops: int | None = None) -> Path:
     """Writes the mean of the models at `paths` (training checkpoints or model files) as a model file. Floating
-    tensors (weights and BatchNorm statistics) are averaged in fp32; counters come from the first model."""
+    tensors (weights and BatchNorm statistics) are averaged in fp32; counters come from the first model. With
+    `batchnorm_from`, the statistics are then recomputed for the mean weights (`recompute_batchnorm`)."""
     if len(paths) < 2:
         raise InputError("give at least two models to average (e.g. RUN/checkpoints/epoch-*.ckpt)")
     first = road_model(paths[0])
@@ -58,6 +90,9 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
                      normalization=Normalization(base.mean, base.std, base.scale,
                                                  _union([n.brightness for n in normalizations])),
                      provenance={**first.info.provenance, "averaged": [str(p) for p in paths]})
+    if batchnorm_from is not None:
+        info.provenance["batchnorm_recomputed"] = recompute_batchnorm(first.network, info.normalization,
+                                                                      batchnorm_from, batchnorm_crops)
     if evaluation is not None:
         record_evaluation(info, evaluation)
     return save_model(out, first.network, info, half=half)

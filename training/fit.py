@@ -149,12 +149,17 @@ class ResumableCSVLogger(L.pytorch.loggers.CSVLogger):
         return writer
 
 
+def training_crops(config: TrainConfig, split, crops_per_epoch: int | None = None) -> RoadCrops:
+    """The crops a run with this configuration trains on (its data, crop size, augmentation and seed)."""
+    return RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment,
+                                                    invert_brightness=config.invert_brightness),
+                     crops_per_epoch=crops_per_epoch or config.crops_per_epoch, seed=config.seed,
+                     log=lambda message: print(message, file=sys.stderr))
+
+
 def build(config: TrainConfig):
     split = config.split()
-    train = RoadCrops(split.sources, augment=Augment(crop=config.crop, recipe=config.augment,
-                                                      invert_brightness=config.invert_brightness),
-                      crops_per_epoch=config.crops_per_epoch, seed=config.seed,
-                      log=lambda message: print(message, file=sys.stderr))
+    train = training_crops(config, split)
     val = WholeTiles(split.val, split.labels)
     crops, tiles = CropOrder(len(train), config.batch_size), TileShard(len(val))
     train_loader = DataLoader(train, batch_size=config.batch_size, sampler=crops, num_workers=config.num_workers,
