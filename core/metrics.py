@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -289,6 +290,28 @@ def _area_polygons(path, crs_wkt: str | None) -> list:
         raise RasterError(f"--area {path}: {exc}") from None
 
 
+def reference_in_area(truth: list[shapely.LineString], crs: str | None, area, reference, lines_file):
+    """(the reference lines inside the polygons of the vector file `area`, those polygons in `crs`): refused with
+    one line where the lines have no CRS (where the area lies on them is unknown) or the area holds none of them."""
+    from core.inputs.raster import RasterError
+
+    if crs is None:
+        raise RasterError(f"--area needs lines with a CRS; {lines_file} has none, so where the area lies on them is "
+                          f"unknown")
+    inside = shapely.union_all(_area_polygons(area, crs))
+    clipped = lines_inside(truth, inside)
+    if truth and not clipped:
+        raise RasterError(f"--area {area}: none of the reference lines lies inside it; draw it where "
+                          f"{Path(reference).name} has roads")
+    return clipped, inside
+
+
+def check_reference_area(reference, area) -> None:
+    """Refuses, before any extraction, an `area` that `evaluate_files` would refuse for this reference."""
+    truth, crs = read_lines(reference)
+    reference_in_area(truth, crs, area, reference, reference)
+
+
 def lines_inside(lines: list[shapely.LineString], area) -> list[shapely.LineString]:
     """The parts of `lines` inside the polygons `area` (lines that cross its edge are cut there)."""
     inside = []
@@ -352,15 +375,8 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
         proposal, crs = read_lines(predicted)
         truth, _ = read_lines(reference, crs)
         if area is not None:
-            if crs is None:
-                raise RasterError(f"--area needs lines with a CRS; {predicted} has none, so where the area lies on "
-                                  f"them is unknown")
-            inside = shapely.union_all(_area_polygons(area, crs))
-            clipped = lines_inside(truth, inside)
-            if truth and not clipped:
-                raise RasterError(f"--area {area}: none of the reference lines lies inside it; draw it where "
-                                  f"{reference.name} has roads")
-            proposal, truth = lines_inside(proposal, inside), clipped
+            truth, inside = reference_in_area(truth, crs, area, reference, predicted)
+            proposal = lines_inside(proposal, inside)
         geographic = bool(crs) and CRS.from_wkt(crs).is_geographic
         if geographic:
             proposal, truth = to_local_metres(proposal, truth)

@@ -469,7 +469,7 @@ def test_line_shifts_score_each_raster_from_several_origins_and_report_the_mean(
     assert "--skip-tiles leaves nothing to score" in capsys.readouterr().err
 
 
-def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(tmp_path, monkeypatch):
+def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(tmp_path, monkeypatch, capsys):
     """One raster, its west and east halves labelled in two folders (`NAME_area.geojson` beside each): each half is
     scored inside its area only, on one shared extraction, and the halves add up to the whole reference."""
     import training.evaluate
@@ -502,3 +502,14 @@ def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(t
     one = json.loads((tmp_path / "whole.json").read_text())["lines"]["scales 1.0"]
     assert halves["reference_km"] == pytest.approx(one["reference_km"]) and halves["proposal_km"] == pytest.approx(
         one["proposal_km"], abs=0.002)
+    # A NAME_area file that is no area (the road lines themselves) is refused before any raster is extracted.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for file in ("scene.tif", "scene_roads.geojson"):
+        (bad / file).symlink_to(whole / file)
+    (bad / "scene_area.geojson").symlink_to(whole / "scene_roads.geojson")
+    extractions.clear()
+    capsys.readouterr()
+    assert main(["evaluate", model, "--lines", str(tmp_path / "west"), "--lines", str(bad), "--skip-tiles"]) == 2
+    error = capsys.readouterr().err
+    assert extractions == [] and f"--lines {bad}: {bad / 'scene_area.geojson'}: it has no polygons" in error

@@ -24,6 +24,7 @@ from core.inputs.raster import ArraySource
 from core.metrics import (
     AplsParams,
     apls,
+    check_reference_area,
     pixel_metrics,
     pixel_metrics_from_counts,
     pooled_length_metrics,
@@ -162,6 +163,12 @@ def line_references(folders: Iterable[str]) -> list:
         if not found:
             raise InputError(f"--lines {folder}: no NAME.tif + NAME_roads.geojson|gpkg pairs there; give a folder of "
                              f"georeferenced rasters beside their road centrelines (e.g. ../shared/data/spacenet)")
+        for pair in found:  # a bad NAME_area file is refused now, not after its raster's first extraction
+            if pair.area is not None:
+                try:
+                    check_reference_area(pair.mask, pair.area)
+                except InputError as exc:
+                    raise InputError(f"--lines {folder}: {str(exc).removeprefix('--area ')}") from None
         pairs += found
     return pairs
 
