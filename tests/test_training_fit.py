@@ -159,7 +159,7 @@ def test_fit_in_process_returns_the_best_checkpoint_which_the_engine_reads_as_it
 
 
 def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
-    from training.fit import promotion_verdict
+    from training.promotion import promotion_verdict
 
     shipped = {"heldout_road_iou": 0.371, "heldout_apls": 0.228, "lines_completeness": 0.02,
                "lines_correctness": 0.46}
@@ -167,8 +167,14 @@ def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
     assert promotion_verdict(better, shipped)[0]
     assert not promotion_verdict({**better, "heldout_road_iou": 0.375}, shipped)[0]  # +0.004: noise
     assert not promotion_verdict({**better, "heldout_apls": 0.2}, shipped)[0]
-    ok, reasons = promotion_verdict({**better, "lines_completeness": 0.01}, shipped)
+    ok, reasons = promotion_verdict({**better, "lines_completeness": 0.0}, shipped)  # 0.02 lower
     assert not ok and any(r.startswith("FAIL  lines completeness") for r in reasons)
+    # Within the margin (two standard errors of an 8-origin mean) a Vegas figure is a tie; the strict rule is margin 0.
+    tie = {**better, "lines_completeness": 0.009, "lines_correctness": 0.45}
+    ok, reasons = promotion_verdict(tie, shipped)
+    assert ok and "pass  lines completeness: 0.0200 -> 0.0090 (must not fall by more than 0.015)" in reasons
+    assert not promotion_verdict(tie, shipped, lines_margin=0)[0]
+    assert not promotion_verdict({**tie, "lines_correctness": 0.44}, shipped)[0]  # 0.02 lower: a loss
     assert not promotion_verdict({}, shipped)[0]
     # Figures from two arithmetics are refused, not compared; unrecorded ones are said to be unknown.
     with pytest.raises(InputError, match="bf16 arithmetic, the shipped model's from fp32"):

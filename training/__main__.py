@@ -132,6 +132,12 @@ def main(argv=None) -> int:
     promote_parser.add_argument("--shipped", default="", help="the model to beat (default: the shipped model)")
     promote_parser.add_argument("--shipped-evaluation", default="",
                                 help="its `evaluate --json` file, where its model file lacks some figures")
+    from .promotion import LINES_MARGIN
+
+    promote_parser.add_argument("--lines-margin", type=float, default=LINES_MARGIN, metavar="M",
+                                help="how far reference-line completeness and correctness may fall and still count "
+                                     f"as not lower (default {LINES_MARGIN:g}: about two standard errors of the paired "
+                                     "difference of two 8-origin means on the Vegas tile; 0: the strict rule)")
     finetune_parser = sub.add_parser(
         "finetune", help="teach a road model your imagery from road lines (or masks) you have, in minutes")
     add_finetune_flags(finetune_parser)
@@ -208,7 +214,8 @@ def cmd_promote(args) -> int:
     from core.model.catalog import open_model, resolve_model
 
     from .evaluate import Inference
-    from .fit import held_out_metrics, line_metrics, promotion_verdict
+    from .fit import held_out_metrics, line_metrics
+    from .promotion import promotion_verdict
 
     candidate, tiles = held_out_metrics(_read_evaluation(Path(args.evaluation)))
     shipped_path = resolve_model(args.shipped or None)
@@ -222,7 +229,9 @@ def cmd_promote(args) -> int:
     if recorded and sorted(recorded) != sorted(tiles):
         raise InputError(f"the candidate was evaluated on {tiles}, the shipped model on {recorded}; evaluate on the "
                          f"same tiles (--data, --val-tiles, --seed as in its card)")
-    ok, reasons = promotion_verdict(candidate, shipped)
+    if not 0 <= args.lines_margin < 1:
+        raise InputError(f"--lines-margin {args.lines_margin:g}: give a share from 0 (the strict rule) to below 1")
+    ok, reasons = promotion_verdict(candidate, shipped, args.lines_margin)
     print(f"candidate {args.evaluation} against {shipped_path.name}:")
     print("\n".join(reasons))
     print("verdict: promote (export it with --evaluation and update the model card)" if ok else

@@ -1,0 +1,63 @@
+"""The rule that decides whether a candidate model replaces the shipped one (`python -m training promote`)."""
+
+from __future__ import annotations
+
+from core.errors import InputError
+
+# How far a candidate's reference-line completeness or correctness may lie below the shipped model's and still count
+# as "not lower": about two standard errors of the paired difference of two 8-origin means on the Vegas tile
+# (0.004-0.009 across the candidates of the model card). Without it, a copy of the shipped model trained again would
+# fail about half of the time. Fixed on 2026-11-29 before the first candidate it was applied to was trained.
+LINES_MARGIN = 0.015
+
+
+def promotion_verdict(candidate: dict, shipped: dict, lines_margin: float = LINES_MARGIN) -> tuple[bool, list[str]]:
+    """Whether a candidate replaces the shipped model, from both models' flat metrics (`held_out_metrics`): held-out
+    road IoU at least 0.01 higher, held-out APLS not lower, and, where both were scored against reference lines
+    (the Vegas tile), completeness and correctness not lower by more than `lines_margin`, all in the same
+    arithmetic (else InputError). Each model version adds ~34 MB to the repository's history, so only clear gains
+    ship."""
+    reasons, ok = [], True
+    # bf16 rounding alone moves the shipped model's Vegas figures by 0.05 (README, "Candidates"): figures from two
+    # arithmetics are not compared.
+    for key, what in (("heldout_arithmetic", "validation tiles"), ("lines_arithmetic", "reference lines")):
+        new, old = candidate.get(key), shipped.get(key)
+        if new and old and new != old:
+            raise InputError(f"the candidate's {what} figures come from {new} arithmetic, the shipped model's from "
+                             f"{old}; score both with the same `python -m training evaluate --precision`")
+        if new and not old:
+            reasons.append(f"note  the shipped model's {what} figures do not say their arithmetic (the candidate's: "
+                           f"{new})")
+
+    # One origin's Vegas figure moves by 0.04 (sd) with the raster's origin alone: a mean over shifts is compared
+    # only with a mean over as many.
+    if "lines_completeness" in candidate and "lines_completeness" in shipped:
+        new, old = candidate.get("lines_shifts", 1), shipped.get("lines_shifts", 1)
+        if new != old:
+            raise InputError(f"the candidate's reference-line figures are the mean over {new} origin shift(s), the "
+                             f"shipped model's over {old}; score both with the same `python -m training evaluate "
+                             f"--line-shifts`")
+        # Figures from before the one-frame fix were off by up to tens of metres in geographic CRSs.
+        new, old = candidate.get("lines_metric_version", 1), shipped.get("lines_metric_version", 1)
+        if new != old:
+            raise InputError(f"the candidate's reference-line figures were measured by line metric version {new}, "
+                             f"the shipped model's by version {old}; score both again with this version's "
+                             f"`python -m training evaluate`")
+
+    def rule(name: str, passed: bool, text: str) -> None:
+        nonlocal ok
+        ok &= passed
+        reasons.append(f"{'pass' if passed else 'FAIL'}  {name}: {text}")
+
+    new, old = candidate.get("heldout_road_iou"), shipped.get("heldout_road_iou")
+    if new is None or old is None:
+        return False, ["FAIL  held-out road IoU missing: evaluate both on the same tiles first"]
+    rule("road IoU", new >= old + 0.01, f"{old:.4f} -> {new:.4f} (needs +0.01)")
+    new, old = candidate.get("heldout_apls", float("nan")), shipped.get("heldout_apls", float("nan"))
+    rule("APLS", new >= old - 1e-9, f"{old:.4f} -> {new:.4f} (must not fall)")
+    allowed = f"must not fall by more than {lines_margin:g}" if lines_margin else "must not fall"
+    for name in ("lines_completeness", "lines_correctness"):
+        if name in candidate and name in shipped:
+            rule(name.replace("_", " "), candidate[name] >= shipped[name] - lines_margin - 1e-9,
+                 f"{shipped[name]:.4f} -> {candidate[name]:.4f} ({allowed})")
+    return ok, reasons
