@@ -9,6 +9,7 @@ from core.errors import InputError
 from core.options import EvaluateOptions, InferenceOptions, describe
 
 from .config import add_flags, resolve
+from .promotion import LINES_MARGIN, promotion_verdict
 
 
 def _line_shifts(text: str) -> int:
@@ -132,8 +133,6 @@ def main(argv=None) -> int:
     promote_parser.add_argument("--shipped", default="", help="the model to beat (default: the shipped model)")
     promote_parser.add_argument("--shipped-evaluation", default="",
                                 help="its `evaluate --json` file, where its model file lacks some figures")
-    from .promotion import LINES_MARGIN
-
     promote_parser.add_argument("--lines-margin", type=float, default=LINES_MARGIN, metavar="M",
                                 help="how far reference-line completeness and correctness may fall and still count "
                                      f"as not lower (default {LINES_MARGIN:g}: about two standard errors of the paired "
@@ -215,7 +214,6 @@ def cmd_promote(args) -> int:
 
     from .evaluate import Inference
     from .fit import held_out_metrics, line_metrics
-    from .promotion import promotion_verdict
 
     candidate, tiles = held_out_metrics(_read_evaluation(Path(args.evaluation)))
     shipped_path = resolve_model(args.shipped or None)
