@@ -320,8 +320,10 @@ def test_this_machines_cpu_flags_are_read():
 
 
 def test_bf16_and_fp32_extraction_agree_on_a_real_tile(shared_data, tmp_path):
-    """The shipped model on a Massachusetts validation tile (1000x1000 px of it, one scale): the bf16 and fp32
-    masks must agree to road IoU >= 0.98 and the probabilities to a mean absolute difference below 0.01. Runs
+    """The shipped model on a Massachusetts validation tile (1000x1000 px of it, one scale; 25229185_15, whose crop
+    is 97% imagery and 2.6% road: the first tile's is 98% white no-data, where version 2 drew false roads along the
+    no-data edge and version 3 none at all): the bf16 and fp32 masks must agree where fp32 is confident and the
+    probabilities to a mean absolute difference below 0.01. Runs
     where the CPU (or GPU) has native bf16; elsewhere bf16 is refused, which test_cpu_precision... covers."""
     if resolve_precision("auto", resolve_device("auto")).name != "bf16":
         pytest.skip("this machine has no native bf16 arithmetic (no amx_bf16/avx512_bf16 flag, no bf16 GPU)")
@@ -329,7 +331,7 @@ def test_bf16_and_fp32_extraction_agree_on_a_real_tile(shared_data, tmp_path):
 
     from core.model.catalog import default_model
 
-    image = np.asarray(Image.open(shared_data / "massroads/images/17428735_15.png").convert("RGB"))[:1000, :1000]
+    image = np.asarray(Image.open(shared_data / "massroads/images/25229185_15.png").convert("RGB"))[:1000, :1000]
     source = ArraySource(image, gsd_m=1.0)
     model = load_model(default_model())
     results = {}
