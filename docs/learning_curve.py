@@ -36,6 +36,7 @@ HOME_TARGET, VEGAS_TARGET = 0.50, 0.30  # issue 13's targets: held-out road IoU,
 @dataclass
 class Curve:
     label: str
+    epochs: list[int]
     steps: list[int]
     road_iou: list[float]
     # {reference set: [(step, completeness, completeness_sd, correctness)]} of the run's epoch snapshots
@@ -68,12 +69,13 @@ def read_curve(label: str, run: Path, start: int) -> Curve:
             if row.get("val/road_iou"):
                 # The step logged with validation is the epoch's last; a resumed epoch logs again: keep the latest.
                 by_epoch[int(row["epoch"])] = (start + int(row["step"]) + 1, float(row["val/road_iou"]))
-    steps, ious = zip(*(by_epoch[e] for e in sorted(by_epoch)), strict=True) if by_epoch else ((), ())
-    return Curve(label, list(steps), list(ious))
+    epochs = sorted(by_epoch)
+    return Curve(label, epochs, [by_epoch[e][0] for e in epochs], [by_epoch[e][1] for e in epochs])
 
 
-def score_snapshots(curve: Curve, run: Path, start: int, folders: list[str], shifts: int) -> None:
-    """Each epoch snapshot of `run` on the reference lines in `folders` (cached in RUN/line-scores/)."""
+def score_snapshots(curve: Curve, run: Path, folders: list[str], shifts: int) -> None:
+    """Each epoch snapshot of `run` on the reference lines in `folders` (cached in RUN/line-scores/), at the step
+    its epoch's validation was logged at."""
     from core.metrics import LINE_METRIC_VERSION
     from training.evaluate import Inference, evaluate_line_references, line_references
     from training.fit import road_model
@@ -82,6 +84,7 @@ def score_snapshots(curve: Curve, run: Path, start: int, folders: list[str], shi
     inference = Inference(scales=(1.0,), tile=512, overlap=64, precision="fp32")
     cache = run / "line-scores"
     cache.mkdir(exist_ok=True)
+    step_of = dict(zip(curve.epochs, curve.steps, strict=True))
     key = {"metric_version": LINE_METRIC_VERSION, "shifts": shifts, "lines": [str(Path(f).resolve()) for f in folders]}
     for snapshot in sorted((run / "checkpoints").glob("epoch-*.ckpt")):
         scored = cache / f"{snapshot.stem}.json"
@@ -94,7 +97,7 @@ def score_snapshots(curve: Curve, run: Path, start: int, folders: list[str], shi
         by_set: dict[str, list[dict]] = {}
         for row in figures["rows"]:  # one row per reference set and origin
             by_set.setdefault(row["raster"], []).append(row)
-        step = start + 100 * (int(snapshot.stem.split("-")[1]) + 1)  # 100 steps per epoch, as every run here
+        step = step_of[int(snapshot.stem.split("-")[1])]
         for name, rows in by_set.items():
             completeness = [r["completeness"] for r in rows]
             curve.lines.setdefault(name, []).append(
@@ -162,8 +165,8 @@ def main() -> int:
     args = parser.parse_args()
     curves = [read_curve(*run) for run in args.run]
     if args.lines:
-        for curve, (_, folder, start) in zip(curves, args.run, strict=True):
-            score_snapshots(curve, folder, start, args.lines, args.line_shifts)
+        for curve, (_, folder, _) in zip(curves, args.run, strict=True):
+            score_snapshots(curve, folder, args.lines, args.line_shifts)
     points = [read_point(*point) for point in args.point]
     for curve in curves:
         best = max(range(len(curve.road_iou)), key=curve.road_iou.__getitem__)

@@ -21,6 +21,17 @@ def _line_shifts(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--line-shifts ")) from None
 
 
+def _lines_margin(text: str) -> float:
+    """`promote --lines-margin`: a share from 0 (the strict rule) to below 1, refused before any file is read."""
+    try:
+        margin = float(text)
+    except ValueError:
+        margin = float("nan")
+    if not 0 <= margin < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a share from 0 (the strict rule) to below 1")
+    return margin
+
+
 def _add_lines_flags(parser) -> None:
     parser.add_argument("--lines", action="append", default=[], metavar="FOLDER",
                         help="also score extracted road lines against reference centrelines: a folder of NAME.tif + "
@@ -133,7 +144,7 @@ def main(argv=None) -> int:
     promote_parser.add_argument("--shipped", default="", help="the model to beat (default: the shipped model)")
     promote_parser.add_argument("--shipped-evaluation", default="",
                                 help="its `evaluate --json` file, where its model file lacks some figures")
-    promote_parser.add_argument("--lines-margin", type=float, default=LINES_MARGIN, metavar="M",
+    promote_parser.add_argument("--lines-margin", type=_lines_margin, default=LINES_MARGIN, metavar="M",
                                 help="how far reference-line completeness and correctness may fall and still count "
                                      f"as not lower (default {LINES_MARGIN:g}: about two standard errors of the paired "
                                      "difference of two 8-origin means on the Vegas tile; 0: the strict rule)")
@@ -227,8 +238,6 @@ def cmd_promote(args) -> int:
     if recorded and sorted(recorded) != sorted(tiles):
         raise InputError(f"the candidate was evaluated on {tiles}, the shipped model on {recorded}; evaluate on the "
                          f"same tiles (--data, --val-tiles, --seed as in its card)")
-    if not 0 <= args.lines_margin < 1:
-        raise InputError(f"--lines-margin {args.lines_margin:g}: give a share from 0 (the strict rule) to below 1")
     ok, reasons = promotion_verdict(candidate, shipped, args.lines_margin)
     print(f"candidate {args.evaluation} against {shipped_path.name}:")
     print("\n".join(reasons))
