@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import InputError
 from core.extraction.brightness import MASSACHUSETTS_BRIGHTNESS
 from core.metrics import pixel_metrics
 from core.model import ModelConfig, build_model
@@ -502,6 +503,28 @@ def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(t
     one = json.loads((tmp_path / "whole.json").read_text())["lines"]["scales 1.0"]
     assert halves["reference_km"] == pytest.approx(one["reference_km"]) and halves["proposal_km"] == pytest.approx(
         one["proposal_km"], abs=0.002)
+    # Each set's own figures are kept beside the pooled ones; disjoint halves pool honestly, so nothing is flagged.
+    assert list(halves["by_reference"]) == halves["references"] == [r["raster"] for r in rows]
+    assert halves["by_reference"][rows[0]["raster"]]["reference_km"] == pytest.approx(0.1)
+    assert halves["overlapping_references"] is False and "references" in one and "by_reference" not in one
+    # The whole raster beside one of its halves: the pooled row counts the half twice, and says so.
+    capsys.readouterr()
+    assert main(["evaluate", model, "--lines", str(whole), "--lines", str(tmp_path / "west"), "--skip-tiles",
+                 "--json", str(tmp_path / "both.json")]) == 0
+    out = capsys.readouterr().out
+    both = json.loads((tmp_path / "both.json").read_text())["lines"]["scales 1.0"]
+    assert both["overlapping_references"] is True and "counts their shared ground more than once" in out
+    assert "| scales 1.0, scene.tif in west/scene_area.geojson |" in out
+    from training.fit import line_metrics
+    from training.promotion import promotion_verdict
+
+    flat = {"heldout_road_iou": 0.5, "heldout_apls": 0.5}
+    with pytest.raises(InputError, match="pool reference sets that cover one raster"):
+        promotion_verdict({**flat, **line_metrics({"lines": {"scales 1.0": both}})},
+                          {**flat, "lines_completeness": 0.1, "lines_correctness": 0.1})
+    with pytest.raises(InputError, match="score both with the same `python -m training evaluate --lines`"):
+        promotion_verdict({**flat, **line_metrics({"lines": {"scales 1.0": halves}})},
+                          {**flat, **line_metrics({"lines": {"scales 1.0": one}})})
     # A NAME_area file that is no area (the road lines themselves) is refused before any raster is extracted.
     bad = tmp_path / "bad"
     bad.mkdir()

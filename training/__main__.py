@@ -188,14 +188,14 @@ def cmd_evaluate(args) -> int:
         print(f"{args.model} on {len(pairs)} {args.tiles} tile(s) of {config.data[0]}:")
         print(format_results(results))
     if args.lines:
-        from .evaluate import LINE_COLUMNS, evaluate_line_references, line_references
+        from .evaluate import evaluate_line_references, format_line_results, line_references
 
         line_pairs = line_references(args.lines)
         lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m, shifts=args.line_shifts,
                                          log=lambda m: print(m, file=sys.stderr))
         print(f"{args.model}: extracted lines against {len(line_pairs)} reference line file(s), within "
               f"{args.buffer_m:g} m:")
-        print(format_results(lines, LINE_COLUMNS))
+        print(format_line_results(lines))
         results["lines"] = lines
     if args.json:
         _write_json(Path(args.json), results)

@@ -253,18 +253,63 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                                 + (f"shift {shift} px  " if shifts > 1 else "")
                                 + f"completeness {figures['completeness']:.3f}  correctness "
                                   f"{figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
+    references = list(dict.fromkeys(row["raster"] for row in next(iter(rows.values()), [])))
     results = {}
     for inference in inferences:
-        by_shift = []
-        for shift in range(shifts):
-            of_shift = [r for r in rows[inference.label] if r["shift"] == shift]
-            by_shift.append({**pooled_length_metrics(of_shift), "apls": float(np.mean([r["apls"] for r in of_shift]))})
-        figures = {name: float(np.mean([f[name] for f in by_shift])) for name in by_shift[0]}
-        if shifts > 1:
-            figures.update({f"{name}_sd": float(np.std([f[name] for f in by_shift], ddof=1))
-                            for name in ("completeness", "correctness", "quality", "apls")})
-            figures["by_shift"] = by_shift
+        figures = _mean_over_shifts(rows[inference.label], shifts)
+        if len(references) > 1:
+            figures["by_reference"] = {
+                name: _mean_over_shifts([r for r in rows[inference.label] if r["raster"] == name], shifts)
+                for name in references}
         results[inference.label] = {**figures, "shifts": shifts, "buffer_m": buffer_m,
-                                    "metric_version": LINE_METRIC_VERSION,
-                                    "arithmetic": inference.arithmetic, "rasters": rows[inference.label]}
+                                    "metric_version": LINE_METRIC_VERSION, "arithmetic": inference.arithmetic,
+                                    "references": references,
+                                    "overlapping_references": any(_areas_overlap(sharing)
+                                                                  for sharing in by_image.values()),
+                                    "rasters": rows[inference.label]}
     return results
+
+
+def _areas_overlap(pairs) -> bool:
+    """Whether reference sets of one raster cover shared ground (a whole raster beside an area of it, or two areas
+    that intersect): their pooled figure would count that ground more than once. Two halves do not overlap."""
+    import shapely
+
+    from core.inputs.vectors import read_polygons
+
+    if len(pairs) < 2:
+        return False
+    if any(pair.area is None for pair in pairs):
+        return True
+    with rasterio.open(pairs[0].image) as ds:
+        crs = ds.crs.to_wkt() if ds.crs else None
+    areas = [shapely.union_all(read_polygons(pair.area, crs)) for pair in pairs]
+    return any(a.intersection(b).area > 1e-6 * min(a.area, b.area)
+               for i, a in enumerate(areas) for b in areas[i + 1:])
+
+
+def _mean_over_shifts(rows: list[dict], shifts: int) -> dict:
+    """Figures pooled over the reference sets of each origin shift, then the mean (and spread) over the shifts."""
+    by_shift = []
+    for shift in range(shifts):
+        of_shift = [r for r in rows if r["shift"] == shift]
+        by_shift.append({**pooled_length_metrics(of_shift), "apls": float(np.mean([r["apls"] for r in of_shift]))})
+    figures = {name: float(np.mean([f[name] for f in by_shift])) for name in by_shift[0]}
+    if shifts > 1:
+        figures.update({f"{name}_sd": float(np.std([f[name] for f in by_shift], ddof=1))
+                        for name in ("completeness", "correctness", "quality", "apls")})
+        figures["by_shift"] = by_shift
+    return figures
+
+
+def format_line_results(results: dict[str, dict]) -> str:
+    """The pooled table and, where several reference sets were scored, one table row per set and inference."""
+    text = format_results(results, LINE_COLUMNS)
+    sets = [(f"{label}, {name}", figures) for label, summary in results.items()
+            for name, figures in summary.get("by_reference", {}).items()]
+    if sets:
+        text += "\n\nby reference set:\n" + format_results(dict(sets), LINE_COLUMNS)
+    if any(summary.get("overlapping_references") for summary in results.values()):
+        text += ("\n\nsome reference sets cover one raster (areas of it): the pooled row counts their shared ground "
+                 "more than once; read the rows by reference set")
+    return text

@@ -318,6 +318,9 @@ def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
     metrics["lines_metric_version"] = int(lines.get("metric_version", 1))
     if "arithmetic" in lines:
         metrics["lines_arithmetic"] = str(lines["arithmetic"])
+    if lines.get("references"):  # which reference sets the pooled figures cover, so two models are compared on one
+        metrics["lines_references"] = "; ".join(lines["references"])
+        metrics["lines_overlapping_references"] = bool(lines.get("overlapping_references", False))
     return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
 
 

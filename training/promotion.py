@@ -37,6 +37,15 @@ def promotion_verdict(candidate: dict, shipped: dict, lines_margin: float = LINE
             raise InputError(f"the candidate's reference-line figures are the mean over {new} origin shift(s), the "
                              f"shipped model's over {old}; score both with the same `python -m training evaluate "
                              f"--line-shifts`")
+        # Pooled figures of other reference sets (a tile's halves beside the whole tile, say) are other figures.
+        new, old = candidate.get("lines_references"), shipped.get("lines_references")
+        if new and old and new != old:
+            raise InputError(f"the candidate's reference-line figures pool {new}, the shipped model's {old}; score "
+                             f"both with the same `python -m training evaluate --lines`")
+        if candidate.get("lines_overlapping_references") or shipped.get("lines_overlapping_references"):
+            raise InputError("a model's reference-line figures pool reference sets that cover one raster (areas of "
+                             "it), counting their shared ground more than once; score both with --lines of whole "
+                             "rasters only (the model card's: --lines ../shared/data/spacenet)")
         # Figures from before the one-frame fix were off by up to tens of metres in geographic CRSs.
         new, old = candidate.get("lines_metric_version", 1), shipped.get("lines_metric_version", 1)
         if new != old:
