@@ -536,3 +536,37 @@ def test_references_complete_in_part_of_a_raster_are_scored_inside_their_areas(t
     assert main(["evaluate", model, "--lines", str(tmp_path / "west"), "--lines", str(bad), "--skip-tiles"]) == 2
     error = capsys.readouterr().err
     assert extractions == [] and f"--lines {bad}: {bad / 'scene_area.geojson'}: it has no polygons" in error
+
+
+def test_vegas_halves_split_the_tile_and_its_reference_lines_in_two(shared_data, tmp_path):
+    """benchmarks/vegas_halves.py: two areas that tile the SpaceNet raster without overlap, read by `evaluate
+    --lines` as two reference sets whose road lengths add up to the whole tile's."""
+    import rasterio
+    import shapely
+
+    from core.metrics import check_reference_area, lines_inside, read_lines, reference_in_area, to_local_metres
+    from training.evaluate import _areas_overlap, line_references
+
+    spacenet = shared_data / "spacenet"
+    if not (spacenet / "vegas_img0.tif").exists():
+        pytest.skip(f"the SpaceNet Las Vegas tile is not in {spacenet}")
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "vegas_halves.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    pairs = line_references([str(tmp_path / "west"), str(tmp_path / "east")])
+    assert [p.area.parent.name for p in pairs] == ["west", "east"] and not _areas_overlap(pairs)
+    with rasterio.open(spacenet / "vegas_img0.tif") as ds:
+        bounds = shapely.box(*ds.bounds)
+    truth, lines_crs = read_lines(spacenet / "vegas_img0_roads.geojson")
+    areas, lengths = [], []
+    for pair in pairs:
+        check_reference_area(pair.mask, pair.area)
+        inside, area = reference_in_area(truth, lines_crs, pair.area, pair.mask, pair.mask)
+        areas.append(area)
+        lengths.append(sum(line.length for line in to_local_metres(inside)[0]))
+    assert shapely.union_all(areas).symmetric_difference(bounds).area < 1e-9 * bounds.area
+    west_end = areas[0].bounds[2]  # the cut lies at pixel column 650 of 1300: the tile's middle
+    assert west_end == pytest.approx((bounds.bounds[0] + bounds.bounds[2]) / 2)
+    whole = sum(line.length for line in to_local_metres(lines_inside(truth, bounds))[0])
+    assert sum(lengths) == pytest.approx(whole, rel=1e-6) and min(lengths) > 0.2 * whole
+    # The whole tile beside one of its halves shares ground: a pooled figure of the two would count it twice.
+    assert _areas_overlap(line_references([str(spacenet), str(tmp_path / "west")]))
