@@ -254,6 +254,7 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                                 + f"completeness {figures['completeness']:.3f}  correctness "
                                   f"{figures['correctness']:.3f}  APLS {figures['apls']:.3f}")
     references = list(dict.fromkeys(row["raster"] for row in next(iter(rows.values()), [])))
+    overlapping = any(_areas_overlap(sharing) for sharing in by_image.values())
     results = {}
     for inference in inferences:
         figures = _mean_over_shifts(rows[inference.label], shifts)
@@ -263,9 +264,7 @@ def evaluate_line_references(model: RoadModel, pairs, inferences: Iterable[Infer
                 for name in references}
         results[inference.label] = {**figures, "shifts": shifts, "buffer_m": buffer_m,
                                     "metric_version": LINE_METRIC_VERSION, "arithmetic": inference.arithmetic,
-                                    "references": references,
-                                    "overlapping_references": any(_areas_overlap(sharing)
-                                                                  for sharing in by_image.values()),
+                                    "references": references, "overlapping_references": overlapping,
                                     "rasters": rows[inference.label]}
     return results
 
