@@ -138,6 +138,18 @@ def test_export_records_the_held_out_figures_and_their_tiles(road_tiles, trained
     assert info.metrics["heldout_multiscale_f1"] == results["scales 0.75/1/1.25"]["f1"]
     held_out = split_by_tile(find_pairs(road_tiles), 1)[1]
     assert info.provenance["validation_tiles"] == [p.name for p in held_out]
+    # A model file (an average, say) takes the figures of its own evaluation: the same weights, bit for bit, with
+    # the figures added to what it already says about itself.
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "h.pt"), "--half"]) == 0
+    bare = torch.load(tmp_path / "h.pt", weights_only=True)
+    bare["info"]["metrics"] = {"val_road_iou": 0.25}
+    torch.save(bare, tmp_path / "bare.pt")
+    assert main(["export", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "r.pt"), "--half", "--evaluation",
+                 str(evaluation)]) == 0
+    recorded = torch.load(tmp_path / "r.pt", weights_only=True)
+    assert all(torch.equal(tensor, recorded["state_dict"][name]) for name, tensor in bare["state_dict"].items())
+    assert recorded["info"]["metrics"]["val_road_iou"] == 0.25
+    assert recorded["info"]["metrics"]["heldout_road_iou"] == results["scales 1.0"]["road_iou"]
 
     evaluation.write_text(json.dumps({"scales 0.75/1/1.25": results["scales 0.75/1/1.25"]}))
     assert main(["export", str(trained_run), "--out", str(tmp_path / "n.pt"), "--evaluation", str(evaluation)]) == 2

@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     add_flags(ablate_parser)
 
     export_parser = sub.add_parser("export", help="a training checkpoint -> the project's model file")
-    export_parser.add_argument("checkpoint", help="e.g. RUN/checkpoints/best.ckpt")
+    export_parser.add_argument("checkpoint", help="e.g. RUN/checkpoints/best.ckpt, or a model file (an `average`) "
+                                                  "to record --evaluation figures in")
     export_parser.add_argument("--out", required=True, help="model file to write (.pt)")
     export_parser.add_argument("--half", action="store_true", help="store weights as fp16")
     export_parser.add_argument("--onnx", metavar="OUT.onnx", help="also write ONNX (through core's exporter)")

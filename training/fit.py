@@ -350,14 +350,22 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
 def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None = None,
            evaluation: dict | None = None) -> Path:
     """A Lightning checkpoint -> the project's self-describing model file, with its validation metrics and, given
-    an `evaluate --json` result, its held-out figures and the names of the tiles they were measured on."""
-    module, best, provenance = load_checkpoint(checkpoint)
-    config = module.config
-    info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, normalization=module.normalization,
-                     provenance=provenance, metrics={**best, **(metrics or {})})
+    an `evaluate --json` result, its held-out figures and the names of the tiles they were measured on. Given a
+    model file instead (an `average`, say), the same weights are written again with the figures added: the file
+    that was evaluated is the one that ships, not a second average whose BatchNorm pass rounded differently."""
+    if checkpoint.is_file() and read_weights(checkpoint).kind == "road-extractor model":
+        road = load_model(checkpoint)
+        network, info = road.network, road.info
+        info.metrics.update(metrics or {})
+    else:
+        module, best, provenance = load_checkpoint(checkpoint)
+        config = module.config
+        network = module.network
+        info = ModelInfo(config=config.model_config(), gsd_m=config.gsd_m, normalization=module.normalization,
+                         provenance=provenance, metrics={**best, **(metrics or {})})
     if evaluation is not None:
         record_evaluation(info, evaluation)
-    return save_model(out, module.network, info, half=half)
+    return save_model(out, network, info, half=half)
 
 
 def record_evaluation(info: ModelInfo, evaluation: dict) -> None:
