@@ -274,7 +274,12 @@ def test_epoch_snapshots_and_their_average(road_tiles, random_model_file, tmp_pa
     mean = road_model(averaged).network.state_dict()
     for key in changed:
         assert torch.allclose(mean[key], (first[key] + second[key]) / 2, atol=1e-6), key
-    assert road_model(averaged).info.provenance["averaged"] == [str(p) for p in snapshots]
+    provenance = road_model(averaged).info.provenance
+    assert provenance["averaged"] == [str(p) for p in snapshots]
+    # It says what the run trained on and how, as an exported checkpoint does, and which steps it is the mean of.
+    assert provenance["data"] == [str(road_tiles)] and provenance["trained_with"] == "python -m training fit"
+    steps = [road_model(p).info.provenance["global_step"] for p in snapshots]
+    assert provenance["averaged_steps"] == steps and steps[0] < steps[1] and "global_step" not in provenance
     # A file that records no brightness range reads imagery as Massachusetts Roads': the mean takes that in too.
     low, high = road_model(snapshots[0]).info.normalization.brightness
     assert main(["average", str(snapshots[0]), str(random_model_file), "--out", str(tmp_path / "wide.pt")]) == 0

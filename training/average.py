@@ -25,6 +25,9 @@ from core.model.checkpoint import ModelInfo, Normalization, save_model
 from .config import TrainConfig
 from .fit import precision_for, record_evaluation, road_model, training_crops
 
+# What describes one state of a run, not the mean of several (the steps of each are kept in `averaged_steps`).
+ONE_STATE = ("epoch", "global_step", "file")
+
 
 def _union(recorded: list[tuple[float, float] | None]) -> tuple[float, float] | None:
     """The brightness range that takes in every model's; unrecorded stays unrecorded only when none records one
@@ -65,8 +68,10 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
     own = first.network.state_dict()
     total = {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in own.items()}
     normalizations = [first.info.normalization]
+    steps = [first.info.provenance.get("global_step")]
     for path in paths[1:]:
         model = road_model(path)
+        steps.append(model.info.provenance.get("global_step"))
         # The whole configuration, not only the tensors' shapes: output stride and layer4's dilations change what
         # the same weights compute.
         if model.info.config != first.info.config:
@@ -89,7 +94,8 @@ def average(paths: list[Path], out: Path, half: bool = False, evaluation: dict |
     info = ModelInfo(config=first.info.config, gsd_m=first.info.gsd_m,
                      normalization=Normalization(base.mean, base.std, base.scale,
                                                  _union([n.brightness for n in normalizations])),
-                     provenance={**first.info.provenance, "averaged": [str(p) for p in paths]})
+                     provenance={**{k: v for k, v in first.info.provenance.items() if k not in ONE_STATE},
+                                 "averaged": [str(p) for p in paths], "averaged_steps": steps})
     if batchnorm_from is not None:
         info.provenance["batchnorm_recomputed"] = recompute_batchnorm(first.network, info.normalization,
                                                                       batchnorm_from, batchnorm_crops)

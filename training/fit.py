@@ -298,8 +298,11 @@ def load_checkpoint(checkpoint: Path) -> tuple[RoadSegmentation, dict, dict]:
 def road_model(path: Path) -> RoadModel:
     """A training checkpoint (.ckpt) or anything core's loader reads (model file, seed checkpoint) -> RoadModel."""
     if Path(path).suffix == ".ckpt":
-        module, _, _ = load_checkpoint(Path(path))
-        return module.road_model()
+        module, _, provenance = load_checkpoint(Path(path))
+        model = module.road_model()
+        # What `export` would record (data, step, arithmetic), so an average of checkpoints says what it came from.
+        model.info.provenance = {**model.info.provenance, **provenance}
+        return model
     return load_model(path)
 
 
