@@ -356,7 +356,9 @@ def export(checkpoint: Path, out: Path, half: bool = False, metrics: dict | None
     an `evaluate --json` result, its held-out figures and the names of the tiles they were measured on. Given a
     model file instead (an `average`, say), the same weights are written again with the figures added: the file
     that was evaluated is the one that ships, not a second average whose BatchNorm pass rounded differently."""
-    if checkpoint.is_file() and read_weights(checkpoint).kind == "road-extractor model":
+    # By name first, as `road_model` does: a cut-short .ckpt gets load_checkpoint's advice (use another of the run's).
+    model_file = checkpoint.suffix != ".ckpt" and checkpoint.is_file()
+    if model_file and read_weights(checkpoint).kind == "road-extractor model":
         road = load_model(checkpoint)
         network, info = road.network, road.info
         info.metrics.update(metrics or {})
