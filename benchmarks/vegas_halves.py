@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import rasterio
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 VEGAS = REPO.parent / "shared" / "data" / "spacenet"
 NAME = "vegas_img0"
 
@@ -33,7 +35,14 @@ def half_polygon(transform, height: int, first_column: int, end_column: int) -> 
     return {"type": "Polygon", "coordinates": [ring]}
 
 
+def refuse(message: str) -> int:
+    print(f"vegas_halves: {message}", file=sys.stderr)
+    return 2
+
+
 def main() -> int:
+    from core.atomic import atomic_output
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--column", type=int, default=650, help="first pixel column of the east half (default 650)")
@@ -41,11 +50,11 @@ def main() -> int:
     args = parser.parse_args()
     raster, roads = args.spacenet / f"{NAME}.tif", args.spacenet / f"{NAME}_roads.geojson"
     if not raster.exists() or not roads.exists():
-        raise SystemExit(f"{raster} or {roads} is missing: give --spacenet FOLDER with the SpaceNet Las Vegas tile")
+        return refuse(f"{raster} or {roads} is missing: give --spacenet FOLDER with the SpaceNet Las Vegas tile")
     with rasterio.open(raster) as ds:
         width, height, transform, crs = ds.width, ds.height, ds.transform, ds.crs
     if not 0 < args.column < width:
-        raise SystemExit(f"--column {args.column}: give a column inside the tile's 1..{width - 1}")
+        return refuse(f"--column {args.column}: give a column inside the tile's 1..{width - 1}")
     for half, (first, end) in {"west": (0, args.column), "east": (args.column, width)}.items():
         folder = args.out / half
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +67,8 @@ def main() -> int:
                 "crs": {"type": "name", "properties": {"name": crs.to_string()}},
                 "features": [{"type": "Feature", "properties": {"half": half, "columns": [first, end]},
                               "geometry": half_polygon(transform, height, first, end)}]}
-        (folder / f"{NAME}_area.geojson").write_text(json.dumps(area))
+        with atomic_output(folder / f"{NAME}_area.geojson") as temporary:  # never a half-written area
+            temporary.write_text(json.dumps(area))
         print(f"{folder}: columns {first}-{end - 1} of {width}")
     return 0
 
