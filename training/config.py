@@ -43,6 +43,9 @@ class TrainConfig:
     init: str = ""  # ImageNet ResNet weights or any checkpoint core's loader reads
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
     road_width_m: float = ROAD_WIDTH_M  # width road centrelines are rasterised at (vector labels only)
+    # What a road-surface mask (a dataset.yaml's `label: surface`) is trained as: as_is, or centreline (its
+    # skeleton widened to --road-width-m is road, the rest of the surface ignored); centreline buffers stay as drawn.
+    label_target: str = "as_is"
     seed: int = 0  # weights' initialisation, crops and augmentation
     # Which tiles are held out: apart from --seed, so runs with other seeds are scored on the same tiles and
     # never train on them (the model card's 6 tiles are --val-tiles 6 --split-seed 0).
@@ -94,6 +97,10 @@ class TrainConfig:
                 refuse(name, "a number, 0 or more")
         if not (0 < self.val_tiles and math.isfinite(self.val_tiles)):
             refuse("val_tiles", "a count of tiles (1 or more) or a fraction between 0 and 1")
+        from .data import LABEL_TARGETS
+
+        if self.label_target not in LABEL_TARGETS:
+            refuse("label_target", " or ".join(LABEL_TARGETS))
         if self.val_overlap * 2 >= self.val_tile:
             refuse("val_overlap", f"less than half of --val-tile ({self.val_tile})")
 
@@ -106,7 +113,8 @@ class TrainConfig:
     def split(self):
         from .data import split_dataset
 
-        return split_dataset(self.data, self.val_tiles, self.split_seed, self.gsd_m, self.road_width_m)
+        return split_dataset(self.data, self.val_tiles, self.split_seed, self.gsd_m, self.road_width_m,
+                             self.label_target)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -131,6 +139,8 @@ FLAG_HELP = {  # flags whose name alone does not say what they do
                        "training average`; 0: none ",
     "invert_brightness": "share of training crops whose brightness is inverted with their colours kept, so that "
                          "roads darker than the ground around them (new asphalt in a desert) are seen too ",
+    "label_target": "as_is | centreline: what road-surface masks (a dataset.yaml's label: surface) are trained as; "
+                    "centreline: their skeleton widened to --road-width-m, the rest of the surface ignored ",
     "precision": f"{' | '.join(PRECISIONS)}: training arithmetic for `fit`, inference arithmetic for `evaluate` "
                  "(auto: bf16 where the GPU or CPU has it natively) ",
 }

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from core.options import ROAD_WIDTH_M
 
 from .augment import Augment, imitate_sensor, invert_brightness
+from .description import BLACK_LEVEL, WHITE_LEVEL, DataDescription, DescriptionError, resolve_data
 
 IGNORE = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -50,6 +51,13 @@ class Pair:
     gsd_m: float = 1.0
     road_width_m: float = ROAD_WIDTH_M
     area: Path | None = None
+    # Mask pairs: the GSD the image and mask are stored at (None: already at `gsd_m`), what the mask covers
+    # (`description.LABEL_KINDS`), which image pixels hold no data (`description.NODATA_RULES`), and the target
+    # trained on: the labels as they are, or surfaces narrowed to centreline buffers (`LABEL_TARGETS`).
+    image_gsd_m: float | None = None
+    label: str = "centreline"
+    nodata: str = "white"
+    target: str = "as_is"
 
     @property
     def name(self) -> str:
@@ -160,10 +168,66 @@ def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{pair.mask.name} is {mask.shape[1]}x{mask.shape[0]} but {pair.image.name} is "
                         f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
     target = labels.apply(mask)
-    # White no-data, where the mask's roads cover nothing; JPEG rounds 255 to 250-255.
-    white = 250 if pair.image.suffix.lower() in LOSSY_SUFFIXES else 255
-    target[(image >= white).all(axis=2)] = IGNORE
+    if pair.nodata == "white":  # where Massachusetts' masks draw roads over nothing; JPEG rounds 255 to 250-255
+        white = WHITE_LEVEL if pair.image.suffix.lower() in LOSSY_SUFFIXES else 255
+        target[(image >= white).all(axis=2)] = IGNORE
+    elif pair.nodata == "black":  # Shanghai's wedges outside the scene
+        target[(image <= BLACK_LEVEL).all(axis=2)] = IGNORE
+    if pair.image_gsd_m is not None:
+        image, target = resample_to_gsd(image, target, pair.image_gsd_m, pair.gsd_m)
+    if pair.target == "centreline" and pair.label == "surface":
+        target = surface_to_centreline(target, pair.road_width_m / pair.gsd_m)
     return image, target
+
+
+LABEL_TARGETS = ("as_is", "centreline")
+
+
+def resample_to_gsd(image: np.ndarray, target: np.ndarray, image_gsd_m: float,
+                    gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its 0/1/IGNORE target from `image_gsd_m` to `gsd_m` metres per pixel.
+
+    The image is area-averaged when it shrinks (a box filter, as GDAL's `average` the engine reads rasters with)
+    and interpolated bilinearly when it grows. The mask is resampled as fractions: each new pixel's share of road
+    among its valid source pixels, road where that share is at least one half, ignore where less than half of it
+    holds data. A road of width w metres so stays w metres wide to within one new pixel (nearest-neighbour
+    picking would keep or drop whole source rows of a thin road by where the grid falls), and a road narrower than
+    half a new pixel disappears, as it would from the imagery at that GSD."""
+    scale = image_gsd_m / gsd_m
+    if abs(scale - 1) < 1e-3:
+        return image, target
+    height, width = target.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    method = Image.BOX if scale < 1 else Image.BILINEAR
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, method))
+    valid = target != IGNORE
+
+    def shares(plane: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(plane.astype(np.float32), mode="F").resize(size, method))
+
+    valid_share = shares(valid)
+    road_share = shares(valid & (target == 1))
+    out = (road_share >= 0.5 * np.maximum(valid_share, 1e-6)).astype(np.uint8)
+    out[valid_share < 0.5] = IGNORE
+    return resized, out
+
+
+def surface_to_centreline(target: np.ndarray, width_px: float) -> np.ndarray:
+    """A road-surface target as a centreline buffer `width_px` wide (the labels Massachusetts Roads draws and the
+    vectorizer reads): the surface's skeleton widened to the buffer is road; the rest of the surface is IGNORE,
+    neither road nor background, so a wide road's kerbside is not taught as background."""
+    import cv2
+    from skimage.morphology import skeletonize
+
+    road = target == 1
+    if not road.any():
+        return target
+    skeleton = skeletonize(road)
+    distance = cv2.distanceTransform((~skeleton).astype(np.uint8), cv2.DIST_L2, 5)
+    out = target.copy()
+    out[road] = IGNORE
+    out[(distance <= width_px / 2) & (target != IGNORE)] = 1
+    return out
 
 
 def map_to_pixels(info, width: int, height: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -253,12 +317,14 @@ class DataSource:
 
 @dataclass
 class TrainingTiles:
-    """The training pairs of one source, with its label map and sampling weight."""
+    """The training pairs of one source, with its label map and sampling weight; `gsd_spread` >= 1: how far the
+    source's true GSD may lie from the one it is read at, either way (a range in its description)."""
 
     pairs: list[Pair]
     labels: LabelMap
     weight: float = 1.0
     name: str = ""
+    gsd_spread: float = 1.0
 
 
 @dataclass
@@ -267,29 +333,78 @@ class Split:
     val: list[Pair]
     labels: LabelMap  # the first source's: validation tiles come from it
     sources: list[TrainingTiles] = field(default_factory=list)
+    # Held-out pairs by place (the first source's validation tiles, and every source's `validation:` images), with
+    # each source's label map: the per-place table of `evaluate`.
+    places: dict[str, list[tuple[Pair, LabelMap]]] = field(default_factory=dict)
 
     def read_val(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         return [(p.name, *read_pair(p, self.labels)) for p in self.val]
 
 
+def described_pairs(description: DataDescription, gsd_m: float = 1.0, road_width_m: float = ROAD_WIDTH_M,
+                    target: str = "as_is") -> list[Pair]:
+    """The pairs of a described folder, each carrying the description's GSD, label kind and no-data rule."""
+    from dataclasses import replace
+
+    pairs = find_pairs(description.folder, gsd_m, road_width_m)
+    if description.file is None:
+        return [replace(p, target=target) for p in pairs]
+    if description.gsd_m is not None and any(p.has_vector_roads for p in pairs):
+        raise DataError(f"{description.file}: gsd_m is for image/mask folders; georeferenced rasters carry their own")
+    return [replace(p, image_gsd_m=description.gsd_m, label=description.label, nodata=description.nodata,
+                    target=target) for p in pairs]
+
+
 def split_dataset(data: str | Path | list[str], val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
-                  road_width_m: float = ROAD_WIDTH_M) -> Split:
-    """The training data of one or more `--data` sources. Whole tiles of the FIRST source are held out for
-    validation (`val_tiles`: a count, or a fraction below 1), so adding sources never changes the validation
-    set; every tile of the other sources trains."""
+                  road_width_m: float = ROAD_WIDTH_M, label_target: str = "as_is") -> Split:
+    """The training data of one or more `--data` sources (folders, or `dataset.yaml` descriptions of folders).
+    Whole tiles of the FIRST source are held out for validation (`val_tiles`: a count, or a fraction below 1;
+    or, where its description lists `validation:` images, those), so adding sources never changes the validation
+    set; the images a source's description lists under `validation:` are held out from training too and scored
+    by place. Every other tile trains."""
     entries = [data] if isinstance(data, (str, Path)) else list(data)
     if not entries:
         raise DataError("no training data given; name a folder with --data")
+    if label_target not in LABEL_TARGETS:
+        raise DataError(f"--label-target {label_target!r}: give one of {', '.join(LABEL_TARGETS)}")
     sources = [DataSource.parse(str(e)) for e in entries]
-    pairs = find_pairs(sources[0].path, gsd_m, road_width_m)
-    held_out = int(val_tiles) if val_tiles >= 1 else val_tiles
-    train, val = split_by_tile(pairs, held_out, seed)
-    labels = inspect_labels(pairs)
-    tiles = [TrainingTiles(train, labels, sources[0].weight, Path(sources[0].path).name)]
-    for source in sources[1:]:
-        more = find_pairs(source.path, gsd_m, road_width_m)
-        tiles.append(TrainingTiles(more, inspect_labels(more), source.weight, Path(source.path).name))
-    return Split([p for t in tiles for p in t.pairs], val, labels, tiles)
+    tiles, places, val, first_labels = [], {}, [], None
+    for index, source in enumerate(sources):
+        try:
+            description = resolve_data(source.path)
+        except DescriptionError as exc:
+            raise DataError(str(exc)) from None
+        pairs = described_pairs(description, gsd_m, road_width_m, label_target)
+        labels = inspect_labels(pairs)
+        if description.validation:
+            held = [p for p in pairs if description.held_out(p.name)]
+            if not held:
+                raise DataError(f"{description.file}: validation: no image's name starts with "
+                                f"{', '.join(description.validation)}; list prefixes of images in {description.folder}")
+            train = [p for p in pairs if not description.held_out(p.name)]
+        elif index == 0:
+            train, held = split_by_tile(pairs, int(val_tiles) if val_tiles >= 1 else val_tiles, seed)
+        else:
+            train, held = pairs, []
+        if index == 0:
+            val, first_labels = held, labels
+        if held:
+            places.setdefault(description.place, []).extend((p, labels) for p in held)
+        if not train:
+            raise DataError(f"{description.file or source.path}: every image is held out for validation; keep some "
+                            f"to train on")
+        tiles.append(TrainingTiles(train, labels, source.weight, Path(source.path).name, description.gsd_spread))
+    return Split([p for t in tiles for p in t.pairs], val, first_labels, tiles, places)
+
+
+def _pad_to(tile: tuple[np.ndarray, np.ndarray], side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tile at least `side` px on each axis: smaller ones padded (image black, target IGNORE) at the far edges."""
+    image, target = tile
+    height, width = target.shape
+    if height >= side and width >= side:
+        return tile
+    pad = ((0, max(0, side - height)), (0, max(0, side - width)))
+    return (np.pad(image, (*pad, (0, 0))), np.pad(target, pad, constant_values=IGNORE))
 
 
 class CropOrder(Sampler):
@@ -368,7 +483,7 @@ class RoadCrops(Dataset):
                  log=lambda message: None) -> None:
         if sources and isinstance(sources[0], Pair):  # one source: (pairs, labels)
             sources = [TrainingTiles(list(sources), labels)]
-        in_memory = [(read_tiles(source, log), source.weight, source.name) for source in sources]
+        in_memory = [(read_tiles(source, log), source.weight, source.name, source.gsd_spread) for source in sources]
         self._take(in_memory, augment, crops_per_epoch, seed)
 
     @classmethod
@@ -376,21 +491,26 @@ class RoadCrops(Dataset):
                     crops_per_epoch: int = 800, seed: int = 0) -> RoadCrops:
         """Crops of (uint8 image [H, W, 3], target [H, W] 0/1/IGNORE) arrays already in memory (fine-tuning)."""
         crops = cls.__new__(cls)
-        crops._take([(tiles, 1.0, "")], augment, crops_per_epoch, seed)
+        crops._take([(tiles, 1.0, "", 1.0)], augment, crops_per_epoch, seed)
         return crops
 
     def _take(self, sources, augment: Augment | None, crops_per_epoch: int, seed: int) -> None:
+        self.augment = augment or Augment()
         self.tiles: list[tuple[np.ndarray, np.ndarray]] = []
+        self.spreads: list[float] = []
         chances: list[float] = []
-        for tiles, weight, name in sources:
-            tiles = [t for t in tiles if (t[1] != IGNORE).any()]
+        # The largest window a crop is cut from; tiles smaller than it (a 572 px tile at 0.2 m is 114 px at 1 m) are
+        # padded with ignore, so that a crop is never stretched to the crop size, which would change its GSD.
+        reach = math.ceil(self.augment.crop / self.augment.scale_jitter[0])
+        for tiles, weight, name, spread in sources:
+            tiles = [_pad_to(t, math.ceil(reach * spread)) for t in tiles if (t[1] != IGNORE).any()]
             valid = np.array([(t[1] != IGNORE).sum() for t in tiles], np.float64)
             if not len(tiles):
                 raise DataError(f"{name or 'a data source'} has no tile with valid pixels")
             self.tiles += tiles
+            self.spreads += [spread] * len(tiles)
             chances += list(weight * valid / valid.sum())
         self.chances = np.array(chances) / sum(chances)
-        self.augment = augment or Augment()
         self.length, self.seed, self.epoch = crops_per_epoch, seed, 0
 
     def brightness_range(self) -> tuple[float, float]:
@@ -427,9 +547,12 @@ class RoadCrops(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rng = np.random.default_rng([self.seed, epoch, index])
-        image, target = self.tiles[int(rng.choice(len(self.tiles), p=self.chances))]
+        which = int(rng.choice(len(self.tiles), p=self.chances))
+        image, target = self.tiles[which]
         a = self.augment
         scale = math.exp(rng.uniform(math.log(a.scale_jitter[0]), math.log(a.scale_jitter[1])))
+        if self.spreads[which] > 1:  # a GSD known as a range: read at its middle, each crop somewhere within it
+            scale *= math.exp(rng.uniform(-math.log(self.spreads[which]), math.log(self.spreads[which])))
         source = min(round(a.crop / scale), *image.shape[:2])
         y, x = self._window(rng, target, source)
         image_crop = image[y:y + source, x:x + source]
