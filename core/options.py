@@ -167,8 +167,31 @@ class FinetuneOptions:
                              minimum=0.0, advanced=True)
 
 
+@dataclass(kw_only=True)
+class CompareOptions:
+    """How extracted roads are compared with an existing road layer (`road-extractor update-map`)."""
+
+    tolerance_m: float = option(8.0, "an extracted road and a road of the layer closer than this are the same road "
+                                "(m)", minimum=0.5, maximum=100.0, label="Same road within (m)")
+    min_piece_m: float = option(15.0, "report missing and unconfirmed pieces from this length; shorter stretches "
+                                "count as their neighbours (m)", minimum=0.0, label="Shortest piece reported (m)",
+                                advanced=True)
+    support_probability: float = option(0.3, "a road of the layer with at least this road probability within the "
+                                        "tolerance is supported even where no line was extracted", minimum=0.0,
+                                        maximum=1.0, label="Probability that supports a road of the layer",
+                                        advanced=True)
+    step_m: float = option(2.0, "lines are compared in steps of this length (m)", minimum=0.1, maximum=50.0,
+                           advanced=True)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def compare_options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(CompareOptions)}
+
+
 GROUPS = {"inference": InferenceOptions, "vectorize": VectorizeOptions, "evaluate": EvaluateOptions,
-          "finetune": FinetuneOptions}
+          "finetune": FinetuneOptions, "compare": CompareOptions}
 
 
 def describe(cls) -> dict[str, dict[str, Any]]:

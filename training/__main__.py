@@ -9,7 +9,7 @@ from core.errors import InputError
 from core.options import EvaluateOptions, InferenceOptions, describe
 
 from .config import add_flags, resolve
-from .promotion import LINES_MARGIN, promotion_verdict
+from .promotion import LINES_MARGIN, places_verdict, promotion_verdict
 
 
 def _line_shifts(text: str) -> int:
@@ -99,6 +99,9 @@ def main(argv=None) -> int:
     _add_lines_flags(evaluate_parser)
     evaluate_parser.add_argument("--skip-tiles", action="store_true",
                                  help="only the --lines rasters, not the validation tiles")
+    evaluate_parser.add_argument("--places", action="store_true",
+                                 help="one row per place: the held-out images every --data source's description "
+                                      "lists (e.g. --config datasets/places.yaml), one scale")
     _add_evaluate_flags(evaluate_parser)
     add_flags(evaluate_parser)
 
@@ -180,7 +183,20 @@ def cmd_evaluate(args) -> int:
     inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness,
                                              LIGHTNING_PRECISIONS.get(config.precision, config.precision))
     results: dict = {}
-    if not args.skip_tiles:  # only the tiles need the data folders split
+    if args.places:
+        from .evaluate import evaluate_places, format_places
+
+        if args.skip_tiles:
+            raise InputError("--places scores held-out tiles; drop --skip-tiles")
+        split = config.split()
+        single = inferences[0]
+        places = evaluate_places(model, split, config.gsd_m, single, log=lambda m: print(m, file=sys.stderr))
+        print(f"{args.model}, one scale, per place (relaxed within {next(iter(places.values()))['rho_m']:g} m):")
+        print(format_places(places))
+        # The first place is the first source's validation tiles: recorded as the held-out figures, as before.
+        results = {single.label: next(iter(places.values())), "places": places}
+        inferences = [single]  # and the reference lines at the same one scale
+    elif not args.skip_tiles:  # only the tiles need the data folders split
         split = config.split()
         pairs = split.val if args.tiles == "val" else sorted(split.train + split.val, key=lambda p: p.name)
         tiles = ((p.name, *read_pair(p, split.labels)) for p in pairs)
@@ -239,7 +255,10 @@ def cmd_promote(args) -> int:
     if recorded and sorted(recorded) != sorted(tiles):
         raise InputError(f"the candidate was evaluated on {tiles}, the shipped model on {recorded}; evaluate on the "
                          f"same tiles (--data, --val-tiles, --seed as in its card)")
-    ok, reasons = promotion_verdict(candidate, shipped, args.lines_margin)
+    if "places" in candidate:  # the per-place rule (issue 30) replaces the Massachusetts + Vegas one
+        ok, reasons = places_verdict(candidate, shipped)
+    else:
+        ok, reasons = promotion_verdict(candidate, shipped, args.lines_margin)
     print(f"candidate {args.evaluation} against {shipped_path.name}:")
     print("\n".join(reasons))
     print("verdict: promote (export it with --evaluation and update the model card)" if ok else

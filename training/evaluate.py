@@ -139,6 +139,47 @@ def evaluate_tiles(model: RoadModel, tiles: Iterable[tuple[str, np.ndarray, np.n
     return {i.label: {**scores[i.label].summary(rho), "arithmetic": i.arithmetic} for i in inferences}
 
 
+PLACE_COLUMNS = ("tiles", "road_iou", "relaxed_precision", "relaxed_recall", "relaxed_f1", "apls")
+# Relaxed precision and recall of the per-place table count a pixel within this many metres (3 px at 1 m, Mnih's).
+PLACE_RHO_M = 3.0
+# Surface labels are scored as their centreline buffers with the rest of the surface ignored, so a model that paints
+# whole road surfaces and one that paints centre bands are scored on the same pixels.
+PLACE_TARGET = "centreline"
+
+
+def evaluate_places(model: RoadModel, split, gsd_m: float, inference: Inference,
+                    log=lambda message: None) -> dict[str, dict]:
+    """{place: summary} over the held-out images of each place (`Split.places`): pixels pooled within a place;
+    APLS for the first place only (Massachusetts' tiles, whose figure the model file has always recorded)."""
+    from dataclasses import replace
+
+    from .data import read_pair
+
+    places = {}
+    for index, (place, held) in enumerate(split.places.items()):
+        tiles = ((pair.name, *read_pair(replace(pair, target=PLACE_TARGET), labels)) for pair, labels in held)
+        summary = evaluate_tiles(model, tiles, gsd_m, [inference], rho=PLACE_RHO_M / gsd_m, graphs=index == 0,
+                                 log=log)[inference.label]
+        places[place] = {**summary, "rho_m": PLACE_RHO_M}
+    return places
+
+
+def mean_relaxed_f1(places: dict[str, dict]) -> float:
+    """The per-place table's headline: the mean over places of each place's pooled relaxed F1 (places weigh alike,
+    whatever their pixel counts)."""
+    return float(np.mean([summary["relaxed_f1"] for summary in places.values()]))
+
+
+def format_places(places: dict[str, dict]) -> str:
+    lines = ["| place | " + " | ".join(PLACE_COLUMNS) + " |", "|---" * (len(PLACE_COLUMNS) + 1) + "|"]
+    for place, summary in places.items():
+        cells = [str(summary[c]) if c == "tiles" else f"{summary[c]:.4f}" if math.isfinite(summary[c]) else ""
+                 for c in PLACE_COLUMNS]
+        lines.append(f"| {place} | " + " | ".join(cells) + " |")
+    lines.append(f"| mean over {len(places)} places | | | | | {mean_relaxed_f1(places):.4f} | |")
+    return "\n".join(lines)
+
+
 def format_results(results: dict[str, dict], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """A Markdown table, one row per inference setting."""
     lines = ["| inference | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]

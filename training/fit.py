@@ -327,6 +327,21 @@ def line_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
     return {**metrics, "lines_buffer_m": float(lines["buffer_m"])}
 
 
+PLACE_FIGURES = ("road_iou", "relaxed_precision", "relaxed_recall", "relaxed_f1", "tiles")
+
+
+def place_metrics(evaluation: dict) -> dict:
+    """`places`: the per-place table (`evaluate --places`) as {place: {figure: value, "tile_names": [...]}}, with
+    its arithmetic and slack, for the model file, the card and `promote`'s per-place rule."""
+    places = evaluation.get("places")
+    if not places:
+        return {}
+    table = {place: {**{name: summary[name] for name in PLACE_FIGURES}, "tile_names": list(summary["tile_names"])}
+             for place, summary in places.items()}
+    first = next(iter(places.values()))
+    return {"places": table, "places_arithmetic": str(first.get("arithmetic", "")), "places_rho_m": first["rho_m"]}
+
+
 def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
     """`python -m training evaluate --json` output -> (flat metrics for the model file, the tiles they come from).
     Single-scale figures are `heldout_<name>`, multi-scale ones `heldout_multiscale_<name>`: the regression test
@@ -344,6 +359,7 @@ def held_out_metrics(evaluation: dict[str, dict]) -> tuple[dict, list[str]]:
         if prefix == "heldout_" and "arithmetic" in summary:
             metrics["heldout_arithmetic"] = str(summary["arithmetic"])
     metrics.update(line_metrics(evaluation))
+    metrics.update(place_metrics(evaluation))
     if "heldout_road_iou" not in metrics or not tiles:
         raise InputError("the evaluation has no single-scale result with tile names; write it with "
                          "`python -m training evaluate CKPT --json EVAL.json` (this version) and export again")

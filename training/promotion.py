@@ -70,3 +70,55 @@ def promotion_verdict(candidate: dict, shipped: dict, lines_margin: float = LINE
             rule(name.replace("_", " "), candidate[name] >= shipped[name] - lines_margin - 1e-9,
                  f"{shipped[name]:.4f} -> {candidate[name]:.4f} ({allowed})")
     return ok, reasons
+
+
+# The per-place rule (issue 30), fixed in docs/protocols/2026-12-02-world-labels.md before its first candidates ran.
+PLACES_MEAN_GAIN = 0.03  # the mean relaxed F1 over the places must rise by this much
+PLACE_FALL = 0.02  # and no place's relaxed F1 may fall by more than this
+HOME_IOU_FALL = 0.01  # nor the first place's (Massachusetts') road IoU by more than this
+
+
+def places_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
+    """Whether a candidate replaces the shipped model by the per-place table (`evaluate --places`): the mean
+    relaxed F1 over the places at least PLACES_MEAN_GAIN higher, no place lower by more than PLACE_FALL, the
+    held-out Massachusetts road IoU lower by no more than HOME_IOU_FALL; both tables of the same places, images
+    and arithmetic (else InputError). Reference-line figures are reported beside it, deciding nothing."""
+    new_table, old_table = candidate.get("places"), shipped.get("places")
+    if not new_table or not old_table:
+        return False, ["FAIL  per-place figures missing: evaluate both models with --places (the shipped model's "
+                       "with --json, given to promote as --shipped-evaluation)"]
+    if list(new_table) != list(old_table):
+        raise InputError(f"the candidate was scored on the places {', '.join(new_table)}, the shipped model on "
+                         f"{', '.join(old_table)}; score both with the same --config datasets/places.yaml")
+    for place in new_table:
+        if sorted(new_table[place]["tile_names"]) != sorted(old_table[place]["tile_names"]):
+            raise InputError(f"{place}: the two models were scored on other held-out images; score both with the "
+                             f"same descriptions (datasets/)")
+    new, old = candidate.get("places_arithmetic"), shipped.get("places_arithmetic")
+    if new and old and new != old:
+        raise InputError(f"the candidate's per-place figures come from {new} arithmetic, the shipped model's from "
+                         f"{old}; score both with the same `python -m training evaluate --precision`")
+    reasons, ok = [], True
+
+    def rule(name: str, passed: bool, text: str) -> None:
+        nonlocal ok
+        ok &= passed
+        reasons.append(f"{'pass' if passed else 'FAIL'}  {name}: {text}")
+
+    new_mean = sum(v["relaxed_f1"] for v in new_table.values()) / len(new_table)
+    old_mean = sum(v["relaxed_f1"] for v in old_table.values()) / len(old_table)
+    rule("mean relaxed F1", new_mean >= old_mean + PLACES_MEAN_GAIN - 1e-9,
+         f"{old_mean:.4f} -> {new_mean:.4f} over {len(new_table)} places (needs +{PLACES_MEAN_GAIN:g})")
+    for place in new_table:
+        new, old = new_table[place]["relaxed_f1"], old_table[place]["relaxed_f1"]
+        rule(f"{place} relaxed F1", new >= old - PLACE_FALL - 1e-9,
+             f"{old:.4f} -> {new:.4f} (must not fall by more than {PLACE_FALL:g})")
+    first = next(iter(new_table))
+    new, old = new_table[first]["road_iou"], old_table[first]["road_iou"]
+    rule(f"{first} road IoU", new >= old - HOME_IOU_FALL - 1e-9,
+         f"{old:.4f} -> {new:.4f} (must not fall by more than {HOME_IOU_FALL:g})")
+    for name in ("lines_completeness", "lines_correctness", "lines_apls"):
+        if name in candidate and name in shipped:
+            reasons.append(f"note  {name.replace('_', ' ')}: {shipped[name]:.4f} -> {candidate[name]:.4f} (reported, "
+                           f"deciding nothing)")
+    return ok, reasons

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError, OutputError
-from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions, add_flags, comma_floats, from_flags
+from core.options import (
+    CompareOptions,
+    EvaluateOptions,
+    InferenceOptions,
+    VectorizeOptions,
+    add_flags,
+    comma_floats,
+    from_flags,
+)
 
 # Commands import what they need when they run: `vectorize` and `evaluate` never load torch (1.5 s).
 
@@ -80,7 +88,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"brightness  median {low:g}-{high:g} of 255 in training"
               + ("" if norm.get("brightness") else " (not recorded: Massachusetts Roads' range assumed)"))
         for key, value in {**info["metrics"], **info["provenance"]}.items():
-            print(f"{key:<11} {value}")
+            if key != "places":  # a table of its own below
+                print(f"{key:<11} {value}")
+        from core.model.checkpoint import ModelInfo
+
+        places = ModelInfo.from_dict(info).place_lines()
+        if places:
+            print("by place    held-out images of each place the model was scored on, one scale")
+            print("\n".join(f"  {line}" for line in places))
     print("load report")
     print("  " + text.replace("\n", "\n  "))
     print(f"verdict     {details['verdict']}")
@@ -214,6 +229,39 @@ def _report_network(summary: dict) -> None:
           f"{summary['junction_count']} junctions")
 
 
+def cmd_update_map(args: argparse.Namespace) -> int:
+    from core.frontends.jobs import UpdateMapJob, run_update_map
+    from core.progress import CancelToken
+
+    job = UpdateMapJob(input=args.input, roads=args.roads, out=args.out, model=args.model, bands=args.bands,
+                       value_scale=args.value_scale, overwrite=args.overwrite,
+                       compare_options=from_flags(CompareOptions, args).compare_options(),
+                       vectorize_options=_vectorize_options(args), **_inference_options(args))
+
+    def show(progress) -> None:
+        if not args.quiet:
+            print(f"{progress.stage}: {progress.tiles_done}/{progress.tiles_total} tiles", file=sys.stderr)
+
+    result = run_update_map(job, progress=show, cancel=CancelToken(),
+                            log=lambda message: print(f"note: {message}", file=sys.stderr))
+    print(format_map_update(result))
+    return 0
+
+
+def format_map_update(result: dict) -> str:
+    """The summary the command line prints (the plugin's message bar says the same in one line)."""
+    offset = (f"offset {result['offset_mean_m']:.1f} m on average, {result['offset_p90_m']:.1f} m at the 90th "
+              f"percentile" if result["offset_mean_m"] == result["offset_mean_m"] else "no offset measured")
+    return (f"wrote       {result['out']}\n"
+            f"missing     {result['missing_km']:.2f} km in {result['missing_pieces']} pieces: roads in the imagery "
+            f"that the layer lacks (review field: new)\n"
+            f"unconfirmed {result['unconfirmed_km']:.2f} km in {result['unconfirmed_pieces']} pieces: roads of the "
+            f"layer the imagery does not show\n"
+            f"matched     {result['matched_km']:.2f} km found on both; {offset}\n"
+            f"outside     {result['outside_km']:.2f} km of the layer beyond the imagery's valid area (not judged)\n"
+            f"tolerance   {result['tolerance_m']:g} m")
+
+
 def cmd_vectorize(args: argparse.Namespace) -> int:
     from core.frontends.jobs import VectorizeJob, run_vectorize
 
@@ -327,6 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the results as JSON to this file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    update = sub.add_parser("update-map", help="roads missing from an existing road layer, and roads of the layer "
+                                               "the imagery does not show (a GeoPackage to review in QGIS)")
+    update.add_argument("input", help="georeferenced imagery (any raster GDAL reads, any CRS)")
+    update.add_argument("--roads", required=True, help="the existing road layer: lines or multilines in any vector "
+                                                       "format and CRS (an OpenStreetMap export, a municipal layer)")
+    update.add_argument("--out", required=True, help="output GeoPackage with layers missing, unconfirmed, matched")
+    update.add_argument("--model", help="model file (default: the shipped model)")
+    update.add_argument("--bands", help="bands fed as red,green,blue (as for extract)")
+    update.add_argument("--value-scale", choices=("auto", "percentile", "none"), default="auto",
+                        help="auto: 8-bit as is, other types by 2-98%% percentiles to 0..255")
+    update.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    update.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_flags(update, CompareOptions, title="comparison (lengths in metres)")
+    add_flags(update, InferenceOptions, title="inference")
+    add_flags(update, VectorizeOptions, title="vectorization (lengths in metres)")
+    update.set_defaults(func=cmd_update_map)
 
     demo = sub.add_parser("demo", help="run the model end to end on a built-in sample")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")

@@ -93,6 +93,9 @@ def describe_model(path: Path, model) -> str:
         f1, apls = metrics.get("heldout_f1", float("nan")), metrics.get("heldout_apls", float("nan"))
         text += (f"; on {tiles} held-out tiles of {data}: road IoU {metrics['heldout_road_iou']:.3f}, "
                  f"F1 {f1:.3f}, APLS {apls:.3f}")
+    places = info.place_lines()
+    if places:
+        text += "\nby place    " + "\n            ".join(places)
     return text
 
 

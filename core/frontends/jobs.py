@@ -156,3 +156,76 @@ def run_evaluate(job: EvaluateJob) -> dict[str, Any]:
     from core.metrics import evaluate_files
 
     return evaluate_files(job.prediction, job.reference, job, ignore=job.ignore, area=job.area)
+
+
+@dataclass(kw_only=True)
+class UpdateMapJob(InferenceJob):
+    """`road-extractor update-map`: extract roads from `input`, compare them with the road layer `roads`, write
+    `missing`, `unconfirmed` and `matched` to the GeoPackage `out`."""
+
+    input: str
+    roads: str
+    out: str
+    gsd_m: float | None = None
+    value_scale: str = "auto"
+    compare_options: dict = field(default_factory=dict)
+    overwrite: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UpdateMapJob:
+        return _from_dict(cls, data)
+
+
+def run_update_map(job: UpdateMapJob, progress: Callable | None = None, cancel=None,
+                   log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """The whole comparison; the existing layer is checked before any extraction, the extraction's rasters live in
+    a scratch folder beside `out` that goes with the run, and `out` is written whole or not at all."""
+    import tempfile
+
+    from core.errors import OutputError
+    from core.inputs.raster import RasterioSource
+    from core.inputs.vectors import read_road_layer
+    from core.metrics import read_lines
+    from core.options import CompareOptions
+    from core.roads.compare import compare_networks, read_probability
+    from core.roads.geopackage import write_map_update
+
+    out = Path(job.out)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputError(f"the output {out} must end in .gpkg (a GeoPackage with layers missing, unconfirmed and "
+                          f"matched)")
+    if out.exists() and not job.overwrite:
+        raise OutputError(f"{out} already exists; allow overwriting (--overwrite) or choose another file")
+    if not out.parent.is_dir():
+        raise OutputError(f"the folder {out.parent} does not exist; create it or give another path")
+    compare = _from_dict(CompareOptions, dict(job.compare_options))
+    with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:
+        info = source.info
+    if info.transform is None or info.gsd_m is None:
+        raise InputError(f"{job.input} has no georeferencing, so where the layer's roads lie on it is unknown; give "
+                         f"a georeferenced raster (GeoTIFF with a CRS)")
+    existing, features, notes = read_road_layer(job.roads, info)
+    for note in notes:
+        log(note)
+    with tempfile.TemporaryDirectory(prefix=".update-map-", dir=out.parent) as work:
+        extract = ExtractJob(input=job.input, out_dir=work, model=job.model, bands=job.bands, gsd_m=job.gsd_m,
+                             value_scale=job.value_scale, overwrite=True, vectorize=True,
+                             vectorize_options=job.vectorize_options, roads=str(Path(work) / "extracted.gpkg"),
+                             **job.inference_options())
+        extracted_summary = run_extract(extract, progress=progress, cancel=cancel, log=log)
+        extracted, _ = read_lines(extracted_summary["roads"], info.crs_wkt)
+        grid = read_probability(extracted_summary["probability"], compare.tolerance_m)
+        comparison = compare_networks(existing, extracted, info.crs_wkt, grid, compare)
+        for piece in comparison.unconfirmed + comparison.matched:
+            piece.source = features[piece.source]  # the layer's own feature index, to find it in QGIS
+        summary = comparison.summary()
+        if cancel is not None and cancel.cancelled:
+            from core.progress import Cancelled
+
+            raise Cancelled()
+        write_map_update(out, comparison, info.crs_wkt, {
+            "ROAD_EXTRACTOR_UPDATE_MAP": summary, "ROAD_EXTRACTOR_MODEL": extracted_summary["model"],
+            "ROAD_EXTRACTOR_ROADS_LAYER": str(job.roads), "ROAD_EXTRACTOR_IMAGERY": str(job.input)})
+    return {"out": str(out), **summary, "notes": notes + list(extracted_summary["notes"]),
+            "extracted_km": extracted_summary["length_km"], "seconds": extracted_summary["seconds"],
+            "model": extracted_summary["model"]}

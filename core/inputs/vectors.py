@@ -73,3 +73,81 @@ def read_polygons(path, target_crs_wkt: str | None = None) -> list:
         kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
         raise ValueError(f"it has no polygons ({', '.join(kinds)}); draw the area as polygons")
     return polygons
+
+
+def read_road_layer(path, info) -> tuple[list, list[int], list[str]]:
+    """An existing road layer (any OGR format and CRS, lines or multilines) on the raster described by `info`
+    (`core.inputs.raster.RasterInfo`): (its lines in the raster's CRS, a multiline's parts apart; the index of the
+    feature each line comes from; notes on what was skipped). Refused with one line
+    (ValueError) where no line can be used: a missing or foreign file, no CRS where the raster has one, points or
+    polygons only, nothing left after broken pieces, or lines that all lie beyond the raster."""
+    from pathlib import Path
+
+    import numpy as np
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+
+    if not Path(path).exists():
+        raise ValueError(f"--roads {path}: no such file; give the road layer to compare (GeoPackage, shapefile, "
+                         f"GeoJSON)")
+    raw = pyogrio_raw()
+    try:
+        meta, _, geometries, _ = raw.read(path, read_geometry=True, columns=[])
+    except Exception as exc:  # noqa: BLE001 - pyogrio raises DataSourceError, DataLayerError, ... for foreign files
+        raise ValueError(f"--roads {path}: not a vector file OGR can read ({str(exc).splitlines()[0]}); give a "
+                         f"GeoPackage, shapefile or GeoJSON of road lines") from None
+    shapes = shapely.from_wkb(geometries, on_invalid="ignore") if geometries is not None else []
+    notes: list[str] = []
+    lines, features, broken, kinds = [], [], 0, set()
+    for index, geometry in enumerate(shapes):
+        if geometry is None or geometry.is_empty:
+            broken += 1
+            continue
+        kinds.add(geometry.geom_type)
+        for part in shapely.get_parts(geometry):
+            if part.geom_type != "LineString":
+                continue
+            coords = shapely.get_coordinates(part)
+            if not np.isfinite(coords).all() or part.length == 0:
+                broken += 1
+                continue
+            lines.append(part)
+            features.append(index)
+    if not lines:
+        found = ", ".join(sorted(kinds)) or "no geometries"
+        raise ValueError(f"--roads {path}: it holds no usable road lines ({found}"
+                         f"{f'; {broken} broken' if broken else ''}); give a layer of lines or multilines")
+    if broken:
+        notes.append(f"{broken} broken or empty feature(s) of {path} skipped (no geometry, non-finite coordinates "
+                     f"or zero length)")
+    others = sorted(kinds - {"LineString", "MultiLineString"})
+    if others:
+        notes.append(f"{path}: features of kind {', '.join(others)} skipped (only lines are compared)")
+    crs = meta.get("crs")
+    if info.crs_wkt and not crs:
+        raise ValueError(f"--roads {path}: it has no CRS, so where its roads lie on the imagery is unknown; assign "
+                         f"the one they were drawn in (QGIS: Layer > Set CRS of Layer, then save; or ogr2ogr -a_srs)")
+    if info.crs_wkt and crs:
+        source, target = CRS.from_user_input(crs), CRS.from_wkt(info.crs_wkt)
+        if source != target:
+            try:
+                lines = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g)))
+                         for g in lines]
+            except Exception as exc:  # noqa: BLE001 - PROJ's errors come as several types
+                raise ValueError(f"--roads {path}: its lines cannot be converted from {source.to_string()} to the "
+                                 f"imagery's CRS ({exc}); check the layer's CRS in QGIS") from None
+    if info.transform is not None:
+        to_map = Affine.from_gdal(*info.transform)
+        corners = np.array([to_map * (x, y) for x in (0, info.width) for y in (0, info.height)])
+        extent = shapely.box(*corners.min(axis=0), *corners.max(axis=0))
+        if not any(line.intersects(extent) for line in lines):
+            bounds = shapely.total_bounds(lines)
+            raise ValueError(f"--roads {path}: none of its {len(lines)} lines lies on the imagery (the lines span "
+                             f"{_extent_text(bounds)}, the imagery {_extent_text(extent.bounds)} in its CRS); give "
+                             f"the layer of this place, or check its CRS")
+    return lines, features, notes
+
+
+def _extent_text(bounds) -> str:
+    return "{:.6g}, {:.6g} - {:.6g}, {:.6g}".format(*bounds)

@@ -108,6 +108,20 @@ class ModelInfo:
             metrics=dict(data.get("metrics", {})),
         )
 
+    def place_lines(self) -> list[str]:
+        """The per-place table the file records (`training evaluate --places`), a line per place, for `inspect`
+        and the demo; none where it was not scored place by place."""
+        places = self.metrics.get("places")
+        if not isinstance(places, dict) or not places:
+            return []
+        rho = self.metrics.get("places_rho_m", 3.0)
+        lines = [f"{place:<14} road IoU {row['road_iou']:.3f}, relaxed F1 {row['relaxed_f1']:.3f} (precision "
+                 f"{row['relaxed_precision']:.3f}, recall {row['relaxed_recall']:.3f}) on {row['tiles']} held-out "
+                 f"image(s)" for place, row in places.items()]
+        mean = sum(row["relaxed_f1"] for row in places.values()) / len(places)
+        return lines + [f"{'mean':<14} relaxed F1 {mean:.3f} over {len(places)} places (within {rho:g} m, "
+                        f"{self.metrics.get('places_arithmetic') or 'arithmetic not recorded'})"]
+
 
 @dataclass(frozen=True)
 class ShapeMismatch:

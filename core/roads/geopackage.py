@@ -67,3 +67,53 @@ def _check_whole(path: Path, counts: dict[str, int]) -> None:
         raise OutputError(f"the GeoPackage was written incomplete: {exc}") from None
     finally:
         connection.close()
+
+
+REVIEW_STATES = ("new", "accepted", "rejected")  # the `review` field of `missing` and `unconfirmed`
+
+
+def write_map_update(path: str | Path, comparison, crs_wkt: str | None, metadata: dict) -> Path:
+    """`update-map`'s GeoPackage: layers `missing`, `unconfirmed` and `matched` (LineString) with their fields and
+    the comparison's summary in the metadata, written to a temporary file and renamed over `path` when whole."""
+    from core.roads.compare import rank
+
+    write = pyogrio_raw().write
+    path = Path(path)
+
+    def nanfloat(values) -> np.ndarray:
+        return np.array([float(v) for v in values], np.float64)
+
+    missing, unconfirmed, matched = comparison.missing, comparison.unconfirmed, comparison.matched
+    layers = [
+        ("missing", missing, "extracted roads the layer lacks: review them (new / accepted / rejected)", {
+            "id": np.arange(1, len(missing) + 1, dtype=np.int64),
+            "length_m": nanfloat(p.length_m for p in missing),
+            "mean_probability": nanfloat(p.mean_probability for p in missing),
+            "rank": np.array(rank(missing), np.int64),
+            "review": np.array(["new"] * len(missing), dtype=object)}),
+        ("unconfirmed", unconfirmed, "roads of the layer the imagery does not support (inside its valid area)", {
+            "id": np.arange(1, len(unconfirmed) + 1, dtype=np.int64),
+            "length_m": nanfloat(p.length_m for p in unconfirmed),
+            "max_probability_near": nanfloat(p.mean_probability for p in unconfirmed),
+            "layer_feature": np.array([p.source for p in unconfirmed], np.int64),
+            "review": np.array(["new"] * len(unconfirmed), dtype=object)}),
+        ("matched", matched, "roads found on both, with the layer's offset from the extracted line", {
+            "id": np.arange(1, len(matched) + 1, dtype=np.int64),
+            "length_m": nanfloat(p.length_m for p in matched),
+            "offset_mean_m": nanfloat(p.offsets_m.mean() if p.offsets_m.size else np.nan for p in matched),
+            "offset_p90_m": nanfloat(np.percentile(p.offsets_m, 90) if p.offsets_m.size else np.nan
+                                     for p in matched),
+            "layer_feature": np.array([p.source for p in matched], np.int64)}),
+    ]
+    described = {key: json.dumps(value) if not isinstance(value, str) else value for key, value in metadata.items()}
+    with atomic_output(path) as tmp:
+        tmp.unlink()  # GDAL creates the GeoPackage itself
+        for index, (name, pieces, description, columns) in enumerate(layers):
+            geometry = shapely.to_wkb(np.array([p.line for p in pieces], dtype=object)) if pieces else \
+                np.array([], dtype=object)
+            write(tmp, geometry=geometry, field_data=list(columns.values()), fields=list(columns), crs=crs_wkt,
+                  geometry_type="LineString", driver="GPKG", layer=name, layer_metadata={"DESCRIPTION": description},
+                  **({"dataset_metadata": described, "dataset_options": {"VERSION": "1.3"}} if index == 0 else
+                     {"append": False}))
+        _check_whole(tmp, {name: len(pieces) for name, pieces, _, _ in layers})
+    return path
