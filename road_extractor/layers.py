@@ -46,9 +46,14 @@ def probability_renderer(layer: QgsRasterLayer) -> None:
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
 
 
-def road_layers(roads_gpkg: str | Path, title: str = "") -> list[QgsVectorLayer]:
+ROAD_LAYERS = ("roads", "junctions")
+MAP_UPDATE_LAYERS = ("missing", "unconfirmed", "matched")  # `update-map`'s GeoPackage
+
+
+def road_layers(roads_gpkg: str | Path, title: str = "", names: tuple[str, ...] = ROAD_LAYERS) -> list[QgsVectorLayer]:
+    """The GeoPackage's layers `names`, each styled with resources/styles/NAME.qml."""
     layers = []
-    for name in ("roads", "junctions"):
+    for name in names:
         layer = QgsVectorLayer(f"{roads_gpkg}|layername={name}", f"{name} - {title}" if title else name, "ogr")
         if layer.isValid():
             style = STYLES / f"{name}.qml"

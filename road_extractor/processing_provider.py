@@ -35,7 +35,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .engine import EngineError
 from .engine_options import default, names, spec
-from .layers import OUTPUT_PROPERTY, RESOURCES, road_layers
+from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RESOURCES, road_layers
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
 from .settings import ExtractSettings
 
@@ -343,6 +343,66 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
         return outputs
 
 
+class FindMissingRoadsAlgorithm(_EngineAlgorithm):
+    """`road-extractor update-map` in the toolbox: the imagery's roads against an existing road layer."""
+
+    def name(self) -> str:
+        return "find_missing_roads"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Find roads missing from a layer"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("Extracts the roads of a raster layer and compares them with an existing road layer (an "
+                "OpenStreetMap export, a municipal layer; any CRS, lines or multilines). Writes a GeoPackage with "
+                "three layers: missing (roads in the imagery the layer lacks, ranked for review), unconfirmed "
+                "(roads of the layer the imagery does not show, inside its valid area) and matched (roads found "
+                "on both, with the layer's offset in metres). Mark missing and unconfirmed pieces accepted or "
+                "rejected in their review field with the ordinary editing tools.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Imagery"))
+        self.addParameter(QgsProcessingParameterVectorLayer("ROADS", "Existing road layer",
+                                                            [QgsProcessing.TypeVectorLine]))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model file (empty: the shipped model)",
+                                                     optional=True, fileFilter="Model files (*.pt *.pth *.onnx)"))
+        self._add_options("compare", names("compare"))
+        self._add_options("inference", INFERENCE_OPTIONS)
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Map update (GeoPackage)",
+                                                                "GeoPackage (*.gpkg)"))
+        for name, label in (("MISSING", "Missing roads"), ("UNCONFIRMED", "Unconfirmed roads"),
+                            ("MATCHED", "Matched roads")):
+            self.addOutput(QgsProcessingOutputVectorLayer(name, label))
+        for name, label in (("MISSING_KM", "Missing (km)"), ("UNCONFIRMED_KM", "Unconfirmed (km)"),
+                            ("MATCHED_KM", "Matched (km)"), ("OFFSET_MEAN_M", "Mean offset of matched roads (m)")):
+            self.addOutput(QgsProcessingOutputNumber(name, label))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        settings = ExtractSettings.load()  # the dialog's vectorizer settings; inference from the parameters
+        for key, value in self._options(parameters, context, "inference", INFERENCE_OPTIONS).items():
+            setattr(settings, key, value)
+        try:
+            job = {"input": _file_of(layer), "roads": self._vector_path(parameters, "ROADS", context, feedback),
+                   "out": out, "overwrite": True, "model": self.parameterAsFile(parameters, "MODEL", context) or None,
+                   "compare_options": self._options(parameters, context, "compare", names("compare")),
+                   **settings.inference_options(), "vectorize_options": settings.vectorize_options()}
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        result = self._request("update_map", job, feedback)
+        feedback.pushInfo(result["text"])
+        for piece in road_layers(out, layer.name(), MAP_UPDATE_LAYERS):
+            piece.setCustomProperty(OUTPUT_PROPERTY, True)
+            context.temporaryLayerStore().addMapLayer(piece)
+            context.addLayerToLoadOnCompletion(piece.id(), QgsProcessingContext.LayerDetails(
+                piece.name(), context.project(), piece.name()))
+        return {"OUTPUT": out, "MISSING": f"{out}|layername=missing", "UNCONFIRMED": f"{out}|layername=unconfirmed",
+                "MATCHED": f"{out}|layername=matched", "MISSING_KM": result["missing_km"],
+                "UNCONFIRMED_KM": result["unconfirmed_km"], "MATCHED_KM": result["matched_km"],
+                "OFFSET_MEAN_M": result["offset_mean_m"]}
+
+
 class RoadExtractorProvider(QgsProcessingProvider):
     def id(self) -> str:
         return "road_extractor"
@@ -355,6 +415,6 @@ class RoadExtractorProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - Processing API
         for algorithm in (ExtractRoadsAlgorithm(), VectorizeRoadMaskAlgorithm(), EvaluateRoadsAlgorithm(),
-                          FinetuneRoadModelAlgorithm()):
+                          FinetuneRoadModelAlgorithm(), FindMissingRoadsAlgorithm()):
             self.addAlgorithm(algorithm)
 

@@ -195,11 +195,8 @@ def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, 
 
 def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:
     s = run.settings
-    job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, "tile": s.tile,
-           "overlap": s.overlap, "scales": s.scale_list(), "augment": s.augment, "device": s.device,
-           "precision": s.precision, "brightness": s.brightness, "threshold": s.threshold, "overwrite": s.overwrite,
-           "roads": str(run.roads),
-           "vectorize_options": s.vectorize_options()}
+    job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, **s.inference_options(),
+           "overwrite": s.overwrite, "roads": str(run.roads), "vectorize_options": s.vectorize_options()}
     if run.area.polygons_file:
         job["aoi"] = run.area.polygons_file
     elif run.area.extent is not None and not exported:

@@ -50,6 +50,12 @@ class ExtractSettings:
             raise ValueError(f"scales {self.scales!r} must be positive numbers, e.g. 0.75, 1.0, 1.25")
         return values
 
+    def inference_options(self) -> dict:
+        """The network's options as the engine's jobs take them (scales as numbers)."""
+        return {"tile": self.tile, "overlap": self.overlap, "scales": self.scale_list(), "augment": self.augment,
+                "device": self.device, "precision": self.precision, "brightness": self.brightness,
+                "threshold": self.threshold}
+
     def vectorize_options(self) -> dict:
         return {name: getattr(self, name) for name in names("vectorize")}
 

@@ -551,3 +551,31 @@ def test_a_finished_run_teaches_the_estimate_this_machines_speed(plugin, vegas, 
     assert dialog.workload.seconds() == pytest.approx(task.wall_seconds - engine_start_s(), rel=1e-6)
     assert engine_start_s() == task.engine_start_seconds != ENGINE_START_S  # measured, not the default
     QgsSettings().remove(SETTINGS_KEY.rstrip("/"))
+
+
+def test_find_missing_roads_runs_from_the_toolbox_and_loads_three_styled_layers(plugin, qgis_processing, vegas,
+                                                                                shared_data, tmp_path):
+    import processing
+
+    from core.metrics import read_lines
+
+    lines, crs = read_lines(shared_data / "spacenet" / "vegas_img0_roads.geojson")
+    layer = QgsVectorLayer("LineString?crs=EPSG:4326", "existing roads", "memory")
+    features = []
+    for line in lines[::2]:  # half of the roads: the other half should come back as missing
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromWkt(line.wkt))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "update.gpkg"
+    result = processing.runAndLoadResults("road_extractor:find_missing_roads", {
+        "INPUT": vegas, "ROADS": layer, "SCALES": "1.0", "OUTPUT": str(out)})
+    assert result["MISSING_KM"] >= 0 and result["MATCHED_KM"] > 0 and out.exists()
+    loaded = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    for name in ("missing - vegas", "unconfirmed - vegas", "matched - vegas"):
+        assert name in loaded and loaded[name].isValid(), sorted(loaded)
+    missing = loaded["missing - vegas"]
+    assert missing.renderer().type() == "categorizedSymbol"  # the QML style, by review state
+    review = missing.fields().indexOf("review")
+    assert missing.editorWidgetSetup(review).type() == "ValueMap"  # new / accepted / rejected to choose from

@@ -97,14 +97,22 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
         return devices(args.get("device", "auto"), args.get("precision", "auto"))
     if op == "describe_model":
         return describe_model(args.get("path"))
-    if op == "extract":
-        def progress(p) -> None:
-            eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
-            emit({"type": "progress", "fraction": p.fraction, "stage": p.stage,
-                  "message": f"{p.stage}: {p.tiles_done}/{p.tiles_total} tiles, {p.megapixels_per_s:.2f} MP/s{eta}"})
+    def progress(p) -> None:
+        eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
+        emit({"type": "progress", "fraction": p.fraction, "stage": p.stage,
+              "message": f"{p.stage}: {p.tiles_done}/{p.tiles_total} tiles, {p.megapixels_per_s:.2f} MP/s{eta}"})
 
-        return run_extract(ExtractJob.from_dict(args), progress=progress, cancel=cancel,
-                           log=lambda message: emit({"type": "log", "message": message}))
+    def log(message: str) -> None:
+        emit({"type": "log", "message": message})
+
+    if op == "extract":
+        return run_extract(ExtractJob.from_dict(args), progress=progress, cancel=cancel, log=log)
+    if op == "update_map":
+        from core.frontends.cli import format_map_update
+        from core.frontends.jobs import UpdateMapJob, run_update_map
+
+        result = run_update_map(UpdateMapJob.from_dict(args), progress=progress, cancel=cancel, log=log)
+        return {**result, "text": format_map_update(result)}
     if op == "vectorize":
         return run_vectorize(VectorizeJob.from_dict(args), cancel=cancel)
     if op == "evaluate":
@@ -112,7 +120,7 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
     if op == "finetune":
         return _finetune(args, emit, cancel)
     raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows ping, options, "
-                     f"devices, describe_model, extract, vectorize, evaluate, finetune")
+                     f"devices, describe_model, extract, update_map, vectorize, evaluate, finetune")
 
 
 def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
