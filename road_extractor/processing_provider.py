@@ -35,7 +35,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .engine import EngineError
 from .engine_options import default, names, spec
-from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RESOURCES, road_layers
+from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RESOURCES, ROAD_LAYERS, road_layers
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
 from .settings import ExtractSettings
 
@@ -127,10 +127,10 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                 "LENGTH_KM": result["length_km"]}
 
     @staticmethod
-    def _load_road_layers(roads: str, title: str, context) -> None:
-        """The styled roads and junctions join the project when the algorithm finishes, as the dialog's runs do
-        (a GeoPackage file output alone is not loaded by Processing)."""
-        for layer in road_layers(roads, title):
+    def _load_road_layers(roads: str, title: str, context, layers: tuple[str, ...] = ROAD_LAYERS) -> None:
+        """The styled roads and junctions (or another GeoPackage's `layers`) join the project when the algorithm
+        finishes, as the dialog's runs do (a GeoPackage file output alone is not loaded by Processing)."""
+        for layer in road_layers(roads, title, layers):
             layer.setCustomProperty(OUTPUT_PROPERTY, True)
             context.temporaryLayerStore().addMapLayer(layer)
             context.addLayerToLoadOnCompletion(layer.id(), QgsProcessingContext.LayerDetails(
@@ -392,11 +392,7 @@ class FindMissingRoadsAlgorithm(_EngineAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         result = self._request("update_map", job, feedback)
         feedback.pushInfo(result["text"])
-        for piece in road_layers(out, layer.name(), MAP_UPDATE_LAYERS):
-            piece.setCustomProperty(OUTPUT_PROPERTY, True)
-            context.temporaryLayerStore().addMapLayer(piece)
-            context.addLayerToLoadOnCompletion(piece.id(), QgsProcessingContext.LayerDetails(
-                piece.name(), context.project(), piece.name()))
+        self._load_road_layers(out, layer.name(), context, MAP_UPDATE_LAYERS)
         return {"OUTPUT": out, "MISSING": f"{out}|layername=missing", "UNCONFIRMED": f"{out}|layername=unconfirmed",
                 "MATCHED": f"{out}|layername=matched", "MISSING_KM": result["missing_km"],
                 "UNCONFIRMED_KM": result["unconfirmed_km"], "MATCHED_KM": result["matched_km"],

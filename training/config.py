@@ -15,6 +15,7 @@ from core.model import ModelConfig
 from core.options import PRECISIONS, ROAD_WIDTH_M
 
 from .augment import Augment
+from .yaml_files import read_yaml
 
 
 @dataclass
@@ -197,14 +198,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
 
 def read_config(path: Path) -> dict[str, Any]:
     fix = "give a YAML file like the config.yaml a run writes into its folder"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read the configuration {path} ({exc.strerror}); {fix}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise InputError(f"the configuration {path} is not valid YAML{at}; {fix}") from None
+    data = read_yaml(path, f"the configuration {path}", fix, InputError)
     if data is None:
         return {}
     if not isinstance(data, dict):

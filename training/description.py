@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from .yaml_files import read_yaml
 
 DESCRIPTION_NAME = "dataset.yaml"
 LABEL_KINDS = ("centreline", "surface")
@@ -87,14 +87,7 @@ def resolve_data(path: str | Path) -> DataDescription:
 
 def read_description(file: Path) -> DataDescription:
     fix = f"see {DESCRIPTION_NAME} in the README's \"Training data\""
-    try:
-        data = yaml.safe_load(file.read_text())
-    except OSError as exc:
-        raise DescriptionError(f"{file}: cannot be read ({exc.strerror}); {fix}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise DescriptionError(f"{file}: not valid YAML{at}; {fix}") from None
+    data = read_yaml(file, f"the data description {file}", fix, DescriptionError)
     if not isinstance(data, dict):
         raise DescriptionError(f"{file}: not a mapping of fields ({', '.join(FIELDS)}); {fix}")
     unknown = sorted(set(data) - set(FIELDS))
