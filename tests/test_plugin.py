@@ -80,7 +80,8 @@ def test_plugin_loads_registers_processing_and_unloads(qgis_iface):
     assert len(actions) == 1 and not actions[0].icon().isNull()
     provider = QgsApplication.processingRegistry().providerById("road_extractor")
     assert sorted(a.name() for a in provider.algorithms()) == ["evaluate_roads", "extract_roads",
-                                                               "finetune_road_model", "vectorize_road_mask"]
+                                                               "find_missing_roads", "finetune_road_model",
+                                                               "vectorize_road_mask"]
     actions[0].trigger()
     assert plugin.dialog is not None and plugin.dialog.isVisible()
     plugin.dialog.close()
