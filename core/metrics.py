@@ -229,18 +229,24 @@ def pooled_length_metrics(rows: list[dict]) -> dict:
 LINE_METRIC_VERSION = 2
 
 
+def equirectangular_frame(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, metres per degree along x and y) of the frame centred on the mean of [N, 2] longitude/latitude
+    coordinates: (xy - origin) * scale is metres."""
+    from core.inputs.raster import metres_per_degree
+
+    origin = coords.mean(axis=0)
+    return origin, np.array(metres_per_degree(float(origin[1])))
+
+
 def to_local_metres(*line_sets: list[shapely.LineString]) -> tuple[list[shapely.LineString], ...]:
     """Degrees -> metres in one equirectangular frame for all the sets, centred on their common mean (exact for a
     tile). Why one centred frame: scaling raw longitudes amplifies any difference of scale, and two sets each scaled
     at its own mean latitude lay 26 m apart east-west at Las Vegas for every 0.0002 degrees (22 m) between those
     means, enough to miss every match within a 5 m buffer."""
-    from core.inputs.raster import metres_per_degree
-
     coords = [c for lines in line_sets for line in lines for c in line.coords]
     if not coords:
         return line_sets
-    origin = np.mean(np.asarray(coords, dtype=float)[:, :2], axis=0)
-    scale = np.array(metres_per_degree(float(origin[1])))
+    origin, scale = equirectangular_frame(np.asarray(coords, dtype=float)[:, :2])
     return tuple([shapely.transform(line, lambda xy: (xy - origin) * scale) for line in lines] for lines in line_sets)
 
 

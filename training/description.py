@@ -18,7 +18,7 @@ centreline buffers, white no-data, validation tiles drawn by `--val-tiles`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .yaml_files import read_yaml
@@ -124,11 +124,3 @@ def read_description(file: Path) -> DataDescription:
     return DataDescription(folder=folder, place=str(data.get("place") or folder.name), gsd_range_m=gsd_range,
                            label=label, label_width_m=float(width) if width is not None else None, nodata=nodata,
                            validation=tuple(validation), terms=str(data.get("terms", "")), file=file)
-
-
-@dataclass
-class PlaceTiles:
-    """The held-out pairs of one place (`validation:` of its descriptions), for the per-place table."""
-
-    place: str
-    pairs: list = field(default_factory=list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 from collections.abc import Sequence
@@ -251,7 +252,7 @@ def cmd_update_map(args: argparse.Namespace) -> int:
 def format_map_update(result: dict) -> str:
     """The summary the command line prints (the plugin's message bar says the same in one line)."""
     offset = (f"offset {result['offset_mean_m']:.1f} m on average, {result['offset_p90_m']:.1f} m at the 90th "
-              f"percentile" if result["offset_mean_m"] == result["offset_mean_m"] else "no offset measured")
+              f"percentile" if math.isfinite(result["offset_mean_m"]) else "no offset measured")
     return (f"wrote       {result['out']}\n"
             f"missing     {result['missing_km']:.2f} km in {result['missing_pieces']} pieces: roads in the imagery "
             f"that the layer lacks (review field: new)\n"

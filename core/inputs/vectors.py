@@ -28,30 +28,41 @@ def layer_names(path) -> list[str]:
     return [name for name, _ in _pyogrio()[0].list_layers(path)]
 
 
-def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
-    """Non-empty geometries of a vector file (any OGR format) and its CRS as WKT, reprojected to `target_crs_wkt`
-    when that differs. Raises ValueError with OGR's reason for a file it cannot read."""
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
-
+def _read_raw(path, layer: str | None = None):
+    """(OGR's metadata, WKB geometries) of a vector file; ValueError with OGR's reason for one it cannot read."""
     raw = pyogrio_raw()
     try:
         meta, _, geometries, _ = raw.read(path, layer=layer, read_geometry=True, columns=[])
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
         raise ValueError(f"not a vector file OGR can read ({str(exc).splitlines()[0]}); give a GeoPackage, "
                          f"shapefile or GeoJSON") from None
+    return meta, geometries
+
+
+def _reprojected(shapes: list, source, target) -> list:
+    """Geometries from the rasterio CRS `source` to `target`; ValueError where PROJ cannot convert them."""
+    from rasterio.warp import transform_geom
+
+    try:
+        return [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g))) for g in shapes]
+    except Exception as exc:  # noqa: BLE001 - PROJ's errors ("utm: Invalid latitude") come as several types
+        raise ValueError(f"its geometries cannot be converted from its CRS ({source.to_string()}) to the "
+                         f"raster's ({exc}); the file's CRS is probably wrong - check it in QGIS") from None
+
+
+def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
+    """Non-empty geometries of a vector file (any OGR format) and its CRS as WKT, reprojected to `target_crs_wkt`
+    when that differs. Raises ValueError with OGR's reason for a file it cannot read."""
+    from rasterio.crs import CRS
+
+    meta, geometries = _read_raw(path, layer)
     shapes = [g for g in shapely.from_wkb(geometries) if g is not None and not g.is_empty] \
         if geometries is not None else []
     crs = meta.get("crs")
     if target_crs_wkt and crs:
         source, target = CRS.from_user_input(crs), CRS.from_wkt(target_crs_wkt)
         if source != target:
-            try:
-                shapes = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g)))
-                          for g in shapes]
-            except Exception as exc:  # noqa: BLE001 - PROJ's errors ("utm: Invalid latitude") come as several types
-                raise ValueError(f"its geometries cannot be converted from its CRS ({source.to_string()}) to the "
-                                 f"raster's ({exc}); the file's CRS is probably wrong - check it in QGIS") from None
+            shapes = _reprojected(shapes, source, target)
         return shapes, target_crs_wkt if source != target else source.to_wkt()
     return shapes, CRS.from_user_input(crs).to_wkt() if crs else None
 
@@ -86,17 +97,14 @@ def read_road_layer(path, info) -> tuple[list, list[int], list[str]]:
     import numpy as np
     from affine import Affine
     from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
 
     if not Path(path).exists():
         raise ValueError(f"--roads {path}: no such file; give the road layer to compare (GeoPackage, shapefile, "
                          f"GeoJSON)")
-    raw = pyogrio_raw()
     try:
-        meta, _, geometries, _ = raw.read(path, read_geometry=True, columns=[])
-    except Exception as exc:  # noqa: BLE001 - pyogrio raises DataSourceError, DataLayerError, ... for foreign files
-        raise ValueError(f"--roads {path}: not a vector file OGR can read ({str(exc).splitlines()[0]}); give a "
-                         f"GeoPackage, shapefile or GeoJSON of road lines") from None
+        meta, geometries = _read_raw(path)
+    except ValueError as exc:
+        raise ValueError(f"--roads {path}: {exc}") from None
     shapes = shapely.from_wkb(geometries, on_invalid="ignore") if geometries is not None else []
     notes: list[str] = []
     lines, features, broken, kinds = [], [], 0, set()
@@ -132,11 +140,9 @@ def read_road_layer(path, info) -> tuple[list, list[int], list[str]]:
         source, target = CRS.from_user_input(crs), CRS.from_wkt(info.crs_wkt)
         if source != target:
             try:
-                lines = [shapely.geometry.shape(transform_geom(source, target, shapely.geometry.mapping(g)))
-                         for g in lines]
-            except Exception as exc:  # noqa: BLE001 - PROJ's errors come as several types
-                raise ValueError(f"--roads {path}: its lines cannot be converted from {source.to_string()} to the "
-                                 f"imagery's CRS ({exc}); check the layer's CRS in QGIS") from None
+                lines = _reprojected(lines, source, target)
+            except ValueError as exc:
+                raise ValueError(f"--roads {path}: {exc}") from None
     if info.transform is not None:
         to_map = Affine.from_gdal(*info.transform)
         corners = np.array([to_map * (x, y) for x in (0, info.width) for y in (0, info.height)])

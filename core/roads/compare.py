@@ -101,14 +101,13 @@ class MetricFrame:
     def __init__(self, crs_wkt: str | None, lines: list[shapely.LineString]) -> None:
         from rasterio.crs import CRS
 
-        from core.inputs.raster import metres_per_degree
+        from core.metrics import equirectangular_frame
 
         self.origin, self.scale = np.zeros(2), np.ones(2)
         crs = CRS.from_wkt(crs_wkt) if crs_wkt else None
         coords = np.concatenate([shapely.get_coordinates(line) for line in lines]) if lines else np.zeros((0, 2))
         if crs is not None and crs.is_geographic and len(coords):
-            self.origin = coords.mean(axis=0)
-            self.scale = np.array(metres_per_degree(float(self.origin[1])))
+            self.origin, self.scale = equirectangular_frame(coords)
         elif crs is not None and crs.is_projected:
             self.scale = np.full(2, float(crs.linear_units_factor[1]))
 
@@ -232,11 +231,13 @@ def compare_networks(existing: list[shapely.LineString], extracted: list[shapely
 
 
 def _by_line(classes: np.ndarray, lengths: np.ndarray, owners: np.ndarray, min_piece_m: float) -> np.ndarray:
-    """`_smooth` along each line on its own."""
+    """`_smooth` along each line on its own (`_steps` keeps each line's steps together, in order)."""
     out = classes.copy()
-    for owner in np.unique(owners):
-        steps = owners == owner
-        out[steps] = _smooth(classes[steps], lengths[steps], min_piece_m)
+    if not len(owners):
+        return out
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(owners)) + 1, [len(owners)]]).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        out[a:b] = _smooth(classes[a:b], lengths[a:b], min_piece_m)
     return out
 
 
