@@ -45,7 +45,8 @@ class TrainConfig:
     gsd_m: float = 1.0  # ground sample distance of the training data (georeferenced rasters are resampled to it)
     road_width_m: float = ROAD_WIDTH_M  # width road centrelines are rasterised at (vector labels only)
     # What a road-surface mask (a dataset.yaml's `label: surface`) is trained as: as_is, or centreline (its
-    # skeleton widened to --road-width-m is road, the rest of the surface ignored); centreline buffers stay as drawn.
+    # skeleton widened to --road-width-m is road, the rest of the surface ignored; centreline buffers stay as
+    # drawn), or one_width (centreline, and buffers of a stated other label_width_m redrawn at --road-width-m too).
     label_target: str = "as_is"
     seed: int = 0  # weights' initialisation, crops and augmentation
     # Which tiles are held out: apart from --seed, so runs with other seeds are scored on the same tiles and
@@ -140,8 +141,10 @@ FLAG_HELP = {  # flags whose name alone does not say what they do
                        "training average`; 0: none ",
     "invert_brightness": "share of training crops whose brightness is inverted with their colours kept, so that "
                          "roads darker than the ground around them (new asphalt in a desert) are seen too ",
-    "label_target": "as_is | centreline: what road-surface masks (a dataset.yaml's label: surface) are trained as; "
-                    "centreline: their skeleton widened to --road-width-m, the rest of the surface ignored ",
+    "label_target": "as_is | centreline | one_width: what road-surface masks (a dataset.yaml's label: surface) "
+                    "are trained as; centreline: their skeleton widened to --road-width-m, the rest of the surface "
+                    "ignored; one_width: that, and centreline buffers of another label_width_m redrawn at "
+                    "--road-width-m, so every place teaches one width ",
     "precision": f"{' | '.join(PRECISIONS)}: training arithmetic for `fit`, inference arithmetic for `evaluate` "
                  "(auto: bf16 where the GPU or CPU has it natively) ",
 }

@@ -58,6 +58,7 @@ class Pair:
     label: str = "centreline"
     nodata: str = "white"
     target: str = "as_is"
+    label_width_m: float | None = None  # a centreline buffer's drawn width (None: not stated)
 
     @property
     def name(self) -> str:
@@ -175,12 +176,25 @@ def read_pair(pair: Pair, labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
         target[(image <= BLACK_LEVEL).all(axis=2)] = IGNORE
     if pair.image_gsd_m is not None:
         image, target = resample_to_gsd(image, target, pair.image_gsd_m, pair.gsd_m)
-    if pair.target == "centreline" and pair.label == "surface":
+    if _redrawn(pair):
         target = surface_to_centreline(target, pair.road_width_m / pair.gsd_m)
     return image, target
 
 
-LABEL_TARGETS = ("as_is", "centreline")
+def _redrawn(pair: Pair) -> bool:
+    """Whether `read_pair` redraws the pair's labels as centreline buffers of `road_width_m`: surfaces under both
+    centreline targets; under `one_width`, also buffers drawn at another width (SpaceNet's 4.6 m, a lines
+    raster's 11 m), so that every place teaches one road width and width is not a thing the model must guess from
+    where the imagery comes from (a pixel wider or narrower than --road-width-m is kept as drawn)."""
+    if pair.target == "as_is":
+        return False
+    if pair.label == "surface":
+        return True
+    return (pair.target == "one_width" and pair.label_width_m is not None
+            and abs(pair.label_width_m - pair.road_width_m) > pair.gsd_m)
+
+
+LABEL_TARGETS = ("as_is", "centreline", "one_width")
 
 
 def resample_to_gsd(image: np.ndarray, target: np.ndarray, image_gsd_m: float,
@@ -213,9 +227,11 @@ def resample_to_gsd(image: np.ndarray, target: np.ndarray, image_gsd_m: float,
 
 
 def surface_to_centreline(target: np.ndarray, width_px: float) -> np.ndarray:
-    """A road-surface target as a centreline buffer `width_px` wide (the labels Massachusetts Roads draws and the
-    vectorizer reads): the surface's skeleton widened to the buffer is road; the rest of the surface is IGNORE,
-    neither road nor background, so a wide road's kerbside is not taught as background."""
+    """A road-surface target (or a buffer of another width) as a centreline buffer `width_px` wide (the labels
+    Massachusetts Roads draws and the vectorizer reads): the road's skeleton widened to the buffer is road; the
+    rest of the old road is IGNORE, neither road nor background, so a wide road's kerbside is not taught as
+    background. A narrower buffer widens: its centreline's new band is road, as Massachusetts draws a fixed width
+    whatever the road's."""
     import cv2
     from skimage.morphology import skeletonize
 
@@ -352,7 +368,7 @@ def described_pairs(description: DataDescription, gsd_m: float = 1.0, road_width
     if description.gsd_m is not None and any(p.has_vector_roads for p in pairs):
         raise DataError(f"{description.file}: gsd_m is for image/mask folders; georeferenced rasters carry their own")
     return [replace(p, image_gsd_m=description.gsd_m, label=description.label, nodata=description.nodata,
-                    target=target) for p in pairs]
+                    target=target, label_width_m=description.label_width_m) for p in pairs]
 
 
 def split_dataset(data: str | Path | list[str], val_tiles: float, seed: int = 0, gsd_m: float = 1.0,
