@@ -165,6 +165,19 @@ class FinetuneOptions:
                                  minimum=0.0, label="Road width in metres (0: the model's)")
     margin_m: float = option(50.0, "without a train area, labels are trusted this far around the lines' extent (m)",
                              minimum=0.0, advanced=True)
+    # What keeps the parent's knowledge (issue 31; each default is the variant benchmarks/finetune_places.py chose):
+    distill: float = option(0.5, "weight of the parent's own road probabilities as a second target on the same crops "
+                            "(learning without forgetting; 0: off)", minimum=0.0, maximum=10.0,
+                            label="Keep what the parent sees (distillation weight)", advanced=True)
+    replay: float = option(0.0, "share of each batch cut from the parent's own training data where it is on this "
+                           "machine (0: none)", minimum=0.0, maximum=0.9,
+                           label="Share of the parent's training data replayed", advanced=True)
+    batchnorm: str = option("frozen", "BatchNorm statistics: frozen (the parent's, kept) or trained (re-estimated on "
+                            "the user's imagery)", choices=("frozen", "trained"), label="BatchNorm statistics",
+                            advanced=True)
+    mix: str = option("auto", "weights kept: auto (the mix of parent and fine-tuned weights that scores best on the "
+                      "check area, the parent itself included) or all (the fine-tuned weights as they are)",
+                      choices=("auto", "all"), label="Weights kept", advanced=True)
 
 
 @dataclass(kw_only=True)

@@ -43,7 +43,7 @@ from .settings import ExtractSettings
 # the engine's option table (core/options.py), and each parameter is named after its option (spur_m -> SPUR_M).
 INFERENCE_OPTIONS = ("scales", "augment", "device", "precision", "brightness", "threshold", "tile", "overlap")
 EVALUATE_OPTIONS = ("rho", "buffer_m", "road_width_m", "control_spacing_m", "snap_m")
-FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m")
+FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m", "distill", "replay", "batchnorm", "mix")
 
 
 def option_parameter(group: str, name: str):

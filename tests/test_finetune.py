@@ -63,7 +63,7 @@ def test_finetune_writes_a_self_describing_model_and_scores_before_and_after(sub
     report = tmp_path / "report.json"
     code = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--train-area", str(north),
                  "--check-area", str(south), "--init", str(random_model_file), "--out", str(out), "--json",
-                 str(report), *TINY])
+                 str(report), "--mix", "all", "--batchnorm", "trained", *TINY])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "before" in err and "after" in err and "completeness" in err
@@ -89,13 +89,120 @@ def test_finetune_writes_a_self_describing_model_and_scores_before_and_after(sub
     assert any(moved)
 
 
-def test_without_a_check_area_a_strip_is_held_out(suburb, random_model_file, tmp_path, capsys):
+def test_without_a_check_area_blocks_with_roads_are_held_out_and_a_distant_band_scores_generality(
+        suburb, random_model_file, tmp_path, capsys):
+    from training.finetune import CHECK_SHARE, FinetuneSpec, parent_model, prepare
+
     folder, raster, roads = suburb
+    lines = []
+    spec = FinetuneSpec(rasters=[str(raster)], roads=str(roads), out="", crop=64, road_width_m=7)
+    scenes, gsd = prepare(spec, 1.0, lines.append)
+    (scene,) = scenes
+    road = scene.roads
+    # The check blocks hold labelled road (a quarter of the area could hold none), about CHECK_SHARE of it.
+    assert (scene.check & road).sum() >= 0.5 * CHECK_SHARE * (road & (scene.train | scene.check)).sum()
+    # Elsewhere: the far band, kept apart from what trains by half a crop; nothing is both trained and scored.
+    assert scene.elsewhere is not None and (scene.elsewhere & road).any()
+    assert not (scene.train & (scene.check | scene.elsewhere)).any() and not (scene.check & scene.elsewhere).any()
+    first = np.flatnonzero(scene.elsewhere.any(axis=1))[0]
+    assert not scene.train[first - 32:first].any()
+    assert any("block(s) of 64 px" in line for line in lines) and any("elsewhere" in line for line in lines)
+
     code = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--init", str(random_model_file),
-                 "--out", str(tmp_path / "m.pt"), *TINY])
+                 "--out", str(tmp_path / "m.pt"), "--json", str(tmp_path / "r.json"), *TINY])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "none given" in err and "southern quarter" in err
+    result = json.loads((tmp_path / "r.json").read_text())
+    for when in ("areas_before", "areas_after"):
+        assert set(result[when]) == {"check", "elsewhere"}  # a random parent names no training data
+        assert all(0 <= f["relaxed_f1"] <= 1 for f in result[when].values())
+    assert "forgetting  not measured" in err
+    # --mix auto: the random parent learns nothing in seconds; whatever share is kept is the one that scored best.
+    kept = load_model(tmp_path / "m.pt")
+    assert kept.info.provenance["mix_share"] == result["mix_share"]
+    if result["mix_share"] == 0:
+        assert "holds the parent's weights unchanged" in err
+        parent, _ = parent_model(str(random_model_file))
+        for (_, a), (_, b) in zip(sorted(parent.network.state_dict().items()),
+                                  sorted(kept.network.state_dict().items()), strict=True):
+            assert torch.allclose(a.float(), b.float(), atol=2e-3)
+
+
+def test_three_rasters_hold_one_out_whole(suburb, tmp_path):
+    import shutil
+
+    from training.finetune import FinetuneSpec, prepare
+
+    folder, raster, roads = suburb
+    copies = [shutil.copy(raster, tmp_path / f"part{i}.tif") for i in range(3)]
+    lines = []
+    scenes, _ = prepare(FinetuneSpec(rasters=[str(c) for c in copies], roads=str(roads), out="", crop=64,
+                                      road_width_m=7), 1.0,
+                        lines.append)
+    whole = [s for s in scenes if s.elsewhere is not None]
+    assert len(whole) == 1 and not whole[0].train.any() and whole[0].elsewhere.any()
+    assert any("held out whole" in line for line in lines)
+    assert sum(int(s.check.any()) for s in scenes) == 2  # the check blocks are spread over the other two
+
+
+def test_labels_that_leave_nothing_to_check_are_refused(suburb, random_model_file, tmp_path, capsys):
+    folder, raster, roads = suburb
+    one = tmp_path / "one.geojson"
+    one.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
+            "type": "LineString", "coordinates": _one_short_line(raster)}}]}))
+    _refused(capsys, ["finetune", "--raster", str(raster), "--roads", str(one), "--init", str(random_model_file),
+                      "--out", str(tmp_path / "never.pt"), *TINY], "less than two training crops")
+    assert not (tmp_path / "never.pt").exists()
+
+
+def _one_short_line(raster: Path) -> list:
+    import rasterio
+
+    with rasterio.open(raster) as ds:
+        left, top = ds.bounds.left, ds.bounds.top
+    return [[left + 10, top - 10], [left + 30, top - 10]]
+
+
+def test_frozen_batchnorm_keeps_the_parents_statistics_and_distillation_and_replay_run(
+        suburb, random_model_file, tmp_path, capsys):
+    """Mechanics of the forgetting guards with a parent whose model file names its training data: the data is a
+    folder of image/mask pairs written here, so the parent's validation tiles are scored before and after and a
+    share of each batch is replayed from its other tiles."""
+    from PIL import Image
+
+    from core.model.checkpoint import save_model
+
+    folder, raster, roads = suburb
+    data = tmp_path / "parent-data"
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        mask = np.zeros((96, 96), np.uint8)
+        mask[40 + i:47 + i] = 255
+        Image.fromarray((rng.random((96, 96, 3)) * 200).astype(np.uint8)).save(data / "images" / f"t{i}.png")
+        Image.fromarray(mask).save(data / "masks" / f"t{i}.png")
+    parent = load_model(random_model_file)
+    parent.info.provenance = {"data": [str(data)], "validation_tiles": ["t0"]}
+    parent_file = save_model(tmp_path / "parent.pt", parent.network, parent.info)
+    out = tmp_path / "kept.pt"
+    code = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--init", str(parent_file), "--out",
+                 str(out), "--json", str(tmp_path / "r.json"), "--mix", "all", "--batchnorm", "frozen",
+                 "--distill", "1", "--replay", "0.5", *TINY])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert set(result["areas_after"]) == {"check", "elsewhere", "parent_tiles"}
+    assert "1 of each batch replayed" in err and "(parent's tiles)" in err
+    tuned = load_model(out)
+    assert "parent_tiles_after_road_iou" in tuned.info.metrics
+    before, after = parent.network.state_dict(), tuned.network.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.allclose(before[k].float(), after[k].float(), atol=1e-2) for k in stats)
+    # Trained all the same (a few steps at the warm-up's learning rate: small moves, so any change counts).
+    assert any(not torch.equal(before[k].half(), after[k].half()) for k in before
+               if k.endswith("weight") and before[k].is_floating_point()), err
 
 
 def test_the_default_gsd_is_the_imagerys_within_half_to_once_the_parents():

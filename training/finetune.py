@@ -68,9 +68,12 @@ class Scene:
     valid: np.ndarray  # bool [H, W]
     roads: np.ndarray  # bool [H, W]
     train: np.ndarray  # bool [H, W]: labels trusted for training
-    check: np.ndarray  # bool [H, W]: held out for scoring
+    check: np.ndarray  # bool [H, W]: held out for scoring, near what is taught
     check_shape: object  # shapely geometry of the check area in pixel coordinates (None: no check here)
     lines: list  # reference centrelines in pixel coordinates (x right, y down)
+    # Held out to measure generality: a whole raster when several are given, else a distant band of the one.
+    elsewhere: np.ndarray | None = None
+    elsewhere_shape: object = None
 
 
 @dataclass(frozen=True)
@@ -213,12 +216,20 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     if not any(s.train.any() for s in scenes):
         raise FinetuneError("the imagery has no valid pixels (NoData, transparent) where the labels are trusted; "
                             "give imagery that has data under the road lines and the train area")
-    if not spec.check_area:
-        _hold_out_strip(scenes, log)
-    elif not any(s.check.any() for s in scenes):
-        raise FinetuneError(f"--check-area {spec.check_area} does not overlap the imagery; draw it over the rasters")
     if not any((s.train & s.roads).any() for s in scenes):
         raise FinetuneError("no road pixel lies in the train area; draw the train area over labelled roads")
+    if spec.check_area and not any(s.check.any() for s in scenes):
+        raise FinetuneError(f"--check-area {spec.check_area} does not overlap the imagery; draw it over the rasters")
+    elsewhere = _hold_out_elsewhere(scenes, spec.crop)
+    if not spec.check_area:
+        _hold_out_check_blocks(scenes, spec.crop, spec.seed, log)
+    elif not any((s.check & s.roads).any() for s in scenes):
+        raise FinetuneError(f"--check-area {spec.check_area} holds no labelled road, so before and after would say "
+                            f"nothing; draw it over labelled roads")
+    if not any((s.train & s.roads).any() for s in scenes):
+        raise FinetuneError("no labelled road is left to train on once the check areas are held out; give more "
+                            "labelled roads (or a smaller --check-area)")
+    log(elsewhere)
     return scenes, gsd
 
 
@@ -240,51 +251,141 @@ def _read_mask(path: str, info, shape: tuple[int, int]) -> np.ndarray:
     return values > 0
 
 
-def _hold_out_strip(scenes: list[Scene], log: Callable[[str], None]) -> None:
-    """Without a check area: the southern quarter of the trusted area of the scene with the most of it."""
+# Shares of the labelled road held out when the user names no check area: enough road to score (a quarter of the
+# area, as the first versions held out, could hold none), little enough to leave most of it to learn from.
+CHECK_SHARE = 0.2
+ELSEWHERE_SHARE = 0.2
+
+
+def _road_px(scene: Scene, where: np.ndarray) -> int:
+    return int((scene.roads & where).sum())
+
+
+def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
+    """Imagery the run never learns from, to tell a model that learnt the user's imagery from one that learnt the
+    patch it was shown: with three rasters or more, the one whose labelled road is the median, whole; else the far
+    end of the largest raster's labelled area along its long axis, holding ELSEWHERE_SHARE of its road, with half a
+    crop between it and what trains. Returns the line that says what was held out."""
     import shapely
 
+    labelled = [s for s in scenes if _road_px(s, s.train)]
+    if len(labelled) >= 3:
+        scene = sorted(labelled, key=lambda s: _road_px(s, s.train))[len(labelled) // 2]
+        scene.elsewhere, scene.train = scene.train.copy(), np.zeros_like(scene.train)
+        rows, cols = np.flatnonzero(scene.elsewhere.any(axis=1)), np.flatnonzero(scene.elsewhere.any(axis=0))
+        scene.elsewhere_shape = shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        return (f"elsewhere   {scene.name} is held out whole: the parent and the new model are scored on it to "
+                f"show what the run learnt about imagery it never saw")
     scene = max(scenes, key=lambda s: int(s.train.sum()))
-    rows = np.flatnonzero(scene.train.any(axis=1))
-    cols = np.flatnonzero(scene.train.any(axis=0))
-    start = int(rows[0] + 0.75 * (rows[-1] + 1 - rows[0]))
-    scene.check[start:rows[-1] + 1] = scene.train[start:rows[-1] + 1]
-    scene.train[start:] = False
-    scene.check_shape = shapely.box(cols[0], start, cols[-1] + 1, rows[-1] + 1)
-    log(f"check area  none given: rows {start}-{rows[-1]} of {scene.name} (the southern quarter of the labelled "
-        f"area) are held out and scored before and after")
+    axis = 0 if scene.train.shape[0] >= scene.train.shape[1] else 1  # 0: rows, the far band is the southern one
+    per_line = (scene.roads & scene.train).sum(axis=1 - axis)[::-1].cumsum()
+    if per_line[-1] == 0:
+        return "elsewhere   not measured: no labelled road"
+    depth = int(np.searchsorted(per_line, ELSEWHERE_SHARE * per_line[-1])) + 1
+    size = scene.train.shape[axis]
+    start = size - depth
+    band = np.zeros_like(scene.train)
+    gap = np.zeros_like(scene.train)
+    if axis == 0:
+        band[start:], gap[max(0, start - block // 2):start] = True, True
+    else:
+        band[:, start:], gap[:, max(0, start - block // 2):start] = True, True
+    rest = scene.train & ~band & ~gap
+    if not (_road_px(scene, band & scene.train) and _road_px(scene, rest)):
+        return "elsewhere   not measured: the labelled roads are too few to hold any out at a distance"
+    scene.elsewhere = scene.train & band
+    scene.train = rest
+    rows, cols = np.flatnonzero(scene.elsewhere.any(axis=1)), np.flatnonzero(scene.elsewhere.any(axis=0))
+    scene.elsewhere_shape = shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    side = "southern" if axis == 0 else "eastern"
+    return (f"elsewhere   the {side} {depth} px of {scene.name} ({ELSEWHERE_SHARE:.0%} of its labelled road) are "
+            f"held out, half a crop away from what trains, to score imagery the run never saw")
+
+
+def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Callable[[str], None]) -> None:
+    """Without a check area: crop-sized blocks with labelled road, spread over the rasters (taken in turn from
+    each, in a seeded order), until they hold CHECK_SHARE of the road left to train on; FinetuneError when the
+    labels leave nothing to check."""
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    candidates = []
+    for index, scene in enumerate(scenes):
+        height, width = scene.train.shape
+        found = []
+        for y in range(0, height, block):
+            for x in range(0, width, block):
+                where = np.zeros_like(scene.train)
+                where[y:y + block, x:x + block] = scene.train[y:y + block, x:x + block]
+                if _road_px(scene, where):
+                    found.append((index, y, x))
+        rng.shuffle(found)
+        candidates.append(found)
+    total = sum(_road_px(s, s.train) for s in scenes)
+    if sum(len(c) for c in candidates) < 2:
+        raise FinetuneError("the labelled roads fill less than two training crops, so none can be held out to check "
+                            "the result; label more roads (or give a --check-area over labelled roads)")
+    taken, held, boxes = 0, [], {}
+    while taken < CHECK_SHARE * total:
+        for found in candidates:
+            if found and taken < CHECK_SHARE * total:
+                index, y, x = found.pop()
+                scene = scenes[index]
+                where = np.zeros_like(scene.train)
+                where[y:y + block, x:x + block] = True
+                taken += _road_px(scene, where & scene.train)
+                scene.check |= where & scene.train
+                boxes.setdefault(index, []).append(shapely.box(x, y, x + block, y + block))
+                held.append(index)
+        if not any(candidates):
+            break
+    for index, shapes in boxes.items():
+        scene = scenes[index]
+        scene.train &= ~scene.check
+        scene.check_shape = shapely.union_all(shapes)
+    named = ", ".join(f"{held.count(i)} in {scenes[i].name}" for i in sorted(set(held)))
+    log(f"check area  none given: {len(held)} block(s) of {block} px with labelled roads ({named}; {taken / total:.0%} "
+        f"of the labelled road) are held out and scored before and after")
 
 
 # ------------------------------------------------------------------------------------------------ scoring
 
 
+AREAS = {"check": "check area", "elsewhere": "elsewhere"}
+
+
 def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5.0, lines: bool = True,
-          device: str = "auto", precision: str = "auto") -> dict[str, float]:
-    """The model on every scene's check area, through the engine a user runs: road IoU of the mask, and the
-    extracted centrelines against the reference lines (completeness and correctness within `buffer_m`, APLS)."""
+          device: str = "auto", precision: str = "auto", area: str = "check") -> dict[str, float]:
+    """The model on every scene's `area` (check: held out near what is taught; elsewhere: imagery never taught),
+    through the engine a user runs: road IoU and relaxed F1 within 3 m of the mask, and the extracted centrelines
+    against the reference lines (completeness and correctness within `buffer_m`, APLS). {} when no scene has it."""
     import shapely
 
-    from core.metrics import apls, length_metrics, lines_inside
+    from core.metrics import apls, length_metrics, lines_inside, relaxed_counts, relaxed_from_counts
     from core.roads.vectorize import PixelGrid, VectorizeParams, vectorize_array
 
-    from .evaluate import Inference, predict_tile
+    from .evaluate import PLACE_RHO_M, Inference, predict_tile
 
     tp = fp = fn = 0
-    reference, proposal = [], []
+    relaxed = np.zeros(4, np.int64)
+    reference, proposal, seen = [], [], False
     for scene in scenes:
-        if not scene.check.any():
+        where = getattr(scene, area)
+        if where is None or not where.any():
             continue
-        rows, cols = np.flatnonzero(scene.check.any(axis=1)), np.flatnonzero(scene.check.any(axis=0))
-        context = 64  # pixels of imagery around the check area, as a user's extraction would have
+        seen = True
+        rows, cols = np.flatnonzero(where.any(axis=1)), np.flatnonzero(where.any(axis=0))
+        context = 64  # pixels of imagery around the area, as a user's extraction would have
         y0, x0 = max(0, rows[0] - context), max(0, cols[0] - context)
         y1, x1 = min(scene.image.shape[0], rows[-1] + 1 + context), min(scene.image.shape[1], cols[-1] + 1 + context)
         inference = Inference(scales=(1.0,), device=device, precision=precision)
         probability, mask = predict_tile(model, scene.image[y0:y1, x0:x1], scene.valid[y0:y1, x0:x1], gsd, inference)
-        inside = scene.check[y0:y1, x0:x1]
+        inside = where[y0:y1, x0:x1]
         truth = scene.roads[y0:y1, x0:x1]
         tp += int((mask & truth & inside).sum())
         fp += int((mask & ~truth & inside).sum())
         fn += int((~mask & truth & inside).sum())
+        relaxed += relaxed_counts(mask, truth, PLACE_RHO_M / gsd, ~inside)
         if not lines:
             continue
         probability[~inside] = 0
@@ -294,10 +395,13 @@ def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5
         def metres(geometry):
             return shapely.transform(geometry, lambda xy: xy * np.array([gsd, -gsd]))
 
-        area = metres(scene.check_shape)
-        proposal += lines_inside(found, area)
-        reference += lines_inside([metres(line) for line in scene.lines], area)
-    figures = {"road_iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan")}
+        shape = metres(getattr(scene, f"{area}_shape"))
+        proposal += lines_inside(found, shape)
+        reference += lines_inside([metres(line) for line in scene.lines], shape)
+    if not seen:
+        return {}
+    figures = {"road_iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan"),
+               "relaxed_f1": relaxed_from_counts(relaxed)["relaxed_f1"]}
     if lines and reference:
         length = length_metrics(reference, proposal, buffer_m)
         figures.update({"completeness": length["completeness"], "correctness": length["correctness"],
@@ -308,6 +412,8 @@ def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5
 
 def format_scores(name: str, figures: dict[str, float]) -> str:
     parts = [f"road IoU {figures['road_iou']:.3f}"]
+    if "relaxed_f1" in figures:
+        parts.append(f"relaxed F1 {figures['relaxed_f1']:.3f}")
     if "completeness" in figures:
         correctness = figures["correctness"]
         parts += [f"completeness {figures['completeness']:.3f}",
@@ -316,13 +422,103 @@ def format_scores(name: str, figures: dict[str, float]) -> str:
     return f"{name:<11} " + ", ".join(parts)
 
 
+# ---------------------------------------------------------------------------------------- the parent's data
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+REPLAY_TILES = 12  # of the parent's training tiles, read once: enough variety for a replayed share of minutes
+
+
+@dataclass
+class ParentData:
+    """The parent's own training data where it is on this machine (its model file names it): its validation tiles
+    score forgetting, its training tiles can be replayed. A user's installation has none: then both are empty."""
+
+    validation: list[tuple[str, np.ndarray, np.ndarray]]
+    training: list  # training.data.Pair
+    labels: object  # training.data.LabelMap
+    where: str
+
+
+def parent_data(parent: RoadModel, log: Callable[[str], None]) -> ParentData:
+    from .data import DataError, DataSource, described_pairs, inspect_labels, read_pair
+    from .description import DescriptionError, resolve_data
+
+    provenance = parent.info.provenance or {}
+    entries, names = provenance.get("data") or [], set(provenance.get("validation_tiles") or [])
+    if isinstance(entries, str):
+        entries = [entries]
+    for entry in entries[:1]:  # the first source: its tiles are the ones the parent was validated on
+        path = Path(DataSource.parse(str(entry)).path)
+        found = next((c for c in (path, REPOSITORY / path) if c.exists()), None)
+        if found is None:
+            break
+        try:
+            pairs = described_pairs(resolve_data(found), parent.info.gsd_m or 1.0)
+            labels = inspect_labels(pairs)
+            validation = [(p.name, *read_pair(p, labels)) for p in pairs if p.name in names]
+        except (DataError, DescriptionError, OSError) as exc:
+            log(f"forgetting  not measured: the parent's data {found} cannot be read ({exc})")
+            break
+        return ParentData(validation, [p for p in pairs if p.name not in names], labels, str(found))
+    log("forgetting  not measured: the parent's training data is not on this machine (its validation tiles score "
+        "what a fine-tune forgets)")
+    return ParentData([], [], None, "")
+
+
+def score_parent_tiles(model: RoadModel, data: ParentData, gsd: float, device: str, precision: str) -> dict:
+    """Road IoU and relaxed F1 on the parent's validation tiles (at the parent's GSD, through the engine)."""
+    from .evaluate import PLACE_RHO_M, Inference, evaluate_tiles
+
+    if not data.validation:
+        return {}
+    inference = Inference(scales=(1.0,), device=device, precision=precision)
+    summary = evaluate_tiles(model, data.validation, gsd, [inference], rho=PLACE_RHO_M / gsd,
+                             graphs=False)[inference.label]
+    return {"road_iou": summary["road_iou"], "relaxed_f1": summary["relaxed_f1"]}
+
+
+def replay_tiles(data: ParentData, gsd: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """REPLAY_TILES of the parent's training tiles at the fine-tuning GSD."""
+    from dataclasses import replace as with_fields
+
+    from .data import read_pair
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(data.training))[:REPLAY_TILES]
+    return [read_pair(with_fields(pair, image_gsd_m=pair.image_gsd_m or pair.gsd_m, gsd_m=gsd), data.labels)
+            for pair in (data.training[i] for i in chosen)]
+
+
+def mixed_weights(parent: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
+                  share: float) -> dict[str, torch.Tensor]:
+    """parent + share * (tuned - parent) for every floating tensor (weights and BatchNorm statistics alike);
+    counters are the tuned model's. Share 0 is the parent, 1 the fine-tuned model (weight-space interpolation:
+    Wortsman et al., WiSE-FT, 2022)."""
+    return {k: (parent[k].float() + share * (v.float() - parent[k].float())).to(v.dtype)
+            if v.is_floating_point() else v for k, v in tuned.items()}
+
+
+def freeze_batchnorm(network: torch.nn.Module) -> None:
+    """BatchNorm layers in eval mode: the parent's statistics are used and kept (a batch of 8 crops of one place
+    would otherwise re-estimate them for that place)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 # ----------------------------------------------------------------------------------------------- training
+
+
+WARMUP_SHARE = 0.05  # of the budget, the learning rate rising from 0: Adam's first steps on new data are the wildest
+MIX_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the fine-tuned weights, tried on the check area under --mix auto
 
 
 def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
              progress: Callable[[FinetuneProgress], None] | None = None,
              cancelled: Callable[[], bool] = lambda: False) -> dict:
     """Runs the whole fine-tuning; returns {"model": path, "before": figures, "after": figures, ...}."""
+    import torch.nn.functional as F
+
     out = Path(spec.out)
     if out.exists() and not spec.overwrite:
         raise FinetuneError(f"{out} already exists; choose another --out (or give --overwrite to replace it)")
@@ -342,15 +538,40 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         f"{labelled:.3f} km^2 of trusted labels, {sum(int(s.check.sum()) for s in scenes) * gsd * gsd / 1e6:.3f} "
         f"km^2 to check ({time.perf_counter() - started:.1f} s)")
     log(f"parent      {parent_path.name} ({parent_gsd:g} m/px); {device}, {precision.why}")
-    before = score(parent, scenes, gsd, device=spec.device, precision=spec.precision)
-    log(format_scores("before", before))
+    data = parent_data(parent, log)
+
+    def scores(model: RoadModel) -> dict[str, dict]:
+        figures = {"check": score(model, scenes, gsd, device=spec.device, precision=spec.precision),
+                   "elsewhere": score(model, scenes, gsd, device=spec.device, precision=spec.precision,
+                                      area="elsewhere"),
+                   "parent_tiles": score_parent_tiles(model, data, parent_gsd, spec.device, spec.precision)}
+        return {k: v for k, v in figures.items() if v}
+
+    before = scores(parent)
+    for area, figures in before.items():
+        log(format_scores(f"before {AREA_NAMES[area]}", figures))
 
     network = copy.deepcopy(parent.network).float().to(device).train()
     network.to(memory_format=torch.channels_last)
+    teacher = copy.deepcopy(network).eval() if spec.distill > 0 else None
+    for parameter in teacher.parameters() if teacher else ():
+        parameter.requires_grad_(False)
+
+    def train_mode() -> None:
+        network.train().to(memory_format=torch.channels_last)
+        if spec.batchnorm == "frozen":
+            freeze_batchnorm(network)
+
+    train_mode()
     optimizer = torch.optim.AdamW(network.parameters(), lr=spec.lr, weight_decay=1e-4)
+    augment = Augment(crop=spec.crop, recipe="mild")
     tiles = [(s.image, np.where(s.train, s.roads.astype(np.uint8), IGNORE).astype(np.uint8)) for s in scenes]
-    crops = RoadCrops.from_arrays(tiles, Augment(crop=spec.crop, recipe="mild"), crops_per_epoch=1 << 30,
-                                  seed=spec.seed)
+    crops = RoadCrops.from_arrays(tiles, augment, crops_per_epoch=1 << 30, seed=spec.seed)
+    replayed = round(spec.replay * spec.batch_size) if data.training else 0
+    if spec.replay and not data.training:
+        log("replay      none: the parent's training data is not on this machine")
+    replay = RoadCrops.from_arrays(replay_tiles(data, gsd, spec.seed), augment, crops_per_epoch=1 << 30,
+                                   seed=spec.seed + 1) if replayed else None
     weights = torch.ones(2, device=device)
     budget = spec.minutes * 60
     torch.manual_seed(spec.seed)
@@ -365,15 +586,23 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         if cancelled():
             raise KeyboardInterrupt("fine-tuning cancelled; nothing was written")
         for group in optimizer.param_groups:
-            group["lr"] = spec.lr * max(0.0, 1 - elapsed / budget) ** 0.9
-        batch = [crops[(0, step * spec.batch_size + i)] for i in range(spec.batch_size)]
+            warmup = min(1.0, max(0.1, elapsed / (WARMUP_SHARE * budget)))
+            group["lr"] = spec.lr * warmup * max(0.0, 1 - elapsed / budget) ** 0.9
+        own = spec.batch_size - replayed
+        batch = [crops[(0, step * own + i)] for i in range(own)]
+        batch += [replay[(0, step * replayed + i)] for i in range(replayed)] if replay else []
         images = torch.stack([b[0] for b in batch]).to(device)
         target = torch.stack([b[1] for b in batch]).to(device)
         x = normalize(images, parent.info.normalization).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=precision.autocast or torch.float32,
                             enabled=precision.autocast is not None):
             logits = network(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(x).float().softmax(dim=1)
         loss = road_loss(logits, target, spec.loss, weights)
+        if teacher is not None:  # learning without forgetting (Li & Hoiem, 2017): the parent's view, every pixel
+            loss = loss + spec.distill * F.cross_entropy(logits.float(), taught)
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             loss.backward()
@@ -385,31 +614,70 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         if elapsed >= next_check and elapsed < budget:  # a cheap pixel score, for the progress display
             check_iou = score(RoadModel(network.eval(), info, parent.report, parent.architecture), scenes, gsd,
                               lines=False, device=spec.device, precision=spec.precision)["road_iou"]
-            network.train().to(memory_format=torch.channels_last)
+            train_mode()
             next_check += budget / 4
-            log(f"step {step:>5}  {elapsed / 60:5.1f} of {spec.minutes:g} min  loss {loss_value:.3f}  "
-                f"check road IoU {check_iou:.3f}")
+            log(f"step {step:>5}  {elapsed / 60:5.1f} of {spec.minutes:g} min  {step / elapsed:.2f} steps/s  "
+                f"loss {loss_value:.3f}  check road IoU {check_iou:.3f}")
         if progress:
             progress(FinetuneProgress(step, elapsed, budget, loss_value, check_iou))
     network.eval().to(memory_format=torch.contiguous_format)
     if nonfinite_tensors(network.state_dict()):
         raise FinetuneError("fine-tuning diverged (the weights hold NaN); lower --lr and run again")
-    tuned = RoadModel(network.cpu(), info, parent.report, parent.architecture)
-    after = score(tuned, scenes, gsd, device=spec.device, precision=spec.precision)
-    log(format_scores("after", after) + f"  ({step} steps of {spec.batch_size} crops in {spec.minutes:g} min)")
+    trained = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    network = network.cpu()
+    share = 1.0
+    if spec.mix == "auto":
+        share = _best_mix(network, parent, trained, info, scenes, gsd, spec, log)
+    tuned = RoadModel(network, info, parent.report, parent.architecture)
+    after = scores(tuned)
+    for area, figures in after.items():
+        log(format_scores(f"after {AREA_NAMES[area]}", figures))
+    log(f"trained     {step} steps of {spec.batch_size} crops in {spec.minutes:g} min ({step / budget:.2f} steps/s)"
+        + (f", {replayed} of each batch replayed from {data.where}" if replayed else ""))
+    improved = after["check"]["relaxed_f1"] > before["check"]["relaxed_f1"]
+    if share == 0:
+        log(f"result      no mix of the fine-tuned weights scored above the parent on the check area; {out.name} "
+            f"holds the parent's weights unchanged: this imagery needs more labelled roads or time")
+    elif not improved:
+        log(f"result      the new model scores below its parent on the check area; keep using the parent "
+            f"({parent_path.name}) or run again with more labelled roads")
     info.provenance = {
         "trained_with": "python -m training finetune", "parent": parent_path.name,
         "parent_provenance": parent.info.provenance, "rasters": [Path(r).name for r in spec.rasters],
         "roads": Path(spec.roads).name if spec.roads else None, "masks": [Path(m).name for m in spec.masks],
         "train_area": Path(spec.train_area).name if spec.train_area else "lines' extent + margin",
-        "check_area": Path(spec.check_area).name if spec.check_area else "held-out southern strip",
+        "check_area": Path(spec.check_area).name if spec.check_area else "held-out blocks with labelled roads",
+        "elsewhere": next((s.name for s in scenes if s.elsewhere is not None), None),
         "road_width_m": spec.road_width_m, "steps": step, "batch_size": spec.batch_size, "minutes": spec.minutes,
+        "steps_per_s": step / budget, "mix_share": share, "improved": bool(improved and share > 0),
         "precision": precision.name, "settings": {k: v for k, v in asdict(spec).items()
                                                   if k not in ("rasters", "masks", "out", "overwrite")}}
-    info.metrics = {**{f"check_before_{k}": v for k, v in before.items() if math.isfinite(v)},
-                    **{f"check_after_{k}": v for k, v in after.items() if math.isfinite(v)}}
+    info.metrics = {f"{area}_{when}_{k}": v for when, figures in (("before", before), ("after", after))
+                    for area, values in figures.items() for k, v in values.items() if math.isfinite(v)}
     save_model(out, network, info, half=True)
     log(f"model       {out} ({out.stat().st_size / 1e6:.1f} MB); extract with: road-extractor extract IMAGE.tif "
         f"--model {out} --out results/")
-    return {"model": str(out), "before": before, "after": after, "steps": step, "gsd_m": gsd,
+    return {"model": str(out), "before": before["check"], "after": after["check"], "areas_before": before,
+            "areas_after": after, "mix_share": share, "steps": step, "gsd_m": gsd,
             "seconds": time.perf_counter() - started}
+
+
+AREA_NAMES = {"check": "(check area)", "elsewhere": "(elsewhere)", "parent_tiles": "(parent's tiles)"}
+
+
+def _best_mix(network: torch.nn.Module, parent: RoadModel, trained: dict, info: ModelInfo, scenes: list[Scene],
+              gsd: float, spec: FinetuneSpec, log: Callable[[str], None]) -> float:
+    """Loads into `network` the mix of parent and fine-tuned weights with the best relaxed F1 on the check area
+    (ties go to the share nearer the parent) and returns its share of the fine-tuned weights."""
+    original = {k: v.detach().float().cpu() for k, v in parent.network.state_dict().items()}
+    results = []
+    for share in MIX_SHARES:
+        network.load_state_dict(mixed_weights(original, trained, share))
+        figures = score(RoadModel(network, info, parent.report, parent.architecture), scenes, gsd, lines=False,
+                        device=spec.device, precision=spec.precision)
+        results.append((figures["relaxed_f1"], -share))
+    best_f1, best = max(results)
+    network.load_state_dict(mixed_weights(original, trained, -best))
+    log("mix         check area relaxed F1 by share of the fine-tuned weights: "
+        + ", ".join(f"{-s:g}: {f:.3f}" for f, s in results) + f"; kept {-best:g}")
+    return -best
