@@ -105,8 +105,8 @@ def test_without_a_check_area_blocks_with_roads_are_held_out_and_a_distant_band_
     assert scene.elsewhere is not None and (scene.elsewhere & road).any()
     assert not (scene.train & (scene.check | scene.elsewhere)).any() and not (scene.check & scene.elsewhere).any()
     first = np.flatnonzero(scene.elsewhere.any(axis=1))[0]
-    assert not scene.train[first - 32:first].any()
-    assert any("block(s) of 64 px" in line for line in lines) and any("elsewhere" in line for line in lines)
+    assert not scene.train[first - 32:first].any()  # half of the 64 px crop
+    assert any("block(s) of 32 px" in line for line in lines) and any("elsewhere" in line for line in lines)
 
     code = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--init", str(random_model_file),
                  "--out", str(tmp_path / "m.pt"), "--json", str(tmp_path / "r.json"), *TINY])
@@ -152,7 +152,7 @@ def test_labels_that_leave_nothing_to_check_are_refused(suburb, random_model_fil
         "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
             "type": "LineString", "coordinates": _one_short_line(raster)}}]}))
     _refused(capsys, ["finetune", "--raster", str(raster), "--roads", str(one), "--init", str(random_model_file),
-                      "--out", str(tmp_path / "never.pt"), *TINY], "less than two training crops")
+                      "--out", str(tmp_path / "never.pt"), *TINY], "less than two blocks of half a training crop")
     assert not (tmp_path / "never.pt").exists()
 
 
@@ -161,7 +161,7 @@ def _one_short_line(raster: Path) -> list:
 
     with rasterio.open(raster) as ds:
         left, top = ds.bounds.left, ds.bounds.top
-    return [[left + 10, top - 10], [left + 30, top - 10]]
+    return [[left + 10, top - 10], [left + 20, top - 10]]
 
 
 def test_frozen_batchnorm_keeps_the_parents_statistics_and_distillation_and_replay_run(
@@ -239,11 +239,11 @@ def test_inputs_it_cannot_use_are_refused_with_the_fix_and_nothing_is_written(su
                                "geometry": {"type": "LineString", "coordinates": [[10, 50], [10.01, 50.01]]}}]}))
     _refused(capsys, [*base, "--roads", str(far)], "miss every raster")
     small = tmp_path / "small.tif"
-    with rasterio.open(small, "w", driver="GTiff", width=40, height=40, count=3, dtype="uint8", crs="EPSG:32619",
+    with rasterio.open(small, "w", driver="GTiff", width=12, height=12, count=3, dtype="uint8", crs="EPSG:32619",
                        transform=from_origin(330000, 4690000, 0.5, 0.5)) as ds:
-        ds.write(np.zeros((3, 40, 40), np.uint8))
+        ds.write(np.zeros((3, 12, 12), np.uint8))
     _refused(capsys, ["finetune", "--raster", str(small), "--roads", str(roads), "--init", str(random_model_file),
-                      "--out", str(out), *TINY], "smaller than one 64 px training crop")
+                      "--out", str(out), *TINY], "smaller than a quarter of one 64 px training crop")
     blank = tmp_path / "blank.tif"
     with rasterio.open(blank, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8", crs="EPSG:32619",
                        transform=from_origin(330000, 4690000, 1, 1), nodata=0) as ds:

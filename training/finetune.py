@@ -162,10 +162,12 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     for index, (path, info) in enumerate(zip(spec.rasters, infos, strict=True)):
         height = max(1, round(info.height * info.gsd_m[1] / gsd))
         width = max(1, round(info.width * info.gsd_m[0] / gsd))
-        if min(height, width) < spec.crop:
-            raise FinetuneError(f"{Path(path).name} is {width}x{height} px at {gsd:g} m/px, smaller than one "
-                                f"{spec.crop} px training crop; give a larger raster (at least {spec.crop * gsd:g} m "
-                                f"across) or a smaller --crop")
+        # Smaller rasters than a crop are padded with ignore by the crops (a 572 px aerial photo at 0.2 m is 229 px
+        # at 0.5 m); below a quarter of one, a crop would be mostly padding.
+        if min(height, width) < spec.crop // 4:
+            raise FinetuneError(f"{Path(path).name} is {width}x{height} px at {gsd:g} m/px, smaller than a quarter "
+                                f"of one {spec.crop} px training crop; give a larger raster (at least "
+                                f"{spec.crop * gsd / 4:g} m across) or a smaller --crop")
         with RasterioSource(path) as source:
             values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
         image = np.ascontiguousarray(np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0))
@@ -222,7 +224,7 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         raise FinetuneError(f"--check-area {spec.check_area} does not overlap the imagery; draw it over the rasters")
     elsewhere = _hold_out_elsewhere(scenes, spec.crop)
     if not spec.check_area:
-        _hold_out_check_blocks(scenes, spec.crop, spec.seed, log)
+        _hold_out_check_blocks(scenes, spec.crop // 4, spec.seed, log)
     elif not any((s.check & s.roads).any() for s in scenes):
         raise FinetuneError(f"--check-area {spec.check_area} holds no labelled road, so before and after would say "
                             f"nothing; draw it over labelled roads")
@@ -323,8 +325,8 @@ def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Call
         candidates.append(found)
     total = sum(_road_px(s, s.train) for s in scenes)
     if sum(len(c) for c in candidates) < 2:
-        raise FinetuneError("the labelled roads fill less than two training crops, so none can be held out to check "
-                            "the result; label more roads (or give a --check-area over labelled roads)")
+        raise FinetuneError("the labelled roads fill less than two blocks of a quarter of a training crop, so none can be held "
+                            "out to check the result; label more roads (or give a --check-area over labelled roads)")
     taken, held, boxes = 0, [], {}
     while taken < CHECK_SHARE * total:
         for found in candidates:
