@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsTask
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,7 +37,7 @@ from .runner import (
     selection_area,
     transform_extent,
 )
-from .settings import AREAS, AUGMENTS, BRIGHTNESS, PRECISIONS, ExtractSettings
+from .settings import AREAS, AUGMENTS, BRIGHTNESS, PRECISIONS, ExtractSettings, made_models
 
 AREA_LABELS = {"layer": "Layer extent", "canvas": "Map canvas extent", "selection": "Selected features of",
                "rectangle": "Drawn rectangle"}
@@ -95,6 +96,10 @@ class ExtractRoadsDialog(QDialog):
         model_row.addWidget(self.finetune)
         form.addRow("Model", model_row)
         form.addRow("", self.model_label)
+        self.made = QComboBox()
+        self.made.setToolTip("Models fine-tuned in this QGIS profile, newest first: file, parent, when, and the check "
+                             "area's figure before and after")
+        form.addRow("Models made", self.made)
         layout.addLayout(form)
 
         inference = QGroupBox("Inference")
@@ -181,9 +186,33 @@ class ExtractRoadsDialog(QDialog):
         self.engine.fileChanged.connect(lambda _: self.check_model())
         self.finetune.clicked.connect(self.open_finetune)
         self.model.fileChanged.connect(lambda _: self.check_model())
+        self.made.activated.connect(self._choose_made_model)
         for signal in (self.layer.layerChanged, self.area.currentIndexChanged, self.scales.textChanged,
                        self.augment.currentIndexChanged, self.device.currentTextChanged):
             signal.connect(lambda *_: self.update_estimate())
+
+    def refresh_made_models(self) -> None:
+        """The models this profile made, the selected model's entry current; a file that is gone says so."""
+        made = made_models()
+        self.made.clear()
+        self.made.addItem("choose one to use it…" if made else "none yet: Fine-tune… makes one", "")
+        for model in made:
+            self.made.addItem(model.describe(), model.path)
+            if not model.exists:
+                self.made.setItemData(self.made.count() - 1, "the file is gone (moved or deleted)", Qt.ToolTipRole)
+        current = self.made.findData(self.model.filePath().strip())
+        self.made.setCurrentIndex(max(0, current))
+        self.made.setEnabled(bool(made))
+
+    def _choose_made_model(self, index: int) -> None:
+        path = self.made.itemData(index)
+        if not path:
+            return
+        if not Path(path).is_file():
+            self.model_label.setText(f"<span style='color:#b00'>{html.escape(Path(path).name)} is gone (moved or "
+                                     f"deleted); choose another model</span>")
+            return
+        self.model.setFilePath(path)
 
     @staticmethod
     def _spin(low: float, high: float, step: float) -> QDoubleSpinBox:
@@ -196,6 +225,7 @@ class ExtractRoadsDialog(QDialog):
     def _load(self, s: ExtractSettings) -> None:
         self.area.setCurrentIndex(max(0, AREAS.index(s.area) if s.area in AREAS else 0))
         self.model.setFilePath(s.model)
+        self.refresh_made_models()
         self.engine.setFilePath(s.engine_python)
         self.scales.setText(s.scales)
         self.augment.setCurrentIndex(max(0, self.augment.findData(s.augment)))
@@ -306,7 +336,8 @@ class ExtractRoadsDialog(QDialog):
                 self.model_info = result
                 self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
                                          f"classes {', '.join(result['classes'])}"
-                                         + describe_metrics(result.get("metrics", {})))
+                                         + describe_metrics(result.get("metrics", {}),
+                                                            result.get("provenance", {})))
             self.update_estimate()
 
         self._in_background("Road extractor: read model",
@@ -327,8 +358,10 @@ class ExtractRoadsDialog(QDialog):
             parameters["RASTERS"] = [layer.id()]
         processing.execAlgorithmDialog(self.FINETUNE_ALGORITHM, parameters)
         trained = ExtractSettings.load().model
+        self.refresh_made_models()
         if trained and trained != settings.model:
             self.model.setFilePath(trained)
+            self.made.setCurrentIndex(max(0, self.made.findData(trained)))
 
     def check_device(self) -> None:
         settings = self.current_settings()
@@ -398,9 +431,27 @@ class ExtractRoadsDialog(QDialog):
 
 
 
-def describe_metrics(metrics: dict) -> str:
-    """The model file's figures in one short line: its held-out ones where it records them (the shipped model
-    does), else the first few numbers it has."""
+FINETUNE_AREAS = (("check", "check area"), ("elsewhere", "imagery held out"), ("parent_tiles", "the parent's tiles"))
+
+
+def describe_metrics(metrics: dict, provenance: dict | None = None) -> str:
+    """The model file's figures in one short line: a fine-tuned model's before -> after on its check area (and
+    elsewhere, and the parent's tiles, where measured), a trained model's held-out figures (the shipped model's),
+    else the first few numbers it has."""
+    provenance = provenance or {}
+    if any(key.startswith("check_after_") for key in metrics):
+        parts = []
+        for area, words in FINETUNE_AREAS:
+            for key, label in (("relaxed_f1", "relaxed F1"), ("road_iou", "road IoU")):
+                before, after = metrics.get(f"{area}_before_{key}"), metrics.get(f"{area}_after_{key}")
+                if isinstance(before, float) and isinstance(after, float):
+                    parts.append(f"{words}: {label} {before:.3f} before, {after:.3f} after")
+                    break
+        parent = provenance.get("parent")
+        mix = provenance.get("mix_share")
+        kept = ("; the parent's weights kept (nothing learnt scored better)" if mix == 0
+                else f"; {mix:g} of the fine-tuned weights kept" if isinstance(mix, (int, float)) and mix < 1 else "")
+        return (f"; fine-tuned{f' from {parent}' if parent else ''}: " + "; ".join(parts) + kept) if parts else ""
     if isinstance(metrics.get("heldout_road_iou"), float):
         text = f"; held-out road IoU {metrics['heldout_road_iou']:.3f}"
         if isinstance(metrics.get("heldout_multiscale_road_iou"), float):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from qgis.core import (
@@ -37,7 +38,7 @@ from .engine import EngineError
 from .engine_options import default, names, spec
 from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RESOURCES, ROAD_LAYERS, road_layers
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
-from .settings import ExtractSettings
+from .settings import ExtractSettings, MadeModel, default_model_path, remember_model
 
 # The engine's options each algorithm offers; label, default, range, choices and whether it is advanced come from
 # the engine's option table (core/options.py), and each parameter is named after its option (spur_m -> SPUR_M).
@@ -296,10 +297,13 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
         return ("Teaches a road model your imagery from road lines you already have (OpenStreetMap through "
                 "QuickOSM, a national road layer, or a few streets you digitise). Starts from the shipped model (or "
                 "the one given), draws the lines at the road width, learns only inside the train area (default: "
-                "around the lines), stops after the given minutes, and scores the model before and after on the "
-                "check area (default: the southern quarter of the labelled area, never trained on): road IoU, "
-                "completeness and correctness within 5 m, APLS. The new model becomes the Extract roads dialog's "
-                "model. Layers in any CRS are reprojected.")
+                "around the lines), stops after the given minutes, and scores the parent and the new model on the "
+                "check area (default: blocks with labelled roads, never trained on), on imagery held out at a "
+                "distance, and on the parent's own validation tiles where they are on this machine: road IoU, "
+                "relaxed F1, completeness and correctness within 5 m, APLS. Of the parent and fine-tuned weights, "
+                "the mix that scores best on the check area is kept (the parent itself when nothing learnt helps). "
+                "The new model is written to the profile's road_extractor/models folder unless you name a file, "
+                "and becomes the Extract roads dialog's model. Layers in any CRS are reprojected.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
         self.addParameter(QgsProcessingParameterMultipleLayers("RASTERS", "Imagery", QgsProcessing.TypeRaster))
@@ -312,7 +316,9 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
         self._add_options("finetune", FINETUNE_OPTIONS)
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model to start from (empty: the shipped model)",
                                                      optional=True, fileFilter="Model files (*.pt *.pth)"))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "New model", "Model files (*.pt)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "New model (empty: a named file in the profile's road_extractor/models folder)",
+            "Model files (*.pt)", optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputFile("MODEL_FILE", "Model file"))
         for key, label in (("BEFORE_COMPLETENESS", "Completeness before"), ("AFTER_COMPLETENESS", "Completeness after"),
                            ("BEFORE_CORRECTNESS", "Correctness before"), ("AFTER_CORRECTNESS", "Correctness after"),
@@ -322,6 +328,11 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         rasters = [_file_of(layer) for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]
         out = self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context)
+        temporary = Path(QgsProcessingUtils.tempFolder())
+        if not out or temporary in Path(out).resolve().parents:
+            # A model is kept: Processing's temporary files are deleted when QGIS quits, and the dialog would then
+            # point at a file that is gone.
+            out = str(default_model_path(rasters[0] if rasters else ""))
         if not out.lower().endswith(".pt"):
             out += ".pt"
         spec = {"rasters": rasters, "roads": self._vector_path(parameters, "ROADS", context, feedback),
@@ -334,6 +345,9 @@ class FinetuneRoadModelAlgorithm(_EngineAlgorithm):
         result = self._request("finetune", spec, feedback)
         settings.model = result["model"]  # the dialog opens with the new model
         settings.save()
+        parent = spec["init"] or "the shipped model"
+        remember_model(MadeModel(result["model"], Path(parent).name, time.strftime("%Y-%m-%d %H:%M"),
+                                 result["before"], result["after"]))
         outputs = {"MODEL_FILE": result["model"]}
         for when in ("before", "after"):
             for key in ("completeness", "correctness", "road_iou"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
 
 from .engine_options import choices, default, names
 
@@ -80,3 +83,67 @@ class ExtractSettings:
         settings = settings or QgsSettings()
         for name, value in asdict(self).items():
             settings.setValue(PREFIX + name, value)
+
+
+MADE_MODELS_KEY = PREFIX + "made_models"
+MADE_MODELS_KEPT = 50  # the newest are listed; older entries are forgotten (their files are left alone)
+
+
+def models_folder() -> Path:
+    """Where fine-tuned models go unless the user names a file: a folder of the QGIS profile, which survives the
+    session (Processing's temporary outputs are deleted when QGIS quits)."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "road_extractor" / "models"
+
+
+def default_model_path(raster: str) -> Path:
+    """A new file in `models_folder()` named after the first raster and the time (never an existing one)."""
+    folder = models_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(raster).stem or 'roads'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, number = folder / f"{stem}.pt", 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.pt"
+    return path
+
+
+@dataclass(frozen=True)
+class MadeModel:
+    """A model this profile's fine-tuning made: where, from which parent, when, and its check-area figures."""
+
+    path: str
+    parent: str
+    made: str  # local time, YYYY-MM-DD HH:MM
+    before: dict
+    after: dict
+
+    @property
+    def exists(self) -> bool:
+        return Path(self.path).is_file()
+
+    def describe(self) -> str:
+        name = Path(self.path).name
+        figure = "relaxed_f1" if "relaxed_f1" in self.after else "road_iou"
+        label = "relaxed F1" if figure == "relaxed_f1" else "road IoU"
+        scores = ""
+        if isinstance(self.before.get(figure), (int, float)) and isinstance(self.after.get(figure), (int, float)):
+            scores = f", check area {label} {self.before[figure]:.2f} -> {self.after[figure]:.2f}"
+        gone = "" if self.exists else " (file gone)"
+        return f"{name}{gone}: from {self.parent}, {self.made}{scores}"
+
+
+def made_models(settings: QgsSettings | None = None) -> list[MadeModel]:
+    """The models made in this profile, newest first; entries that do not parse are dropped."""
+    settings = settings or QgsSettings()
+    try:
+        stored = json.loads(str(settings.value(MADE_MODELS_KEY, "[]")))
+        return [MadeModel(**entry) for entry in stored]
+    except (TypeError, ValueError):
+        return []
+
+
+def remember_model(model: MadeModel, settings: QgsSettings | None = None) -> None:
+    settings = settings or QgsSettings()
+    kept = [m for m in made_models(settings) if m.path != model.path]
+    entries = [asdict(m) for m in [model, *kept][:MADE_MODELS_KEPT]]
+    settings.setValue(MADE_MODELS_KEY, json.dumps(entries))

@@ -105,8 +105,8 @@ def test_without_a_check_area_blocks_with_roads_are_held_out_and_a_distant_band_
     assert scene.elsewhere is not None and (scene.elsewhere & road).any()
     assert not (scene.train & (scene.check | scene.elsewhere)).any() and not (scene.check & scene.elsewhere).any()
     first = np.flatnonzero(scene.elsewhere.any(axis=1))[0]
-    assert not scene.train[first - 32:first].any()  # half of the 64 px crop
-    assert any("block(s) of 32 px" in line for line in lines) and any("elsewhere" in line for line in lines)
+    assert not scene.train[first - 16:first].any()  # a quarter of the 64 px crop
+    assert any("block(s) of 16 px" in line for line in lines) and any("elsewhere" in line for line in lines)
 
     code = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--init", str(random_model_file),
                  "--out", str(tmp_path / "m.pt"), "--json", str(tmp_path / "r.json"), *TINY])
@@ -152,7 +152,7 @@ def test_labels_that_leave_nothing_to_check_are_refused(suburb, random_model_fil
         "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
             "type": "LineString", "coordinates": _one_short_line(raster)}}]}))
     _refused(capsys, ["finetune", "--raster", str(raster), "--roads", str(one), "--init", str(random_model_file),
-                      "--out", str(tmp_path / "never.pt"), *TINY], "less than two blocks of half a training crop")
+                      "--out", str(tmp_path / "never.pt"), *TINY], "less than two blocks of a quarter of a training")
     assert not (tmp_path / "never.pt").exists()
 
 
@@ -161,7 +161,7 @@ def _one_short_line(raster: Path) -> list:
 
     with rasterio.open(raster) as ds:
         left, top = ds.bounds.left, ds.bounds.top
-    return [[left + 10, top - 10], [left + 20, top - 10]]
+    return [[left + 4, top - 8], [left + 6, top - 8]]  # its 7 m buffer lies inside one 16 px block
 
 
 def test_frozen_batchnorm_keeps_the_parents_statistics_and_distillation_and_replay_run(

@@ -453,6 +453,54 @@ def test_finetune_runs_from_processing_with_lines_drawn_in_another_crs(plugin, q
     assert ExtractSettings.load().model == str(out)
 
 
+def test_a_finetune_without_an_output_file_keeps_a_named_model_that_the_dialog_lists_next_time(
+        plugin, qgis_iface, qgis_processing, random_model_file, tmp_path):
+    """Processing's default output would be a temporary file that QGIS deletes when it quits; the model goes to the
+    profile's models folder instead, is remembered with its parent and check-area figures, and a dialog opened
+    afresh (the plugin unloaded and loaded again, settings read back from the profile) has it selected, listed
+    and described in words."""
+    import processing
+    from qgis.core import QgsProcessingUtils
+
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_suburb
+    from road_extractor.settings import made_models, models_folder
+
+    raster, roads = write_sample(make_suburb(256), tmp_path)
+    result = processing.run("road_extractor:finetune_road_model", {
+        "RASTERS": [str(raster)], "ROADS": str(roads), "MINUTES": 0.05, "MODEL": str(random_model_file)})
+    made = Path(result["MODEL_FILE"])
+    try:
+        assert made.exists() and made.parent == models_folder() and made.name.startswith("sample-")
+        assert Path(QgsProcessingUtils.tempFolder()) not in made.parents
+        (entry, *_) = made_models()
+        assert entry.path == str(made) and entry.parent == random_model_file.name
+        assert "check area relaxed F1" in entry.describe() and "gone" not in entry.describe()
+
+        plugin.unload()  # the next session: a new plugin, settings read back from the profile
+        QgsSettings().sync()
+        again = road_extractor.classFactory(qgis_iface)
+        again.initGui()
+        again.show_dialog()
+        dialog = again.dialog
+        assert dialog.model.filePath() == str(made)
+        assert dialog.made.currentData() == str(made) and made.name in dialog.made.currentText()
+        _until(lambda: "fine-tuned from" in dialog.model_label.text())
+        assert "check area: relaxed F1" in dialog.model_label.text() and "before" in dialog.model_label.text()
+        # A file that vanished is told apart, and choosing it says so instead of pointing the field at nothing.
+        made.unlink()
+        dialog.refresh_made_models()
+        index = dialog.made.findData(str(made))
+        assert "(file gone)" in dialog.made.itemText(index)
+        dialog._choose_made_model(index)
+        assert "is gone" in dialog.model_label.text()
+        dialog.close()
+        again.unload()
+        plugin.initGui()  # what the fixture unloads
+    finally:
+        made.unlink(missing_ok=True)
+
+
 def test_a_run_without_roads_says_why_and_which_setting_changes_it(plugin):
     settings = ExtractSettings()
     base = {"road_count": 0, "length_km": 0.0, "junction_count": 0, "seconds": 7.2,

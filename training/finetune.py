@@ -266,8 +266,9 @@ def _road_px(scene: Scene, where: np.ndarray) -> int:
 def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
     """Imagery the run never learns from, to tell a model that learnt the user's imagery from one that learnt the
     patch it was shown: with three rasters or more, the one whose labelled road is the median, whole; else the far
-    end of the largest raster's labelled area along its long axis, holding ELSEWHERE_SHARE of its road, with half a
-    crop between it and what trains. Returns the line that says what was held out."""
+    end of the largest raster's labelled area along its long axis, holding ELSEWHERE_SHARE of its road, with a
+    quarter of a crop between it and what trains (none when that would leave less than 60% of the road to train
+    on). Returns the line that says what was held out."""
     import shapely
 
     labelled = [s for s in scenes if _road_px(s, s.train)]
@@ -289,11 +290,11 @@ def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
     band = np.zeros_like(scene.train)
     gap = np.zeros_like(scene.train)
     if axis == 0:
-        band[start:], gap[max(0, start - block // 2):start] = True, True
+        band[start:], gap[max(0, start - block // 4):start] = True, True
     else:
-        band[:, start:], gap[:, max(0, start - block // 2):start] = True, True
+        band[:, start:], gap[:, max(0, start - block // 4):start] = True, True
     rest = scene.train & ~band & ~gap
-    if not (_road_px(scene, band & scene.train) and _road_px(scene, rest)):
+    if not _road_px(scene, band & scene.train) or _road_px(scene, rest) < 0.6 * per_line[-1]:
         return "elsewhere   not measured: the labelled roads are too few to hold any out at a distance"
     scene.elsewhere = scene.train & band
     scene.train = rest
@@ -301,7 +302,7 @@ def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
     scene.elsewhere_shape = shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     side = "southern" if axis == 0 else "eastern"
     return (f"elsewhere   the {side} {depth} px of {scene.name} ({ELSEWHERE_SHARE:.0%} of its labelled road) are "
-            f"held out, half a crop away from what trains, to score imagery the run never saw")
+            f"held out, a quarter of a crop away from what trains, to score imagery the run never saw")
 
 
 def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Callable[[str], None]) -> None:
@@ -325,12 +326,14 @@ def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Call
         candidates.append(found)
     total = sum(_road_px(s, s.train) for s in scenes)
     if sum(len(c) for c in candidates) < 2:
-        raise FinetuneError("the labelled roads fill less than two blocks of a quarter of a training crop, so none can be held "
-                            "out to check the result; label more roads (or give a --check-area over labelled roads)")
+        raise FinetuneError("the labelled roads fill less than two blocks of a quarter of a training crop, so none "
+                            "can be held out to check the result; label more roads (or give a --check-area over "
+                            "labelled roads)")
     taken, held, boxes = 0, [], {}
     while taken < CHECK_SHARE * total:
         for found in candidates:
-            if found and taken < CHECK_SHARE * total:
+            # The last block with road always trains.
+            if found and taken < CHECK_SHARE * total and sum(len(c) for c in candidates) > 1:
                 index, y, x = found.pop()
                 scene = scenes[index]
                 where = np.zeros_like(scene.train)
@@ -339,7 +342,7 @@ def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Call
                 scene.check |= where & scene.train
                 boxes.setdefault(index, []).append(shapely.box(x, y, x + block, y + block))
                 held.append(index)
-        if not any(candidates):
+        if sum(len(c) for c in candidates) <= 1:
             break
     for index, shapes in boxes.items():
         scene = scenes[index]
