@@ -264,17 +264,22 @@ def format_table(results: dict) -> str:
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml"}
 
 
-def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
+def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None,
+               notes: list[str] | None = None) -> tuple[list, str | None]:
     """Line geometries of a vector file (multi-lines split), reprojected to `target_crs_wkt` when given; a
-    GeoPackage's `roads` layer where it has one."""
+    GeoPackage's `roads` layer where it has one. Features without a usable geometry are skipped (`notes` hears
+    how many)."""
     from core.inputs.raster import RasterError
     from core.inputs.vectors import layer_names, read_geometries
 
     if layer is None and str(path).lower().endswith(".gpkg"):
         names = layer_names(path)
+        if not names:
+            raise RasterError(f"{path} is a GeoPackage without any layer; give the GeoPackage that holds the road "
+                              f"lines")
         layer = "roads" if "roads" in names else names[0]
     try:
-        shapes, crs = read_geometries(path, target_crs_wkt, layer)
+        shapes, crs = read_geometries(path, target_crs_wkt, layer, notes)
     except ValueError as exc:
         raise RasterError(f"{path}: {exc}") from None
     lines = []
@@ -378,15 +383,17 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
         raise RasterError("a vector prediction needs a vector reference (road centrelines); give lines, or "
                           "evaluate the probability or mask raster against the reference raster")
     if vector_pred:
-        proposal, crs = read_lines(predicted)
-        truth, _ = read_lines(reference, crs)
+        notes: list[str] = []
+        proposal, crs = read_lines(predicted, notes=notes)
+        truth, _ = read_lines(reference, crs, notes=notes)
         if area is not None:
             truth, inside = reference_in_area(truth, crs, area, reference, predicted)
             proposal = lines_inside(proposal, inside)
         geographic = bool(crs) and CRS.from_wkt(crs).is_geographic
         if geographic:
             proposal, truth = to_local_metres(proposal, truth)
-        return {"kind": "graph", **apls(truth, proposal, apls_params), **length_metrics(truth, proposal, buffer_m)}
+        return {"kind": "graph", **apls(truth, proposal, apls_params), **length_metrics(truth, proposal, buffer_m),
+                **({"skipped": "; ".join(notes)} if notes else {})}
     with rasterio.open(predicted) as ds:
         if ds.count != 1:
             raise RasterError(f"{predicted} has {ds.count} bands; give a road mask or probability raster (one band, "

@@ -10,6 +10,7 @@ parameters as the predictions, so both sides go through one skeletonization.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -96,8 +97,17 @@ def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def predict_tile(model: RoadModel, image: np.ndarray, valid: np.ndarray, gsd_m: float,
                  inference: Inference) -> tuple[np.ndarray, np.ndarray]:
-    """Probability (0..1) and road mask of one in-memory tile, through `extract_roads` exactly as a user runs it."""
-    with tempfile.TemporaryDirectory() as folder:
+    """Probability (0..1) and road mask of one in-memory tile, through `extract_roads` exactly as a user runs it.
+
+    The outputs go to a scratch folder named after this process in one shared folder, where each call first removes
+    the folders of processes that are gone: a scoring run killed with -9 (a fine-tune's) leaves nothing for good."""
+    from core.atomic import remove_stale_scratch
+    from core.extraction.extract import SCRATCH_PREFIX
+
+    shared = Path(tempfile.gettempdir()) / "road-extractor-scoring"
+    shared.mkdir(exist_ok=True)
+    remove_stale_scratch(shared, SCRATCH_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=shared) as folder:
         result = extract_roads(ArraySource(image, gsd_m=gsd_m, valid=valid), model, folder,
                                inference.extract_params())
         with rasterio.open(result.probability) as ds:

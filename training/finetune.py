@@ -175,12 +175,16 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         frame = shapely.box(0, 0, width, height)
         if spec.roads:
             try:
-                lines, _ = read_lines(spec.roads, info.crs_wkt)
+                skipped: list[str] = []
+                lines, _ = read_lines(spec.roads, info.crs_wkt, notes=skipped)
             except (ValueError, RasterError) as exc:
                 raise FinetuneError(f"--roads {spec.roads} cannot be read ({exc}); give road lines as a GeoPackage, "
                                     f"shapefile or GeoJSON") from None
             if not lines:
-                raise FinetuneError(f"--roads {spec.roads} holds no lines; give the road centrelines of the area")
+                raise FinetuneError(f"--roads {spec.roads} holds no lines{' that can be used' if skipped else ''}; "
+                                    f"give the road centrelines of the area")
+            for note in skipped if index == 0 else ():
+                log(f"roads       {note}")
             pixel_lines = [shapely.transform(line, pixel_xy) for line in lines]
             pixel_lines = [g for g in (line.intersection(frame) for line in pixel_lines) if not g.is_empty]
             lines_seen += len(pixel_lines)

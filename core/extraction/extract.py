@@ -202,11 +202,15 @@ def _tile_touches(tile: Tile, grid: _Grid, info: RasterInfo, polygons: Sequence)
 
 def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, params: ExtractParams | None = None,
                   area: Area | None = None, progress: Callable[[Progress], None] | None = None,
-                  cancel: CancelToken | None = None, log: Callable[[str], None] = lambda message: None
-                  ) -> ExtractResult:
+                  cancel: CancelToken | None = None, log: Callable[[str], None] = lambda message: None,
+                  also: Callable[[Path, Path], list[tuple[Path, Path]]] | None = None) -> ExtractResult:
     """Runs the model over `area` of `source` and writes `<name>_road_probability.tif` and `<name>_road_mask.tif`
     in `out_dir`. Raises RasterError on bad input before any work, Cancelled when `cancel` is set; in both
-    cases no output file is left behind."""
+    cases no output file is left behind.
+
+    `also(probability, scratch)`: more outputs made from the finished probability raster before anything is
+    published (the road GeoPackage); it returns (made, target) pairs. The outputs replace earlier ones only once
+    every one of them is complete, so a run that fails at any stage leaves the previous results as they were."""
     params = params or ExtractParams()
     info = source.info
     out_dir = Path(out_dir)
@@ -219,7 +223,7 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
             # Checked again under the lock: a run that held it a moment ago may just have written them.
             _check_outputs(out_dir, (probability_path, mask_path), params.overwrite)
             return _extract(source, model, out_dir, params, area, progress, cancel, log,
-                            (probability_path, mask_path))
+                            (probability_path, mask_path), also)
     except BaseException:
         if created:
             remove_if_empty(out_dir)  # a failed or cancelled run leaves nothing, not even the folder it made
@@ -227,8 +231,8 @@ def extract_roads(source: WindowSource, model: RoadModel, out_dir: str | Path, p
 
 
 def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: ExtractParams, area: Area | None,
-             progress, cancel: CancelToken | None, log: Callable[[str], None], paths: tuple[Path, Path]
-             ) -> ExtractResult:
+             progress, cancel: CancelToken | None, log: Callable[[str], None], paths: tuple[Path, Path],
+             also=None) -> ExtractResult:
     info = source.info
     probability_path, mask_path = paths
     if len(info.bands) != model.info.config.in_channels:
@@ -277,7 +281,7 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
                 progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
             road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model,
                                            params, predictor.precision.name, scratch_path,
-                                           (probability_path, mask_path), cancel)
+                                           (probability_path, mask_path), cancel, also)
         except (InputError, Cancelled):
             raise
         except Exception as exc:
@@ -388,7 +392,7 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
 
 def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, processing_origin: tuple[int, int],
                    area: Area, model: RoadModel, params: ExtractParams, precision_used: str, scratch: Path,
-                   targets: tuple[Path, Path], cancel) -> float:
+                   targets: tuple[Path, Path], cancel, also=None) -> float:
     """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
     writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
     from rasterio.enums import Resampling
@@ -461,7 +465,9 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, pro
             rio_copy(draft, final, driver="COG", compress="DEFLATE", blocksize=OUTPUT_BLOCK,
                      overview_resampling="nearest" if draft is drafts[1] else "average")
         finals.append((final, target))
-    for final, target in finals:
+    if also is not None:
+        finals += also(finals[0][0], scratch)
+    for final, target in finals:  # each a rename on one file system: whole files, old or new
         os.replace(final, target)
     return road_pixels / valid_pixels if valid_pixels else 0.0
 

@@ -27,15 +27,25 @@ from core.options import (
 
 def _describe(path: Path, output_stride: int | None, layer4: str | None) -> dict[str, Any]:
     from core.model import build_model
-    from core.model.checkpoint import compare, infer_architecture, nonfinite_tensors, read_weights
+    from core.model.checkpoint import (
+        compare,
+        impossible_statistics,
+        infer_architecture,
+        nonfinite_tensors,
+        read_weights,
+    )
 
     weights = read_weights(path)
     architecture = infer_architecture(weights, output_stride, layer4)
     report = compare(build_model(architecture.config), weights)
     broken = nonfinite_tensors(weights.state_dict)
+    negative = impossible_statistics(weights.state_dict)
     if broken:
         verdict = (f"refused: {len(broken)} tensors hold NaN or infinite values ({broken[0]}, ...); the training "
                    f"that made it diverged")
+    elif negative:
+        verdict = (f"refused: {len(negative)} BatchNorm variances are negative ({negative[0]}, ...); the file is "
+                   f"damaged or was edited")
     elif weights.backbone_only:
         verdict = (f"backbone weights only: use them to initialise training (python -m training fit --init "
                    f"{path}), not for inference")
@@ -267,7 +277,8 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
     from core.frontends.jobs import VectorizeJob, run_vectorize
 
     _report_network(run_vectorize(VectorizeJob(args.raster, args.out, args.gsd, args.overwrite,
-                                               _vectorize_options(args))))
+                                               _vectorize_options(args)),
+                                  log=lambda message: print(f"note: {message}", file=sys.stderr)))
     return 0
 
 
@@ -286,9 +297,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_table(results))
     if args.json:
         with atomic_output(args.json) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
+            tmp.write_text(json.dumps(_json_numbers(results), indent=2, allow_nan=False))
         print(f"wrote {args.json}")
     return 0
+
+
+def _json_numbers(value):
+    """NaN and infinities (a figure with nothing to score) as null: JSON has no NaN, and readers refuse one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(v) for v in value]
+    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

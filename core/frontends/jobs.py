@@ -5,6 +5,7 @@ importing anything heavy, send it over the worker protocol, and get a JSON-able 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -95,7 +96,6 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
                 log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Probability and mask rasters, then (unless `vectorize` is off) the road GeoPackage. Nothing is left behind
     by a failed or cancelled run: each output is written to a temporary file and renamed."""
-    from core.atomic import remove_if_empty
     from core.extraction.extract import extract_roads
     from core.inputs.area import area_from_bbox, area_from_vector
     from core.inputs.raster import RasterioSource
@@ -116,39 +116,43 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
             area = area_from_bbox(source.info, job.bbox, job.bbox_crs)
         elif job.aoi:
             area = area_from_vector(source.info, job.aoi)
-        made_folder = not Path(job.out_dir).exists()
-        result = extract_roads(source, model, job.out_dir, params, area, progress=progress, cancel=cancel, log=log)
+        networks = []
+
+        def vectorized(probability: Path, scratch: Path) -> list[tuple[Path, Path]]:
+            """The road GeoPackage from the finished probability, written in the run's scratch folder: published
+            with the GeoTIFFs, so a failure here replaces none of an earlier run's outputs."""
+            from core.roads.vectorize import vectorize_file
+
+            if progress is not None:
+                from core.progress import Progress
+
+                progress(Progress(1.0, 1, 1, 0.0, None, stage="vectorizing"))
+            roads.parent.mkdir(parents=True, exist_ok=True)
+            # Published by a rename, so staged on the target's file system (a --roads file may be elsewhere).
+            staged = scratch / roads.name if os.stat(roads.parent).st_dev == os.stat(scratch).st_dev \
+                else roads.parent / f".{roads.name}.{os.getpid()}.part.gpkg"
+            networks.append(vectorize_file(probability, staged, vectorize, overwrite=True, gsd_m=job.gsd_m,
+                                           cancel=cancel, metadata={"source": str(roads.parent / probability.name
+                                                                                 .removeprefix("final_"))}))
+            return [(staged, roads)]
+
+        result = extract_roads(source, model, job.out_dir, params, area, progress=progress, cancel=cancel, log=log,
+                               also=vectorized if job.vectorize else None)
     summary: dict[str, Any] = {
         "probability": str(result.probability), "mask": str(result.mask), "tiles": result.tiles,
         "seconds": result.seconds, "network_seconds": result.network_seconds,
         "input_megapixels": result.input_megapixels, "road_fraction": result.road_fraction, "notes": result.notes,
         "model": str(model_path)}
-    if job.vectorize:
-        from core.roads.vectorize import vectorize_file
-
-        if progress is not None:
-            from core.progress import Progress
-
-            progress(Progress(1.0, result.tiles, result.tiles, 0.0, None, stage="vectorizing"))
-        try:
-            network = vectorize_file(result.probability, roads, vectorize, overwrite=True, gsd_m=job.gsd_m,
-                                     cancel=cancel)
-        except BaseException:
-            # A job cancelled or failed while vectorizing leaves none of its outputs, like one stopped earlier.
-            for path in (result.probability, result.mask):
-                Path(path).unlink(missing_ok=True)
-            if made_folder:
-                remove_if_empty(Path(job.out_dir))
-            raise
-        summary.update(network.summary(roads))
+    if networks:
+        summary.update(networks[0].summary(roads))
     return summary
 
 
-def run_vectorize(job: VectorizeJob, cancel=None) -> dict[str, Any]:
+def run_vectorize(job: VectorizeJob, cancel=None, log=None) -> dict[str, Any]:
     from core.roads.vectorize import vectorize_file
 
     network = vectorize_file(job.raster, job.out, vectorize_params(job.vectorize_options), overwrite=job.overwrite,
-                             gsd_m=job.gsd_m, cancel=cancel)
+                             gsd_m=job.gsd_m, cancel=cancel, log=log)
     return network.summary(job.out)
 
 

@@ -149,6 +149,20 @@ def _nodata_fits(nodata: float | None, dtype: str) -> bool:
     return True
 
 
+def _rotated_grid(path: Path, transform) -> str:
+    """The refusal of a grid that is not north-up: its rows and columns are not the map's axes, so pixel sizes,
+    windows and lengths taken from the x and y terms alone would all be wrong (a 30-degree rotation reads 0.87 m
+    pixels as 1 m; 90 degrees leaves no x term at all)."""
+    import math
+
+    column_angle = math.degrees(math.atan2(transform.d, transform.a))
+    row_angle = math.degrees(math.atan2(transform.b, -transform.e))
+    shape = (f"rotated {column_angle:.1f} degrees" if abs(column_angle - row_angle) < 0.01
+             else f"skewed (columns at {column_angle:.1f}, rows at {row_angle:.1f} degrees)")
+    return (f"the grid of {path} is {shape}, not north-up, which the engine cannot read correctly; make a "
+            f"north-up copy with: gdalwarp -r bilinear {path} {path.with_name(path.stem + '_north_up.tif')}")
+
+
 class RasterioSource:
     """A raster file read through rasterio, window by window."""
 
@@ -194,6 +208,8 @@ class RasterioSource:
             notes.append(f"NoData value {nodata:g} cannot occur in {dtype} bands and is ignored"
                          + ("; the alpha band marks valid pixels" if self._alpha else ""))
         georeferenced = ds.crs is not None and not ds.transform.is_identity
+        if georeferenced and (ds.transform.b or ds.transform.d):
+            raise RasterError(_rotated_grid(path, ds.transform))
         transform = tuple(ds.transform.to_gdal()) if georeferenced else None
         if gsd_m is not None:
             gsd = (checked_gsd(gsd_m, "--gsd"),) * 2

@@ -4,6 +4,7 @@ CRS, reprojected on reading."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import shapely
 
@@ -25,7 +26,28 @@ def pyogrio_raw():
 
 
 def layer_names(path) -> list[str]:
-    return [name for name, _ in _pyogrio()[0].list_layers(path)]
+    """The layers of a vector file; [] for a GeoPackage that holds none (OGR refuses to open one as vector data,
+    saying "not recognized as being in a supported file format", although it is a valid GeoPackage)."""
+    try:
+        return [name for name, _ in _pyogrio()[0].list_layers(path)]
+    except Exception:
+        if _is_geopackage(path):
+            return []
+        raise
+
+
+def _is_geopackage(path) -> bool:
+    """An SQLite file with GeoPackage's tables (its header and gpkg_contents)."""
+    import sqlite3
+
+    try:
+        with open(path, "rb") as fh:
+            if not fh.read(16).startswith(b"SQLite format 3"):
+                return False
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return bool(db.execute("SELECT 1 FROM sqlite_master WHERE name = 'gpkg_contents'").fetchone())
+    except (OSError, sqlite3.Error):
+        return False
 
 
 def _read_raw(path, layer: str | None = None):
@@ -50,14 +72,21 @@ def _reprojected(shapes: list, source, target) -> list:
                          f"raster's ({exc}); the file's CRS is probably wrong - check it in QGIS") from None
 
 
-def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None = None) -> tuple[list, str | None]:
+def read_geometries(path, target_crs_wkt: str | None = None, layer: str | None = None,
+                    notes: list[str] | None = None) -> tuple[list, str | None]:
     """Non-empty geometries of a vector file (any OGR format) and its CRS as WKT, reprojected to `target_crs_wkt`
-    when that differs. Raises ValueError with OGR's reason for a file it cannot read."""
+    when that differs. Raises ValueError with OGR's reason for a file it cannot read. Features whose geometry
+    cannot be used (none, a line of one vertex, a ring that does not close) are skipped, one among many must not
+    sink a run; `notes` hears how many."""
     from rasterio.crs import CRS
 
     meta, geometries = _read_raw(path, layer)
-    shapes = [g for g in shapely.from_wkb(geometries) if g is not None and not g.is_empty] \
-        if geometries is not None else []
+    decoded = shapely.from_wkb(geometries, on_invalid="ignore") if geometries is not None else []
+    shapes = [g for g in decoded if g is not None and not g.is_empty]
+    broken = sum(1 for g in decoded if g is None)
+    if broken and notes is not None:
+        notes.append(f"{Path(path).name}: {broken} feature(s) without a usable geometry (none, a line of one "
+                     f"vertex, an unclosed ring) skipped")
     crs = meta.get("crs")
     if target_crs_wkt and crs:
         source, target = CRS.from_user_input(crs), CRS.from_wkt(target_crs_wkt)

@@ -504,6 +504,11 @@ def load_model(path: str | Path, *, output_stride: int | None = None, layer4: st
         raise CheckpointError(f"{weights.path} holds NaN or infinite values in {len(broken)} tensors ({broken[0]}, "
                               f"...): the training that made it diverged; use an earlier checkpoint or retrain "
                               f"with a lower learning rate")
+    negative = impossible_statistics(network.state_dict())
+    if negative:
+        raise CheckpointError(f"{weights.path} holds negative BatchNorm variances in {len(negative)} layers "
+                              f"({negative[0]}, ...), which no training writes: the file is damaged or was edited; "
+                              f"use another copy of the model")
     network.eval().to(device)
     return RoadModel(network, info, report, architecture)
 
@@ -517,6 +522,13 @@ def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     if not floats or torch.isfinite(torch.stack(torch._foreach_norm(list(floats.values())))).all():
         return []
     return [name for name, tensor in floats.items() if not torch.isfinite(tensor).all()]
+
+
+def impossible_statistics(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of BatchNorm variances below zero: no data has a negative variance, and the normalisation's square
+    root of one is NaN, so such a model predicts nothing anywhere (a file edited or corrupted, not trained)."""
+    return [name for name, tensor in state_dict.items()
+            if name.endswith("running_var") and tensor.is_floating_point() and bool((tensor < 0).any())]
 
 
 def save_model(path: str | Path, network: AttentionDeepLab, info: ModelInfo, *, half: bool = False) -> Path:

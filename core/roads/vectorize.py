@@ -618,12 +618,29 @@ def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeP
     return vectorize_windows(lambda x0, y0, x1, y1: probability[y0:y1, x0:x1], width, height, grid, params)
 
 
+def reads_as_mask(ds) -> tuple[bool, str]:
+    """Whether a one-band uint8 raster is a road mask (1 road) or a road probability (0..255), and why: the
+    project's own rasters say so (NoData 255 on masks, a ROLE tag); any other raster is told by its values, since a
+    plain 0/1 mask read as probabilities would be 1/255 everywhere and give no road at all."""
+    if ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road"):
+        return True, "a road mask (1 road, 0 background, 255 no data), as extract writes it"
+    if ds.tags(1).get("ROLE", "").startswith("road probability"):
+        return False, "a road probability (0-255), as extract writes it"
+    highest = 0
+    for _, window in ds.block_windows(1):
+        highest = max(highest, int(ds.read(1, window=window).max()))
+        if highest > 1:
+            return False, f"a road probability (values up to {highest} read as value/255)"
+    return True, "a road mask (its values are 0 and 1: 1 is road)"
+
+
 def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, overwrite: bool = False,
                    metadata: dict | None = None, cancel=None, workers: int = 0,
-                   gsd_m: float | None = None) -> RoadNetwork:
+                   gsd_m: float | None = None, log=None) -> RoadNetwork:
     """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage.
 
-    A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down)."""
+    A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down).
+    `log` hears which of the two the raster was read as (`reads_as_mask`)."""
     import rasterio
 
     from core.inputs.raster import RasterError, RasterioSource
@@ -645,7 +662,9 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
         if ds.count != 1 or ds.dtypes[0] != "uint8":
             raise RasterError(f"{path} has {ds.count} band(s) of {ds.dtypes[0]}; give a road mask or probability "
                               f"raster as written by road-extractor extract (one uint8 band)")
-        binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
+        binary, read_as = reads_as_mask(ds)
+        if log:
+            log(f"read {Path(path).name} as {read_as}")
         width, height = ds.width, ds.height
         # A raster written by `extract` says which model and parameters made it: the GeoPackage keeps that.
         provenance = {key.lower(): value for key, value in ds.tags().items() if key.startswith("ROAD_EXTRACTOR_")}

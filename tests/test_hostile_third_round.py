@@ -1,0 +1,218 @@
+"""Hostile inputs and faults, third round (issue 34): each of these once destroyed results, answered wrongly with
+exit status 0 or ended in a traceback. Real files and real processes, made in the test."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.transform import from_origin
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, limit_bytes: int | None = None, module: str = "core"):
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as in a shell
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, preexec_fn=limited if limit_bytes else None)
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def suburb(tmp_path_factory):
+    from core.frontends.demo import write_sample
+    from core.inputs.sample import make_suburb
+
+    folder = tmp_path_factory.mktemp("suburb")
+    raster, roads = write_sample(make_suburb(384), folder)
+    return raster, roads
+
+
+def test_a_failing_overwrite_keeps_the_previous_results(suburb, random_model_file, tmp_path):
+    raster, _ = suburb
+    out = tmp_path / "out"
+    first = _cli("extract", raster, "--model", random_model_file, "--out", out, "--tta-scales", "1")
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before) == 3  # probability, mask, roads
+    # `ulimit -f 60`: the GeoTIFFs fit under it, the GeoPackage (SQLite's tables alone exceed it) does not, so
+    # the run fails at its last stage, after the rasters are made.
+    limit = 60 * 1024
+    assert max(len(b) for n, b in before.items() if n.endswith(".tif")) < limit < len(before["sample_roads.gpkg"])
+    again = _cli("extract", raster, "--model", random_model_file, "--out", out, "--tta-scales", "1",
+                 "--threshold", "0.3", "--overwrite", limit_bytes=limit)
+    assert again.returncode == 2, again.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before  # every old output as it was, and nothing else left beside them
+
+
+@pytest.mark.parametrize("transform, words", [
+    (Affine.translation(330000, 4690000) * Affine.rotation(30) * Affine.scale(1, -1), "rotated 30.0 degrees"),
+    (Affine.translation(330000, 4690000) * Affine.rotation(90) * Affine.scale(1, -1), "rotated 90.0 degrees"),
+    (Affine(1, 0.2, 330000, 0, -1, 4690000), "skewed"),
+], ids=["rotated-30", "rotated-90", "skewed"])
+def test_grids_that_are_not_north_up_are_refused_with_the_command_that_fixes_them(random_model_file, tmp_path,
+                                                                                 transform, words):
+    path = tmp_path / "turned.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=transform) as ds:
+        ds.write(np.full((3, 96, 96), 120, np.uint8))
+    line = _one_line(_cli("extract", path, "--model", random_model_file, "--out", tmp_path / "out"))
+    assert words in line and "gdalwarp" in line and "turned_north_up.tif" in line
+    assert not (tmp_path / "out").exists()
+
+
+def _lines_file(path: Path, good: list, crs: str = "EPSG:32619") -> Path:
+    features = [{"type": "Feature", "properties": {}, "geometry": g} for g in good]
+    features += [{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[0, 0]]}},
+                 {"type": "Feature", "properties": {}, "geometry": None}]
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs}},
+                                "features": features}))
+    return path
+
+
+def test_one_bad_geometry_among_good_ones_is_skipped_with_a_count(suburb, tmp_path):
+    from core.inputs.vectors import read_polygons
+    from core.metrics import read_lines
+    from training.finetune import FinetuneSpec, prepare
+
+    raster, roads = suburb
+    lines, _ = read_lines(roads)
+    good = [json.loads(json.dumps(line.__geo_interface__)) for line in lines]
+    broken = _lines_file(tmp_path / "broken.geojson", good)
+    notes = []
+    kept, _ = read_lines(broken, notes=notes)
+    assert len(kept) == len(lines) and "2 feature(s) without a usable geometry" in notes[0]
+    # evaluate, with the broken file as prediction and as reference
+    for pair in ((broken, roads), (roads, broken)):
+        result = _cli("evaluate", *pair)
+        assert result.returncode == 0, result.stderr
+        assert "skipped" in result.stdout and "completeness" in result.stdout
+    # finetune --roads: the pieces skipped, named in the log
+    logged = []
+    prepare(FinetuneSpec(rasters=[str(raster)], roads=str(broken), out="", crop=64, road_width_m=7), 1.0,
+            logged.append)
+    assert any("without a usable geometry" in line for line in logged)
+    # an --aoi of a polygon and a line of one vertex: the polygon is the area
+    with rasterio.open(raster) as ds:
+        left, bottom, right, top = ds.bounds
+    square = {"type": "Polygon", "coordinates": [[[left, bottom], [right, bottom], [right, top], [left, top],
+                                                  [left, bottom]]]}
+    assert len(read_polygons(_lines_file(tmp_path / "aoi.geojson", [square]))) == 1
+    # nothing usable left: refused as before, in one line
+    only_broken = _lines_file(tmp_path / "nothing.geojson", [])
+    assert "no lines" in _one_line(_cli("finetune", "--raster", raster, "--roads", only_broken, "--out",
+                                        tmp_path / "m.pt", "--minutes", "0.05", module="training"))
+
+
+def test_a_model_with_negative_batchnorm_variance_is_refused(tmp_path):
+    from core.model import ModelConfig, build_model
+    from core.model.checkpoint import CheckpointError, ModelInfo, load_model, save_model
+
+    network = build_model(ModelConfig(backbone="resnet18"))
+    name = next(k for k in network.state_dict() if k.endswith("running_var"))
+    with torch.no_grad():
+        network.state_dict()[name].fill_(-5.0)
+    path = save_model(tmp_path / "edited.pt", network, ModelInfo(gsd_m=1.0))
+    with pytest.raises(CheckpointError, match="negative BatchNorm variances"):
+        load_model(path)
+    inspect = _cli("inspect", path)
+    assert "verdict     refused:" in inspect.stdout and "negative" in inspect.stdout
+    assert "negative BatchNorm" in _one_line(_cli("extract", path, "--model", path, "--out", tmp_path / "o"))
+
+
+def test_a_plain_0_1_mask_is_read_as_a_mask(tmp_path):
+    mask = np.zeros((200, 200), np.uint8)
+    mask[97:104, 10:190] = 1
+    mask[10:190, 97:104] = 1
+    path = tmp_path / "plain_mask.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 1, 1)) as ds:  # no NoData, no tag of ours
+        ds.write(mask, 1)
+    result = _cli("vectorize", path, "--out", tmp_path / "roads.gpkg")
+    assert result.returncode == 0, result.stderr
+    assert "as a road mask (its values are 0 and 1" in result.stderr
+    assert "4 roads" in result.stdout or "roads" in result.stdout and " 0 roads" not in result.stdout
+
+
+def test_a_probability_raster_is_still_read_as_probabilities(tmp_path):
+    from core.roads.vectorize import reads_as_mask
+
+    values = np.zeros((64, 64), np.uint8)
+    values[30:34] = 200
+    path = tmp_path / "probability.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 1, 1)) as ds:
+        ds.write(values, 1)
+    with rasterio.open(path) as ds:
+        binary, why = reads_as_mask(ds)
+    assert not binary and "up to 200" in why
+
+
+def test_a_kill_9_during_a_finetune_leaves_no_scratch_for_good(suburb, random_model_file, tmp_path):
+    import tempfile
+
+    from core.extraction.extract import SCRATCH_PREFIX
+    from training.evaluate import Inference, predict_tile
+
+    raster, roads = suburb
+    shared = Path(tempfile.gettempdir()) / "road-extractor-scoring"
+    process = subprocess.Popen([sys.executable, "-m", "training", "finetune", "--raster", str(raster), "--roads",
+                                str(roads), "--init", str(random_model_file), "--out", str(tmp_path / "k.pt"),
+                                "--minutes", "5", "--crop", "64", "--batch-size", "2"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mine = f"{SCRATCH_PREFIX}{process.pid}-"
+    deadline = time.monotonic() + 300
+    while not any(p.name.startswith(mine) for p in shared.glob(f"{SCRATCH_PREFIX}*")):
+        assert process.poll() is None and time.monotonic() < deadline, "the fine-tune never scored"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert any(p.name.startswith(mine) for p in shared.iterdir())  # a killed process cleans nothing itself
+    predict_tile(load_random(random_model_file), np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool), 1.0,
+                 Inference(scales=(1.0,)))  # the next scoring anywhere removes it
+    assert not any(p.name.startswith(mine) for p in shared.iterdir())
+
+
+def load_random(path):
+    from core.model.checkpoint import load_model
+
+    return load_model(path)
+
+
+def test_a_geopackage_without_a_layer_is_named_as_such(tmp_path):
+    from osgeo import ogr
+
+    empty = str(tmp_path / "empty.gpkg")
+    ogr.GetDriverByName("GPKG").CreateDataSource(empty).FlushCache()
+    assert "GeoPackage without any layer" in _one_line(_cli("evaluate", empty, empty))
+
+
+def test_evaluate_json_of_empty_predictions_is_valid_json(suburb, tmp_path):
+    raster, roads = suburb
+    nothing = tmp_path / "nothing.geojson"
+    nothing.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": []}))
+    report = tmp_path / "report.json"
+    result = _cli("evaluate", nothing, roads, "--json", report)
+    assert result.returncode == 0, result.stderr
+    text = report.read_text()
+    assert "NaN" not in text
+    json.loads(text)  # strict JSON
