@@ -636,7 +636,8 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     network.eval().to(memory_format=torch.contiguous_format)
     if nonfinite_tensors(network.state_dict()):
         raise FinetuneError("fine-tuning diverged (the weights hold NaN); lower --lr and run again")
-    trained = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    # Copies: the mixes are loaded into this same network, which would overwrite tensors that share its storage.
+    trained = {k: v.detach().clone().cpu() for k, v in network.state_dict().items()}
     network = network.cpu()
     share = 1.0
     if spec.mix == "auto":
