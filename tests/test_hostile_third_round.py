@@ -52,10 +52,12 @@ def test_a_failing_overwrite_keeps_the_previous_results(suburb, random_model_fil
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert len(before) == 3  # probability, mask, roads
-    # `ulimit -f 60`: the GeoTIFFs fit under it, the GeoPackage (SQLite's tables alone exceed it) does not, so
-    # the run fails at its last stage, after the rasters are made.
-    limit = 60 * 1024
-    assert max(len(b) for n, b in before.items() if n.endswith(".tif")) < limit < len(before["sample_roads.gpkg"])
+    # A file size limit (`ulimit -f`) that the GeoTIFFs fit under and the GeoPackage does not, so the run fails at
+    # its last stage, after the rasters are made (the case, where they were already replaced).
+    largest_tif = max(len(b) for n, b in before.items() if n.endswith(".tif"))
+    gpkg = len(before["sample_roads.gpkg"])
+    assert largest_tif * 1.5 < gpkg, (largest_tif, gpkg)
+    limit = (largest_tif + gpkg) // 2
     again = _cli("extract", raster, "--model", random_model_file, "--out", out, "--tta-scales", "1",
                  "--threshold", "0.3", "--overwrite", limit_bytes=limit)
     assert again.returncode == 2, again.stderr
@@ -216,3 +218,26 @@ def test_evaluate_json_of_empty_predictions_is_valid_json(suburb, tmp_path):
     text = report.read_text()
     assert "NaN" not in text
     json.loads(text)  # strict JSON
+
+
+def test_a_raster_placed_by_control_points_only_gets_the_gdalwarp_command(random_model_file, tmp_path):
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    path = tmp_path / "gcps.tif"
+    gcps = [GroundControlPoint(0, 0, 330000, 4690000), GroundControlPoint(0, 96, 330000, 4689904),
+            GroundControlPoint(96, 0, 330096, 4690000)]
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8", gcps=gcps,
+                       crs=CRS.from_epsg(32619)) as ds:
+        ds.write(np.full((3, 96, 96), 100, np.uint8))
+    line = _one_line(_cli("extract", path, "--model", random_model_file, "--out", tmp_path / "out"))
+    assert "3 ground control points" in line and "gdalwarp" in line and "gcps_warped.tif" in line
+
+
+def test_a_raster_of_one_value_is_refused(random_model_file, tmp_path):
+    path = tmp_path / "zeros.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint16", crs="EPSG:32619",
+                       transform=from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(np.zeros((3, 96, 96), np.uint16))
+    assert "holds one value (0)" in _one_line(_cli("extract", path, "--model", random_model_file, "--out",
+                                                   tmp_path / "out"))

@@ -223,7 +223,13 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         raise FinetuneError("the imagery has no valid pixels (NoData, transparent) where the labels are trusted; "
                             "give imagery that has data under the road lines and the train area")
     if not any((s.train & s.roads).any() for s in scenes):
-        raise FinetuneError("no road pixel lies in the train area; draw the train area over labelled roads")
+        if not any((s.roads & s.valid).any() for s in scenes):
+            raise FinetuneError("the imagery has no data (NoData, transparent) under any labelled road; give "
+                                "imagery that covers the roads")
+        if spec.train_area:
+            raise FinetuneError("no road pixel lies in the train area; draw the train area over labelled roads")
+        raise FinetuneError("no labelled road is left to train on outside the check area; give more labelled roads "
+                            "or a smaller --check-area")
     if spec.check_area and not any(s.check.any() for s in scenes):
         raise FinetuneError(f"--check-area {spec.check_area} does not overlap the imagery; draw it over the rasters")
     elsewhere = _hold_out_elsewhere(scenes, spec.crop)

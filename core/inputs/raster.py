@@ -210,6 +210,11 @@ class RasterioSource:
         georeferenced = ds.crs is not None and not ds.transform.is_identity
         if georeferenced and (ds.transform.b or ds.transform.d):
             raise RasterError(_rotated_grid(path, ds.transform))
+        gcps, _ = ds.gcps
+        if not georeferenced and gcps and gsd_m is None:
+            raise RasterError(f"{path} is placed by {len(gcps)} ground control points, not by a geotransform, so "
+                              f"its pixel size and place are unknown until it is warped; make a georeferenced copy "
+                              f"with: gdalwarp -r bilinear {path} {path.with_name(path.stem + '_warped.tif')}")
         transform = tuple(ds.transform.to_gdal()) if georeferenced else None
         if gsd_m is not None:
             gsd = (checked_gsd(gsd_m, "--gsd"),) * 2
@@ -238,6 +243,10 @@ class RasterioSource:
         if value_scale == "none" or (value_scale == "auto" and dtype == "uint8"):
             return None
         values, valid = self._unscaled_overview()
+        if valid.any() and all(float(data[valid].min()) == float(data[valid].max()) for data in values):
+            raise RasterError(f"{self._ds.name} holds one value ({float(values[0][valid][0]):g}) in every valid pixel "
+                              f"of every band read: there is no image to find roads in; check the file (an export "
+                              f"that failed, or the wrong band)")
         ranges = []
         for band, data in zip(bands, values, strict=True):
             sample = data[valid]
