@@ -582,7 +582,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     augment = Augment(crop=spec.crop, recipe="mild")
     tiles = [(s.image, np.where(s.train, s.roads.astype(np.uint8), IGNORE).astype(np.uint8)) for s in scenes]
     crops = RoadCrops.from_arrays(tiles, augment, crops_per_epoch=1 << 30, seed=spec.seed)
-    replayed = round(spec.replay * spec.batch_size) if data.training else 0
+    replayed = min(spec.batch_size - 1, round(spec.replay * spec.batch_size)) if data.training else 0
     if spec.replay and not data.training:
         log("replay      none: the parent's training data is not on this machine")
     replay = RoadCrops.from_arrays(replay_tiles(data, gsd, spec.seed), augment, crops_per_epoch=1 << 30,
