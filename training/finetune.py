@@ -269,6 +269,14 @@ CHECK_SHARE = 0.2
 ELSEWHERE_SHARE = 0.2
 
 
+def _bounding_box(mask: np.ndarray):
+    """The pixel rectangle (shapely box, x right, y down) around a mask's True pixels."""
+    import shapely
+
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+
+
 def _road_px(scene: Scene, where: np.ndarray) -> int:
     return int((scene.roads & where).sum())
 
@@ -279,14 +287,12 @@ def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
     end of the largest raster's labelled area along its long axis, holding ELSEWHERE_SHARE of its road, with a
     quarter of a crop between it and what trains (none when that would leave less than 60% of the road to train
     on). Returns the line that says what was held out."""
-    import shapely
 
     labelled = [s for s in scenes if _road_px(s, s.train)]
     if len(labelled) >= 3:
         scene = sorted(labelled, key=lambda s: _road_px(s, s.train))[len(labelled) // 2]
         scene.elsewhere, scene.train = scene.train.copy(), np.zeros_like(scene.train)
-        rows, cols = np.flatnonzero(scene.elsewhere.any(axis=1)), np.flatnonzero(scene.elsewhere.any(axis=0))
-        scene.elsewhere_shape = shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        scene.elsewhere_shape = _bounding_box(scene.elsewhere)
         return (f"elsewhere   {scene.name} is held out whole: the parent and the new model are scored on it to "
                 f"show what the run learnt about imagery it never saw")
     scene = max(scenes, key=lambda s: int(s.train.sum()))
@@ -308,8 +314,7 @@ def _hold_out_elsewhere(scenes: list[Scene], block: int) -> str:
         return "elsewhere   not measured: the labelled roads are too few to hold any out at a distance"
     scene.elsewhere = scene.train & band
     scene.train = rest
-    rows, cols = np.flatnonzero(scene.elsewhere.any(axis=1)), np.flatnonzero(scene.elsewhere.any(axis=0))
-    scene.elsewhere_shape = shapely.box(cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    scene.elsewhere_shape = _bounding_box(scene.elsewhere)
     side = "southern" if axis == 0 else "eastern"
     return (f"elsewhere   the {side} {depth} px of {scene.name} ({ELSEWHERE_SHARE:.0%} of its labelled road) are "
             f"held out, a quarter of a crop away from what trains, to score imagery the run never saw")
@@ -326,11 +331,10 @@ def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Call
     for index, scene in enumerate(scenes):
         height, width = scene.train.shape
         found = []
+        labelled = scene.roads & scene.train
         for y in range(0, height, block):
-            for x in range(0, width, block):
-                where = np.zeros_like(scene.train)
-                where[y:y + block, x:x + block] = scene.train[y:y + block, x:x + block]
-                if _road_px(scene, where):
+            for x in range(0, width, block):  # a slice per block: a whole-raster mask each was quadratic
+                if labelled[y:y + block, x:x + block].any():
                     found.append((index, y, x))
         rng.shuffle(found)
         candidates.append(found)
