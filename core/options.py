@@ -153,6 +153,10 @@ class EvaluateOptions:
         validate(self)
 
 
+# A fine-tune's mix of weights may lose at most this road IoU on the parent's own tiles (issue 31's target).
+FORGET_TOLERANCE = 0.03
+
+
 @dataclass(kw_only=True)
 class FinetuneOptions:
     """What a user chooses when teaching a model their imagery (`python -m training finetune`, the worker's
@@ -176,7 +180,9 @@ class FinetuneOptions:
                             "the user's imagery)", choices=("frozen", "trained"), label="BatchNorm statistics",
                             advanced=True)
     mix: str = option("auto", "weights kept: auto (the mix of parent and fine-tuned weights that scores best on the "
-                      "check area, the parent itself included) or all (the fine-tuned weights as they are)",
+                      "check area, the parent itself included, among those losing at most "
+                      f"{FORGET_TOLERANCE:g} road IoU on the "
+                      "parent's own tiles where they are on this machine) or all (the fine-tuned weights as they are)",
                       choices=("auto", "all"), label="Weights kept", advanced=True)
 
 

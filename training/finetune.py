@@ -25,7 +25,7 @@ from core.extraction.brightness import image_brightness, widened
 from core.extraction.devices import resolve_device, resolve_precision
 from core.extraction.inference import normalize
 from core.model.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
-from core.options import ROAD_WIDTH_M, FinetuneOptions
+from core.options import FORGET_TOLERANCE, ROAD_WIDTH_M, FinetuneOptions
 
 from .augment import Augment
 from .data import IGNORE, RoadCrops, map_to_pixels
@@ -445,6 +445,9 @@ def format_scores(name: str, figures: dict[str, float]) -> str:
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 REPLAY_TILES = 12  # of the parent's training tiles, read once: enough variety for a replayed share of minutes
+# The mix of weights must keep what the parent knew: scored on a few of the parent's TRAINING tiles (its
+# validation tiles stay an unbiased report of forgetting), a mix may lose at most FORGET_TOLERANCE road IoU there.
+KEEP_TILES, KEEP_SIDE_M = 3, 768.0
 
 
 @dataclass
@@ -456,6 +459,19 @@ class ParentData:
     training: list  # training.data.Pair
     labels: object  # training.data.LabelMap
     where: str
+
+    def keep_tiles(self, gsd: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """KEEP_TILES of the parent's training tiles (the first ones, each's centre KEEP_SIDE_M across) at `gsd`:
+        what the weights' mix is held to (the validation tiles are never chosen on)."""
+        from .data import read_pair
+
+        side = round(KEEP_SIDE_M / gsd)
+        tiles = []
+        for pair in self.training[:KEEP_TILES]:
+            image, target = read_pair(pair, self.labels)
+            y, x = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+            tiles.append((pair.name, image[y:y + side, x:x + side], target[y:y + side, x:x + side]))
+        return tiles
 
 
 def parent_data(parent: RoadModel, log: Callable[[str], None]) -> ParentData:
@@ -484,14 +500,14 @@ def parent_data(parent: RoadModel, log: Callable[[str], None]) -> ParentData:
     return ParentData([], [], None, "")
 
 
-def score_parent_tiles(model: RoadModel, data: ParentData, gsd: float, device: str, precision: str) -> dict:
-    """Road IoU and relaxed F1 on the parent's validation tiles (at the parent's GSD, through the engine)."""
+def score_parent_tiles(model: RoadModel, tiles: list, gsd: float, device: str, precision: str) -> dict:
+    """Road IoU and relaxed F1 on some of the parent's own tiles (at the parent's GSD, through the engine)."""
     from .evaluate import PLACE_RHO_M, Inference, evaluate_tiles
 
-    if not data.validation:
+    if not tiles:
         return {}
     inference = Inference(scales=(1.0,), device=device, precision=precision)
-    summary = evaluate_tiles(model, data.validation, gsd, [inference], rho=PLACE_RHO_M / gsd,
+    summary = evaluate_tiles(model, tiles, gsd, [inference], rho=PLACE_RHO_M / gsd,
                              graphs=False)[inference.label]
     return {"road_iou": summary["road_iou"], "relaxed_f1": summary["relaxed_f1"]}
 
@@ -563,7 +579,8 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         figures = {"check": score(model, scenes, gsd, device=spec.device, precision=spec.precision),
                    "elsewhere": score(model, scenes, gsd, device=spec.device, precision=spec.precision,
                                       area="elsewhere"),
-                   "parent_tiles": score_parent_tiles(model, data, parent_gsd, spec.device, spec.precision)}
+                   "parent_tiles": score_parent_tiles(model, data.validation, parent_gsd, spec.device,
+                                                      spec.precision)}
         return {k: v for k, v in figures.items() if v}
 
     before = scores(parent)
@@ -651,7 +668,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     network = network.cpu()
     share = 1.0
     if spec.mix == "auto":
-        share = _best_mix(network, parent, trained, info, scenes, gsd, spec, log)
+        share = _best_mix(network, parent, trained, info, scenes, gsd, spec, data.keep_tiles(parent_gsd), log)
     if share == 0:  # the parent as it was: its weights, and its GSD and brightness range
         info = ModelInfo(config=parent.info.config, gsd_m=parent.info.gsd_m,
                          normalization=parent.info.normalization)
@@ -693,19 +710,28 @@ AREA_NAMES = {"check": "(check area)", "elsewhere": "(elsewhere)", "parent_tiles
 
 
 def _best_mix(network: torch.nn.Module, parent: RoadModel, trained: dict, info: ModelInfo, scenes: list[Scene],
-              gsd: float, spec: FinetuneSpec, log: Callable[[str], None]) -> float:
+              gsd: float, spec: FinetuneSpec, keep: list, log: Callable[[str], None]) -> float:
     """Loads into `network` the mix of parent and fine-tuned weights with the best relaxed F1 on the check area
-    (ties go to the share nearer the parent) and returns its share of the fine-tuned weights. Share 0 is the
-    parent exactly as it was (its own GSD and brightness range, not the new model's)."""
+    among the mixes that keep the parent's knowledge (`keep`: some of its training tiles, where on this machine;
+    at most FORGET_TOLERANCE road IoU lost there) and returns its share of the fine-tuned weights; ties go to the
+    share nearer the parent. Share 0 is the parent exactly as it was (its own GSD and brightness range)."""
     original = {k: v.detach().float().cpu() for k, v in parent.network.state_dict().items()}
-    results = []
+    parent_gsd = parent.info.gsd_m or 1.0
+    results = []  # (share, check relaxed F1, road IoU on the parent's tiles or None)
     for share in MIX_SHARES:
         network.load_state_dict(mixed_weights(original, trained, share))
         candidate = parent if share == 0 else RoadModel(network, info, parent.report, parent.architecture)
-        figures = score(candidate, scenes, gsd, lines=False, device=spec.device, precision=spec.precision)
-        results.append((figures["relaxed_f1"], -share))
-    best_f1, best = max(results)
-    network.load_state_dict(mixed_weights(original, trained, -best))
+        check = score(candidate, scenes, gsd, lines=False, device=spec.device, precision=spec.precision)
+        kept = score_parent_tiles(candidate, keep, parent_gsd, spec.device, spec.precision).get("road_iou")
+        results.append((share, check["relaxed_f1"], kept))
+    floor = results[0][2] - FORGET_TOLERANCE if results[0][2] is not None else None
+    allowed = [r for r in results if floor is None or r[0] == 0 or r[2] >= floor]
+    best = max(allowed, key=lambda r: (r[1], -r[0]))[0]
+    network.load_state_dict(mixed_weights(original, trained, best))
     log("mix         check area relaxed F1 by share of the fine-tuned weights: "
-        + ", ".join(f"{-s:g}: {f:.3f}" for f, s in results) + f"; kept {-best:g}")
-    return -best
+        + ", ".join(f"{s:g}: {f:.3f}" for s, f, _ in results) + f"; kept {best:g}")
+    if floor is not None:
+        log(f"mix         road IoU on {len(keep)} of the parent's training tiles by share: "
+            + ", ".join(f"{s:g}: {k:.3f}" for s, _, k in results)
+            + f"; shares below {floor:.3f} (the parent's less {FORGET_TOLERANCE:g}) are not kept")
+    return best
