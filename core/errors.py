@@ -15,3 +15,12 @@ def unknown_fields(dataclass_type, data: dict) -> list[str]:
     from dataclasses import fields
 
     return sorted(set(data) - {f.name for f in fields(dataclass_type)})
+
+
+def quiet_gdal() -> None:
+    """GDAL and PROJ print their own errors ("ERROR 1: PROJ: ...", libtiff's "No space left on device") on stderr
+    before the exception the tools turn into one line; they say nothing the line does not. A user who sets
+    CPL_LOG (e.g. CPL_LOG=/dev/stderr) still sees them."""
+    import os
+
+    os.environ.setdefault("CPL_LOG", os.devnull)

@@ -241,3 +241,85 @@ def test_a_raster_of_one_value_is_refused(random_model_file, tmp_path):
         ds.write(np.zeros((3, 96, 96), np.uint16))
     assert "holds one value (0)" in _one_line(_cli("extract", path, "--model", random_model_file, "--out",
                                                    tmp_path / "out"))
+
+
+def _geotiff(path: Path, data: np.ndarray, **extra) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype.name, crs="EPSG:32619", transform=from_origin(330000, 4690000, 1, 1),
+                       **extra) as ds:
+        ds.write(data)
+    return path
+
+
+def test_a_palette_raster_is_refused_with_the_command_that_expands_it(random_model_file, tmp_path):
+    path = _geotiff(tmp_path / "palette.tif", np.random.default_rng(0).integers(0, 4, (1, 96, 96), np.uint8))
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (200, 30, 30, 255), 2: (30, 200, 30, 255), 3: (30, 30, 200, 255)})
+    for bands in ((), ("--bands", "1,1,1")):  # following the old advice fed indices as grey
+        line = _one_line(_cli("extract", path, "--model", random_model_file, "--out", tmp_path / "out", *bands))
+        assert "palette" in line and "gdal_translate -expand rgb" in line and "palette_rgb.tif" in line
+
+
+def test_a_one_bit_raster_is_stretched_not_read_as_black(tmp_path):
+    from core.inputs.raster import RasterioSource, Window
+
+    pattern = (np.indices((96, 96)).sum(axis=0) % 2).astype(np.uint8)[None]
+    path = _geotiff(tmp_path / "bits.tif", pattern, nbits=1)
+    source = RasterioSource(path, bands="1,1,1")
+    values, valid = source.read(Window(0, 0, 96, 96), (96, 96))
+    assert valid.all() and values.min() == 0 and values.max() == 255
+    assert any("1-bit" in note for note in source.info.notes)
+
+
+def test_a_vrt_whose_source_is_gone_names_the_file(random_model_file, tmp_path):
+    source = _geotiff(tmp_path / "part.tif", np.full((3, 96, 96), 120, np.uint8))
+    vrt = tmp_path / "mosaic.vrt"
+    subprocess.run(["gdalbuildvrt", "-q", str(vrt), str(source)], check=True)
+    source.unlink()
+    line = _one_line(_cli("extract", vrt, "--model", random_model_file, "--out", tmp_path / "out"))
+    assert str(source) in line and "does not exist" in line
+
+
+def test_the_readme_png_example_prints_no_library_warnings(random_model_file, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 96, 3), np.uint8)).save(png)
+    result = _cli("extract", png, "--model", random_model_file, "--out", tmp_path / "out", "--gsd", "1",
+                  "--tta-scales", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "no georeferencing" in result.stderr
+
+
+@pytest.mark.parametrize("ring, words", [
+    ([[0, 0], [40, 40], [40, 0], [0, 40], [0, 0]], "not a valid polygon (Self-intersection"),
+    ([[0, 0], [20, 20], [40, 40], [0, 0]], "has no area"),
+], ids=["bow-tie", "zero-area"])
+def test_an_aoi_polygon_that_is_not_an_area_is_refused(random_model_file, tmp_path, ring, words):
+    raster = _geotiff(tmp_path / "image.tif", np.full((3, 96, 96), 120, np.uint8))
+    coordinates = [[[330010 + x, 4689990 - y] for x, y in ring]]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
+            "type": "Polygon", "coordinates": coordinates}}]}))
+    line = _one_line(_cli("extract", raster, "--model", random_model_file, "--out", tmp_path / "out", "--aoi", aoi))
+    assert words in line and "polygon 1" in line
+
+
+def test_an_unknown_bbox_crs_is_one_line_without_gdal_noise(random_model_file, tmp_path):
+    raster = _geotiff(tmp_path / "image.tif", np.full((3, 96, 96), 120, np.uint8))
+    line = _one_line(_cli("extract", raster, "--model", random_model_file, "--out", tmp_path / "out", "--bbox",
+                          "330000,4689950,330050,4690000", "--bbox-crs", "EPSG:999999"))
+    assert "EPSG:999999" in line and line.startswith("road-extractor: error:")
+
+
+def test_evaluating_two_geopackages_leaves_nothing_beside_them(suburb, random_model_file, tmp_path):
+    raster, _ = suburb
+    out = tmp_path / "out"
+    assert _cli("extract", raster, "--model", random_model_file, "--out", out, "--tta-scales", "1").returncode == 0
+    (found,) = out.glob("*.gpkg")
+    other = tmp_path / "other.gpkg"
+    other.write_bytes(found.read_bytes())
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert _cli("evaluate", found, other).returncode == 0
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.errors import InputError
+from core.errors import InputError, quiet_gdal
 from core.options import EvaluateOptions, InferenceOptions, describe
 
 from .config import add_flags, resolve
@@ -85,6 +85,7 @@ def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
+    quiet_gdal()
     parser = argparse.ArgumentParser(prog="python -m training", description="Headless training of road models.")
     sub = parser.add_subparsers(dest="command", required=True)
     fit_parser = sub.add_parser("fit", help="two-stage training; resumes from the run folder's last checkpoint")

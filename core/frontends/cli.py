@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError, OutputError
+from core.errors import InputError, OutputError, quiet_gdal
 from core.options import (
     CompareOptions,
     EvaluateOptions,
@@ -449,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    quiet_gdal()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:

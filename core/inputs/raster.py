@@ -163,6 +163,18 @@ def _rotated_grid(path: Path, transform) -> str:
             f"north-up copy with: gdalwarp -r bilinear {path} {path.with_name(path.stem + '_north_up.tif')}")
 
 
+def _grey_palette(ds, band: int) -> bool:
+    """A colour table that is the grey ramp of its own bit depth (GDAL gives 1-bit GeoTIFFs a black and white one):
+    its indices are the grey values, stretched like any low-bit band."""
+    bits = int(ds.tags(band, "IMAGE_STRUCTURE").get("NBITS", 8))
+    try:
+        table = ds.colormap(band)
+    except ValueError:
+        return False
+    top = (1 << bits) - 1
+    return bits < 8 and all(r == g == b == round(i * 255 / top) for i, (r, g, b, *_) in table.items() if i <= top)
+
+
 class RasterioSource:
     """A raster file read through rasterio, window by window."""
 
@@ -186,6 +198,14 @@ class RasterioSource:
             raise RasterError(f"{path} is not a raster GDAL can read ({reason}); give a GeoTIFF or another GDAL "
                               f"raster") from None
         ds = self._ds
+        # A VRT (or a raster with sidecar files) opens without its sources; the first read would fail with GDAL's
+        # "Read failed. See previous exception", naming nothing.
+        missing = [f for f in ds.files[1:] if not f.startswith("/vsi") and not Path(f).exists()]
+        if missing:
+            ds.close()
+            raise RasterError(f"{path} refers to {missing[0]}, which does not exist"
+                              + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+                              + "; restore the file or rebuild the VRT")
         try:
             self.info = self._describe(path, bands, gsd_m, value_scale)
         except BaseException:
@@ -196,6 +216,11 @@ class RasterioSource:
         ds = self._ds
         notes: list[str] = []
         colorinterp = [c.name for c in ds.colorinterp]
+        if "palette" in colorinterp and not _grey_palette(ds, colorinterp.index("palette") + 1):
+            # The values are indices into a colour table: fed as grey (`--bands 1,1,1`) they are no image at all,
+            # and resampling them blends unrelated colours. GDAL expands them losslessly.
+            raise RasterError(f"{path} holds palette (colour table) indices, not colours; make an RGB copy with: "
+                              f"gdal_translate -expand rgb {path} {path.with_name(path.stem + '_rgb.tif')}")
         bands = parse_bands(bands_spec, ds.count, colorinterp)
         self._bands = bands
         self._scale_ranges = None
@@ -218,6 +243,9 @@ class RasterioSource:
         transform = tuple(ds.transform.to_gdal()) if georeferenced else None
         if gsd_m is not None:
             gsd = (checked_gsd(gsd_m, "--gsd"),) * 2
+            if not georeferenced:
+                notes.append(f"no georeferencing: {gsd[0]:g} m per pixel as --gsd says; outputs have no CRS, in "
+                             f"metres from the image's top-left corner")
         elif not georeferenced:
             gsd = None
         elif ds.crs.is_geographic:
@@ -240,6 +268,12 @@ class RasterioSource:
     def _value_ranges(self, bands, dtype: str, value_scale: str, notes: list[str]):
         if value_scale not in ("auto", "percentile", "none"):
             raise RasterError(f"value scaling {value_scale!r} is not known; use auto, percentile or none")
+        bits = int(self._ds.tags(bands[0], "IMAGE_STRUCTURE").get("NBITS", 8))
+        if dtype == "uint8" and bits < 8 and value_scale != "none":
+            # A 1-bit (or 2- or 4-bit) raster holds 0..2^bits-1: read as 8-bit grey it would be black.
+            top = (1 << bits) - 1
+            notes.append(f"{bits}-bit bands: values 0..{top} stretched to 0..255")
+            return ((0.0, float(top)),) * len(bands)
         if value_scale == "none" or (value_scale == "auto" and dtype == "uint8"):
             return None
         values, valid = self._unscaled_overview()

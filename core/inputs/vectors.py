@@ -17,6 +17,9 @@ def _pyogrio():
         warnings.filterwarnings("ignore", message="Valid PROJ data directory not found")
         import pyogrio
         from pyogrio import raw
+    # GDAL's GeoPackage driver, opening a file with dataset metadata (the project's own outputs), writes a
+    # FILE.gpkg.aux.xml copy of it beside the file on close: reading must leave the user's folders as they were.
+    pyogrio.set_gdal_config_options({"GDAL_PAM_ENABLED": "NO"})
     return pyogrio, raw
 
 
@@ -112,6 +115,14 @@ def read_polygons(path, target_crs_wkt: str | None = None) -> list:
     if not polygons:
         kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
         raise ValueError(f"it has no polygons ({', '.join(kinds)}); draw the area as polygons")
+    for number, polygon in enumerate(polygons, 1):
+        # Refused, not repaired: a bow-tie made valid is two triangles, which is rarely the area that was meant.
+        if shapely.make_valid(polygon).area == 0:
+            raise ValueError(f"polygon {number} has no area (its corners lie on one line or point); redraw it")
+        if not polygon.is_valid:
+            reason = shapely.is_valid_reason(polygon)
+            raise ValueError(f"polygon {number} is not a valid polygon ({reason}); fix it (QGIS: Processing > Fix "
+                             f"geometries) or redraw it")
     return polygons
 
 

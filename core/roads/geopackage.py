@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,10 @@ def write_road_network(path: str | Path, network: RoadNetwork, crs_wkt: str | No
 
     path = Path(path)
     described = {key: json.dumps(value) if not isinstance(value, str) else value for key, value in metadata.items()}
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        # Without a CRS (a PNG read with --gsd) pyogrio warns with its source lines; the run's own note says the
+        # lines are in metres from the image's top-left corner.
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
         tmp.unlink()  # GDAL creates the GeoPackage itself
         write(tmp, geometry=shapely.to_wkb(np.array(network.roads, dtype=object)) if network.roads else
               np.array([], dtype=object), field_data=_columns(network.road_attributes, ROAD_FIELDS),
@@ -106,7 +110,10 @@ def write_map_update(path: str | Path, comparison, crs_wkt: str | None, metadata
             "layer_feature": np.array([p.source for p in matched], np.int64)}),
     ]
     described = {key: json.dumps(value) if not isinstance(value, str) else value for key, value in metadata.items()}
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        # Without a CRS (a PNG read with --gsd) pyogrio warns with its source lines; the run's own note says the
+        # lines are in metres from the image's top-left corner.
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
         tmp.unlink()  # GDAL creates the GeoPackage itself
         for index, (name, pieces, description, columns) in enumerate(layers):
             geometry = shapely.to_wkb(np.array([p.line for p in pieces], dtype=object)) if pieces else \
