@@ -461,16 +461,24 @@ class ParentData:
     where: str
 
     def keep_tiles(self, gsd: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """KEEP_TILES of the parent's training tiles (the first ones, each's centre KEEP_SIDE_M across) at `gsd`:
+        """KEEP_TILES windows KEEP_SIDE_M across, cut from the parent's training tiles (the first ones in which a
+        window is nearly all imagery and holds road; Massachusetts tiles have white no-data corners), at `gsd`:
         what the weights' mix is held to (the validation tiles are never chosen on)."""
-        from .data import read_pair
+        from .data import IGNORE, read_pair
 
         side = round(KEEP_SIDE_M / gsd)
         tiles = []
-        for pair in self.training[:KEEP_TILES]:
+        for pair in self.training:
+            if len(tiles) == KEEP_TILES:
+                break
             image, target = read_pair(pair, self.labels)
-            y, x = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
-            tiles.append((pair.name, image[y:y + side, x:x + side], target[y:y + side, x:x + side]))
+            height, width = target.shape
+            for y, x in ((height - side) // 2, (width - side) // 2), (0, 0), (0, width - side), \
+                    (height - side, 0), (height - side, width - side):
+                window = target[max(0, y):max(0, y) + side, max(0, x):max(0, x) + side]
+                if (window != IGNORE).mean() >= 0.9 and (window == 1).mean() >= 0.01:
+                    tiles.append((pair.name, image[max(0, y):max(0, y) + side, max(0, x):max(0, x) + side], window))
+                    break
         return tiles
 
 
