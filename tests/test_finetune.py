@@ -203,6 +203,21 @@ def test_frozen_batchnorm_keeps_the_parents_statistics_and_distillation_and_repl
     # Trained all the same (a few steps at the warm-up's learning rate: small moves, so any change counts).
     assert any(not torch.equal(before[k].half(), after[k].half()) for k in before
                if k.endswith("weight") and before[k].is_floating_point()), err
+    # The default mix is held to the parent's training tiles (t1 and t2; t0 is the validation tile).
+    again = main(["finetune", "--raster", str(raster), "--roads", str(roads), "--init", str(parent_file), "--out",
+                  str(tmp_path / "mixed.pt"), *TINY])
+    mixed = capsys.readouterr().err
+    assert again == 0, mixed
+    assert "road IoU on 2 of the parent's training tiles by share" in mixed, mixed
+
+
+def test_the_mix_kept_is_the_best_on_the_check_area_that_keeps_the_parents_tiles():
+    from training.finetune import chosen_share
+
+    rows = [(0.0, 0.50, 0.600), (0.25, 0.60, 0.590), (0.5, 0.70, 0.560), (0.75, 0.75, 0.450), (1.0, 0.80, 0.400)]
+    assert chosen_share(rows) == (0.25, pytest.approx(0.57))  # 0.5 and above lose more than 0.03
+    assert chosen_share([(s, f, None) for s, f, _ in rows]) == (1.0, None)  # the parent's tiles not on disk
+    assert chosen_share([(0.0, 0.5, 0.6), (0.5, 0.5, 0.6), (1.0, 0.4, 0.6)])[0] == 0.0  # a tie: nearer the parent
 
 
 def test_the_default_gsd_is_the_imagerys_within_half_to_once_the_parents():

@@ -717,6 +717,15 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
 AREA_NAMES = {"check": "(check area)", "elsewhere": "(elsewhere)", "parent_tiles": "(parent's tiles)"}
 
 
+def chosen_share(results: list[tuple[float, float, float | None]]) -> tuple[float, float | None]:
+    """(the share kept, the floor on the parent's tiles) from (share, check relaxed F1, road IoU on the parent's
+    tiles or None) rows, share 0 first: the best check F1 among the shares that lose at most FORGET_TOLERANCE on
+    the parent's tiles (every share, where they were not scored); ties go to the share nearer the parent."""
+    floor = results[0][2] - FORGET_TOLERANCE if results[0][2] is not None else None
+    allowed = [r for r in results if floor is None or r[0] == 0 or r[2] >= floor]
+    return max(allowed, key=lambda r: (r[1], -r[0]))[0], floor
+
+
 def _best_mix(network: torch.nn.Module, parent: RoadModel, trained: dict, info: ModelInfo, scenes: list[Scene],
               gsd: float, spec: FinetuneSpec, keep: list, log: Callable[[str], None]) -> float:
     """Loads into `network` the mix of parent and fine-tuned weights with the best relaxed F1 on the check area
@@ -732,9 +741,7 @@ def _best_mix(network: torch.nn.Module, parent: RoadModel, trained: dict, info: 
         check = score(candidate, scenes, gsd, lines=False, device=spec.device, precision=spec.precision)
         kept = score_parent_tiles(candidate, keep, parent_gsd, spec.device, spec.precision).get("road_iou")
         results.append((share, check["relaxed_f1"], kept))
-    floor = results[0][2] - FORGET_TOLERANCE if results[0][2] is not None else None
-    allowed = [r for r in results if floor is None or r[0] == 0 or r[2] >= floor]
-    best = max(allowed, key=lambda r: (r[1], -r[0]))[0]
+    best, floor = chosen_share(results)
     network.load_state_dict(mixed_weights(original, trained, best))
     log("mix         check area relaxed F1 by share of the fine-tuned weights: "
         + ", ".join(f"{s:g}: {f:.3f}" for s, f, _ in results) + f"; kept {best:g}")
