@@ -7,8 +7,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsTask
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsTask
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -30,10 +30,14 @@ from .estimate import AUGMENT_PASSES, Workload, pass_cost
 from .layers import OUTPUT_PROPERTY
 from .runner import (
     AreaRequest,
+    ExtractionRun,
     UserError,
+    area_outside,
+    describe_layer,
     engine_request,
     engine_running,
     metres_per_unit,
+    plan_run,
     selection_area,
     transform_extent,
 )
@@ -56,6 +60,7 @@ class ExtractRoadsDialog(QDialog):
         self.model_info: dict = {}
         self.model_error: str | None = None  # the engine refused the chosen model file: Run is blocked
         self.workload: Workload | None = None  # what the estimate was made of; a finished run learns from it
+        self.planned: ExtractionRun | None = None  # the run Run checked, handed to the plugin on closing
         self._build()
         self._load(self.settings)
         self.check_model()  # the shipped model's description too, from the first opening
@@ -136,6 +141,7 @@ class ExtractRoadsDialog(QDialog):
                                    "brought to its brightness by one curve (the log says when); none: as it is")
         self.threshold = self._spin(0.05, 0.95, 0.05)
         self.estimate = QLabel("")
+        self.estimate.setWordWrap(True)
         inference_form.addRow("Engine", engine_row)
         inference_form.addRow("Scales", self.scales)
         inference_form.addRow("Flips / rotations", self.augment)
@@ -173,6 +179,14 @@ class ExtractRoadsDialog(QDialog):
         output_form.addRow("Roads GeoPackage", holder)
         layout.addLayout(output_form)
 
+        # What stops Run, beside the buttons: the dialog stays open with the choices as they were.
+        self.problem = QLabel("")
+        self.problem.setWordWrap(True)
+        self.problem.setTextFormat(Qt.PlainText)
+        self.problem.setObjectName("RoadExtractorProblem")
+        self.problem.setStyleSheet("color: #b00")
+        self.problem.setVisible(False)
+        layout.addWidget(self.problem)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
         self.buttons.button(QDialogButtonBox.Ok).setText("Run")
         layout.addWidget(self.buttons)
@@ -267,22 +281,32 @@ class ExtractRoadsDialog(QDialog):
         self.area_layer.setVisible(kind == "selection")
         self.draw.setVisible(kind == "rectangle")
 
-    def _draw_rectangle(self) -> None:
-        from qgis.gui import QgsMapToolExtent
+    DRAW_HINT = "Drag a rectangle on the map over the imagery to extract roads in; Esc cancels"
 
+    def _draw_rectangle(self) -> None:
         canvas = self.iface.mapCanvas()
         self._previous_tool = canvas.mapTool()
-        self._tool = QgsMapToolExtent(canvas)
-        self._tool.extentChanged.connect(self._rectangle_drawn)
+        self._tool = RectangleTool(canvas, self._rectangle_drawn, self._drawing_ended)
         canvas.setMapTool(self._tool)
+        # The dialog hides while drawing: the map says what to do.
+        self._hint = self.iface.messageBar().createMessage("Road extractor", self.DRAW_HINT)
+        self.iface.messageBar().pushWidget(self._hint, Qgis.Info)
         self.hide()
 
     def _rectangle_drawn(self, extent: QgsRectangle) -> None:
         self.drawn_rectangle = QgsRectangle(extent)
+        self._drawing_ended()
+        self.update_estimate()
+
+    def _drawing_ended(self) -> None:
+        """After a rectangle or Esc: the map tool as it was, the hint gone, the dialog back."""
         canvas = self.iface.mapCanvas()
         canvas.setMapTool(self._previous_tool) if self._previous_tool else canvas.unsetMapTool(self._tool)
+        try:
+            self.iface.messageBar().popWidget(self._hint)
+        except RuntimeError:  # the user closed the hint already
+            pass
         self.show()
-        self.update_estimate()
 
     def area_request(self) -> AreaRequest:
         kind = self.area.currentData()
@@ -389,8 +413,12 @@ class ExtractRoadsDialog(QDialog):
             scales = settings.scale_list()
             passes = len(scales) * AUGMENT_PASSES[settings.augment]
             area = self.area_request() if self.area.currentData() in ("canvas", "rectangle") else None
+            outside = area_outside(describe_layer(layer), area) if area is not None else None
         except (UserError, ValueError, KeyError) as exc:
-            self.estimate.setText(str(exc))
+            self.estimate.setText(html.escape(str(exc), quote=False))
+            return
+        if outside:
+            self.estimate.setText(f"<span style='color:#b00'>{html.escape(outside, quote=False)}</span>")
             return
         extent, crs = (area.extent, area.crs) if area and area.extent else (layer.extent(), layer.crs())
         if crs != layer.crs():
@@ -411,24 +439,55 @@ class ExtractRoadsDialog(QDialog):
             self.model_label.setText("setting up the engine (see the task manager)…")
             task.taskCompleted.connect(self.check_model)
 
-    def accept(self) -> None:
-        """Saves the settings; the plugin starts the run (`RoadExtractorPlugin.start_run`). A model file the
-        engine refused is neither run nor remembered."""
+    def plan(self) -> ExtractionRun:
+        """The run the widgets describe, checked as far as QGIS can before the engine (layer, area, output
+        folder, scales); UserError with the problem and its fix otherwise."""
         settings = self.current_settings()
         if self.model_error:
-            self.iface.messageBar().pushWarning("Road extractor", f"the model cannot be used: "
-                                                f"{self.model_error.splitlines()[0]}; choose another model file or "
-                                                f"clear the field for the shipped model")
-            return
+            raise UserError(f"the model cannot be used: {self.model_error.splitlines()[0]}; choose another model "
+                            f"file or clear the field for the shipped model")
+        return plan_run(describe_layer(self.layer.currentLayer()), self.area_request(), settings,
+                        self.model_info.get("gsd_m"))
+
+    def show_problem(self, message: str) -> None:
+        self.problem.setText(message)
+        self.problem.setVisible(bool(message))
+
+    def accept(self) -> None:
+        """Checks the run; a problem is shown beside the buttons and the dialog stays open, nothing remembered.
+        Otherwise the settings are saved and the plugin starts the run (`RoadExtractorPlugin.start_run`)."""
         try:
-            settings.scale_list()
-        except ValueError as exc:
-            self.iface.messageBar().pushWarning("Road extractor", str(exc))
+            self.planned = self.plan()
+        except (UserError, ValueError) as exc:
+            self.planned = None
+            self.show_problem(str(exc))
             return
-        settings.save()
-        self.settings = settings
+        self.show_problem("")
+        self.settings = self.planned.settings
+        self.settings.save()
         super().accept()
 
+    def take_plan(self) -> ExtractionRun:
+        """The run Run checked (once), or one planned now."""
+        planned, self.planned = self.planned, None
+        return planned or self.plan()
+
+
+
+class RectangleTool(QgsMapToolExtent):
+    """QGIS's extent tool, which also ends on Esc (it would otherwise stay the map tool with the dialog hidden)."""
+
+    def __init__(self, canvas, drawn, ended) -> None:
+        super().__init__(canvas)
+        self.extentChanged.connect(drawn)
+        self._ended = ended
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.key() == Qt.Key_Escape:
+            self.clearRubberBand()
+            self._ended()
+            return
+        super().keyPressEvent(event)
 
 
 FINETUNE_AREAS = (("check", "check area"), ("elsewhere", "imagery held out"), ("parent_tiles", "the parent's tiles"))

@@ -30,3 +30,21 @@ def choices(group: str, name: str) -> tuple[str, ...]:
 
 def names(group: str) -> tuple[str, ...]:
     return tuple(TABLE[group])
+
+
+def in_dialog_words(text: str) -> str:
+    """An engine message for the dialog: a command-line flag becomes the field's name ("--brightness none" ->
+    "Brightness: none") and a command to type ("(record it with road-extractor export ...)") is left out."""
+    import re
+
+    labels = {entry["flag"]: entry["label"].split(" (")[0] for group, table in TABLE.items() if group != "protocol"
+              for entry in table.values() if entry.get("flag")}
+    text = re.sub(r" ?\([^()]*road-extractor [^()]*\)", "", text)
+
+    def field(match: re.Match) -> str:
+        label = labels.get(match.group(1))
+        if label is None:
+            return match.group(0)
+        return f"'{label}' set to {match.group(2).strip()}" if match.group(2) else f"'{label}'"
+
+    return re.sub(r"(--[a-z][a-z0-9-]*)( [a-z0-9.]+)?", field, text)

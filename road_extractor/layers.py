@@ -46,6 +46,18 @@ def probability_renderer(layer: QgsRasterLayer) -> None:
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
 
 
+def mask_renderer(layer: QgsRasterLayer) -> None:
+    """Road pixels (1) in translucent red, background (0) transparent: the imagery shows through."""
+    from qgis.core import QgsPalettedRasterRenderer
+
+    classes = [QgsPalettedRasterRenderer.Class(0, QColor(0, 0, 0, 0), "background"),
+               QgsPalettedRasterRenderer.Class(1, QColor(230, 30, 30, 170), "road")]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+
+
+RASTER_STYLES = {"probability": probability_renderer, "mask": mask_renderer}
+
+
 ROAD_LAYERS = ("roads", "junctions")
 MAP_UPDATE_LAYERS = ("missing", "unconfirmed", "matched")  # `update-map`'s GeoPackage
 
@@ -61,6 +73,20 @@ def road_layers(roads_gpkg: str | Path, title: str = "", names: tuple[str, ...] 
                 layer.loadNamedStyle(str(style))
             layers.append(layer)
     return layers
+
+
+def run_title(name: str, model: str = "", project: QgsProject | None = None, now=None) -> str:
+    """What a run's group and layers are called: the input's name, and for a later run of the same input its
+    number, model and time, so that three runs are three names ("vegas", "vegas (run 2, shipped model, 14:05)")."""
+    import datetime
+
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    earlier = [g for g in root.findGroups(True) if g.name() == f"Roads - {name}" or
+               g.name().startswith(f"Roads - {name} (run ")]
+    if not earlier:
+        return name
+    when = (now or datetime.datetime.now()).strftime("%H:%M")
+    return f"{name} (run {len(earlier) + 1}, {Path(model).stem if model else 'shipped model'}, {when})"
 
 
 def add_results(result: dict, title: str, project: QgsProject | None = None, canvas=None, view=None) -> list:

@@ -7,8 +7,9 @@ import html
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
 from .engine import EngineMissing, find_engine_python
-from .layers import RESOURCES, add_results
-from .runner import UserError, describe_layer, describe_result, plan_run, profile_dir, shutdown_engine
+from .engine_options import in_dialog_words
+from .layers import RESOURCES, add_results, run_title
+from .runner import UserError, describe_result, profile_dir, shutdown_engine
 from .tasks import LOG_TAG, ExtractRoadsTask
 
 MENU = "&Road extractor"
@@ -23,6 +24,7 @@ class RoadExtractorPlugin:
         self.provider = None
         self.dialog = None
         self.tasks: list[ExtractRoadsTask] = []
+        self._said = None  # the message bar item of the latest run: a run replaces it, never piles up under it
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS plugin interface (also called by qgis_process)
         from .processing_provider import RoadExtractorProvider
@@ -86,22 +88,42 @@ class RoadExtractorPlugin:
         try:
             find_engine_python(dialog.current_settings().engine_python or None, profile_dir())
         except EngineMissing as exc:
+            if dialog.planned is not None:  # checked, but it cannot run: its temporary folder goes
+                dialog.take_plan().discard()
             self.offer_engine_setup(exc)
             return None
         try:
-            raster = describe_layer(dialog.layer.currentLayer())
-            run = plan_run(raster, dialog.area_request(), dialog.current_settings(),
-                           dialog.model_info.get("gsd_m"))
+            run = dialog.take_plan()
         except (UserError, EngineMissing, ValueError) as exc:
             self.report_error(str(exc))
             return None
+        raster = run.raster
         dialog.update_estimate()  # the workload as it is now (the engine may have started since)
         task = ExtractRoadsTask(run, lambda result, error: self.run_finished(task, result, error))
         task.workload = dialog.workload
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
-        self.iface.messageBar().pushInfo(LOG_TAG, f"extracting roads from '{raster.name}' (see the task manager)")
+        self.say(Qgis.Info, f"extracting roads from '{raster.name}' (see the task manager)")
         return task
+
+    def say(self, level, text: str, details: str = "") -> None:
+        """The run's one message in the bar, replacing the previous run's; long text and the rest of the
+        warnings behind a 'Details' button (the bar shows two lines)."""
+        from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
+
+        bar = self.iface.messageBar()
+        if self._said is not None:
+            try:
+                bar.popWidget(self._said)
+            except RuntimeError:  # closed by the user, or by QGIS after its time
+                pass
+        item = bar.createMessage(LOG_TAG, text)
+        if details:
+            button = QPushButton("Details…", item)
+            button.clicked.connect(lambda: QMessageBox.information(self.iface.mainWindow(), LOG_TAG, details))
+            item.layout().addWidget(button)
+        self._said = item
+        bar.pushWidget(item, level, 0 if level in (Qgis.Warning, Qgis.Critical) else 10)
 
     def run_finished(self, task: ExtractRoadsTask, result: dict | None, error: str | None) -> None:
         if task in self.tasks:
@@ -109,21 +131,26 @@ class RoadExtractorPlugin:
         if result is None:
             task.run_plan.discard()
             if error == "cancelled":
-                self.iface.messageBar().pushInfo(LOG_TAG, "road extraction cancelled; nothing was written")
+                self.say(Qgis.Info, "road extraction cancelled; nothing was written")
             else:
                 self.report_error(error or "the run failed")
             return
         layers_panel = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
-        add_results(result, task.run_plan.raster.name, canvas=self.iface.mapCanvas(), view=layers_panel)
+        title = run_title(task.run_plan.raster.name, task.run_plan.settings.model)
+        add_results(result, title, canvas=self.iface.mapCanvas(), view=layers_panel)
         if task.workload is not None:
             task.workload.learn(task.wall_seconds, task.engine_start_seconds)  # this machine's figures
         line, warnings = describe_result(result, task.run_plan.settings)
         QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
         for warning in warnings:
             QgsMessageLog.logMessage(warning, LOG_TAG, Qgis.Warning)
-            self.iface.messageBar().pushWarning(LOG_TAG, warning)
-        if result["road_count"]:
-            self.iface.messageBar().pushSuccess(LOG_TAG, line)
+        warnings = [in_dialog_words(w) for w in warnings]
+        if not warnings:
+            self.say(Qgis.Success, line)
+        else:  # one message: the first warning (a run without roads: why) and the summary; all of it in Details
+            first = warnings[0] if not result["road_count"] else f"{line}; {warnings[0]}"
+            self.say(Qgis.Warning, first + (f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""),
+                     "\n\n".join([line, *warnings]))
 
     def offer_engine_setup(self, problem: Exception) -> None:
         """The engine's environment is missing: say so, show the commands, offer to set it up."""
@@ -185,4 +212,5 @@ class RoadExtractorPlugin:
 
     def report_error(self, message: str) -> None:
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Critical)
-        self.iface.messageBar().pushCritical(LOG_TAG, message.splitlines()[0])
+        first = in_dialog_words(message.splitlines()[0])
+        self.say(Qgis.Critical, first, message if len(first) > 150 or "\n" in message else "")

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
@@ -31,12 +32,13 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
     QgsProcessingProvider,
     QgsProcessingUtils,
+    QgsRasterLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from .engine import EngineError
 from .engine_options import default, names, spec
-from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RESOURCES, ROAD_LAYERS, road_layers
+from .layers import MAP_UPDATE_LAYERS, OUTPUT_PROPERTY, RASTER_STYLES, RESOURCES, ROAD_LAYERS, road_layers
 from .runner import AreaRequest, UserError, describe_layer, engine_request, execute, plan_run
 from .settings import ExtractSettings, MadeModel, default_model_path, remember_model
 
@@ -114,12 +116,20 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
         return {name: option_value(self, parameters, context, group, name) for name in names_}
 
     def _add_road_outputs(self) -> None:
+        # A temporary file unless named, as the rasters: a batch row left empty runs (QGIS 3.22's batch dialog
+        # skipped a row whose required output was empty, with a five-second note, and ran the others).
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_ROADS", "Roads and junctions",
-                                                                "GeoPackage (*.gpkg)"))
+                                                                "GeoPackage (*.gpkg)", QgsProcessing.TEMPORARY_OUTPUT,
+                                                                optional=True, createByDefault=True))
         self.addOutput(QgsProcessingOutputVectorLayer("ROADS", "Road centrelines"))
         self.addOutput(QgsProcessingOutputVectorLayer("JUNCTIONS", "Junctions"))
         self.addOutput(QgsProcessingOutputNumber("ROAD_COUNT", "Number of roads"))
         self.addOutput(QgsProcessingOutputNumber("LENGTH_KM", "Total road length (km)"))
+
+    def _roads_file(self, parameters, context) -> str:
+        """The roads GeoPackage chosen, else a temporary one (an empty batch cell gives "")."""
+        roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
+        return roads or QgsProcessingUtils.generateTempFilename("roads.gpkg")
 
     @staticmethod
     def _road_outputs(roads: str, result: dict) -> dict:
@@ -147,6 +157,27 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
                                   on_log=feedback.pushInfo, is_cancelled=feedback.isCanceled)
         except EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
+
+
+class RasterStyle(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded probability or mask raster like the dialog's (`layers.RASTER_STYLES`) and marks it as an
+    output, so it is not offered as imagery."""
+
+    _alive: dict = {}  # Processing holds only a C++ pointer: the Python objects must outlive the algorithm
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    @classmethod
+    def made(cls, kind: str) -> RasterStyle:
+        return cls._alive.setdefault(kind, cls(kind))
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - Processing API
+        if isinstance(layer, QgsRasterLayer):
+            RASTER_STYLES[self.kind](layer)
+            layer.setCustomProperty(OUTPUT_PROPERTY, True)
+            layer.triggerRepaint()
 
 
 class ExtractRoadsAlgorithm(_EngineAlgorithm):
@@ -185,7 +216,7 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
                   **self._vectorize_options(parameters, context)}
         for key, value in chosen.items():
             setattr(settings, key, value)
-        roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
+        roads = self._roads_file(parameters, context)
         settings.output, settings.overwrite = roads, True
         try:
             raster = describe_layer(layer)
@@ -209,11 +240,15 @@ class ExtractRoadsAlgorithm(_EngineAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         outputs = self._road_outputs(roads, result)
         self._load_road_layers(roads, layer.name(), context)
-        for key, produced in (("OUTPUT_PROBABILITY", result["probability"]), ("OUTPUT_MASK", result["mask"])):
+        for key, kind in (("OUTPUT_PROBABILITY", "probability"), ("OUTPUT_MASK", "mask")):
             destination = self.parameterAsOutputLayer(parameters, key, context)
             if destination:  # empty where the user chose to skip this output
-                shutil.move(produced, destination)
+                shutil.move(result[kind], destination)
                 outputs[key] = destination
+                if context.willLoadLayerOnCompletion(destination):  # styled as the dialog's runs are
+                    details = context.layerToLoadOnCompletionDetails(destination)
+                    details.name = f"road {kind} - {layer.name()}"
+                    details.setPostProcessor(RasterStyle.made(kind))
         feedback.pushInfo(f"{result['road_count']} roads, {result['length_km']:.2f} km, "
                           f"{result['junction_count']} junctions in {result['seconds']:.0f} s")
         return outputs
@@ -237,7 +272,7 @@ class VectorizeRoadMaskAlgorithm(_EngineAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
         raster = _file_of(self.parameterAsRasterLayer(parameters, "INPUT", context))
-        roads = self.parameterAsFileOutput(parameters, "OUTPUT_ROADS", context)
+        roads = self._roads_file(parameters, context)
         result = self._request("vectorize", {"raster": raster, "out": roads, "overwrite": True,
                                              "vectorize_options": self._vectorize_options(parameters, context)},
                                feedback)

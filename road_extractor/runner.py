@@ -8,6 +8,7 @@ raster provider at the model's resolution into a temporary GeoTIFF first.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -176,15 +177,42 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "raster"
 
 
+AREA_WORDS = {"canvas": "the map canvas's extent", "rectangle": "the drawn rectangle",
+              "selection": "the selected features"}
+
+
+def area_outside(raster: RasterInput, area: AreaRequest) -> str | None:
+    """Why `area` gives nothing to extract from `raster` (it lies outside the imagery), or None. Said before a
+    run, in words: the engine's refusal printed both boxes, which at three decimals of a degree looked alike."""
+    if area.extent is None or raster.extent.isEmpty():
+        return None
+    try:
+        extent = transform_extent(area.extent, area.crs, raster.crs)
+    except Exception:  # noqa: BLE001 - QgsCsException: no transform between them here; the engine decides
+        return None
+    if extent.intersects(raster.extent) and not extent.intersect(raster.extent).isEmpty():
+        return None
+    fix = "draw it over the imagery" if area.kind == "rectangle" else "pan to the imagery or choose Layer extent"
+    return f"{AREA_WORDS.get(area.kind, 'the area')} lies outside the imagery of '{raster.name}'; {fix}"
+
+
 def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, model_gsd_m: float | None = None
              ) -> ExtractionRun:
     settings.scale_list()  # refuses bad scales before anything starts
+    outside = area_outside(raster, area)
+    if outside:
+        raise UserError(outside)
     if settings.output:
         roads = Path(settings.output)
         if roads.suffix.lower() != ".gpkg":
             raise UserError(f"the output {roads} must be a GeoPackage (.gpkg)")
         if roads.exists() and not settings.overwrite:
             raise UserError(f"{roads} already exists; tick 'Overwrite' or choose another output file")
+        if not roads.parent.is_dir():
+            raise UserError(f"the folder {roads.parent} does not exist; choose an output file in an existing folder")
+        if not os.access(roads.parent, os.W_OK | os.X_OK):
+            raise UserError(f"the folder {roads.parent} cannot be written to (read-only); choose an output file "
+                            f"in another folder")
         out_dir = roads.parent
     else:
         out_dir = Path(tempfile.mkdtemp(prefix="road_extractor_"))
@@ -250,9 +278,9 @@ def engine_request(settings: ExtractSettings, op: str, args: dict | None = None,
 
 
 def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[str]]:
-    """One line about a finished run, and the warnings an analyst should see beside it (not only in the log): the
-    engine's notes on resolution and brightness, and why a run found no roads, with the setting that would change
-    that."""
+    """One line about a finished run, and the warnings an analyst should see beside it (not only in the log): why
+    a run found no roads, with the setting that would change that (first), and the engine's notes on resolution
+    and brightness."""
     junctions = result["junction_count"]
     line = (f"{result['road_count']} roads, {result['length_km']:.2f} km, {junctions} junction"
             f"{'' if junctions == 1 else 's'} where 3 or more roads meet, in {result['seconds']:.0f} s")
@@ -261,11 +289,11 @@ def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[
                 or (note.startswith("brightness") and "gamma" in note)]
     if result["road_count"] == 0:
         if result.get("road_fraction", 0) > 0:
-            warnings.append(f"no roads: the mask has road pixels ({result['road_fraction']:.2%} of the area) but no "
+            warnings.insert(0, f"no roads: the mask has road pixels ({result['road_fraction']:.2%} of the area) but no "
                             f"piece is longer than {settings.min_length_m:g} m; lower 'Drop pieces shorter than' or "
                             f"look at the road probability layer")
         else:
-            warnings.append(f"no roads: no pixel reached the threshold ({settings.threshold:g}); the model may not "
+            warnings.insert(0, f"no roads: no pixel reached the threshold ({settings.threshold:g}); the model may not "
                             f"know this imagery - look at the road probability layer, lower the threshold, or "
                             f"fine-tune the model on a few roads you draw (Fine-tune…)")
     return line, warnings

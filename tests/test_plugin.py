@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
+    Qgis,
     QgsApplication,
     QgsFeature,
     QgsGeometry,
@@ -107,7 +108,7 @@ def test_processing_parameters_carry_the_engines_defaults_and_ranges(plugin):
     assert finetune.parameterDefinition("MINUTES").defaultValue() == FinetuneOptions().minutes
 
 
-def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
+def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin, random_model_file, tmp_path):
     plugin.show_dialog()
     dialog = plugin.dialog
     # The engine's own defaults (core.options), not numbers written here: the plugin reads them from its option file.
@@ -124,9 +125,23 @@ def test_dialog_starts_with_sensible_defaults_and_remembers_choices(plugin):
     assert ExtractSettings().vectorize_options() == vectorize.user_options()
     dialog.scales.setText("1.0")
     dialog.device.setCurrentText("cpu")
+    dialog.accept()  # no imagery: refused beside the buttons, and nothing remembered
+    assert dialog.isVisible() and "choose a raster layer" in dialog.problem.text()
+    assert ExtractSettings.load().scales != "1.0"
+    image = tmp_path / "small.tif"
+    with rasterio.open(image, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=rasterio.transform.from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(np.full((3, 64, 64), 90, np.uint8))
+    layer = QgsRasterLayer(str(image), "small")
+    QgsProject.instance().addMapLayer(layer)
+    dialog.layer.setLayer(layer)
+    dialog.model.setFilePath(str(random_model_file))
     dialog.accept()
     again = ExtractSettings.load()
     assert again.scales == "1.0" and again.device == "cpu"
+    for task in plugin.tasks:
+        task.cancel()
+        _wait(task)
 
 
 def test_a_run_with_the_shipped_model_adds_styled_layers_with_roads(plugin, vegas, tmp_path):
@@ -522,12 +537,83 @@ def test_a_toolbox_run_of_extract_roads_loads_the_styled_roads_and_junctions(plu
     import processing
 
     processing.runAndLoadResults("road_extractor:extract_roads", {
-        "INPUT": vegas, "MODEL": str(random_model_file), "SCALES": "1.0", "OUTPUT_ROADS": str(tmp_path / "r.gpkg")})
+        "INPUT": vegas, "MODEL": str(random_model_file), "SCALES": "1.0", "OUTPUT_ROADS": str(tmp_path / "r.gpkg"),
+        # as the toolbox's dialog passes them, "open output file after running" ticked
+        "OUTPUT_PROBABILITY": "TEMPORARY_OUTPUT", "OUTPUT_MASK": "TEMPORARY_OUTPUT"})
     loaded = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
     for name in ("roads - vegas", "junctions - vegas"):
         assert name in loaded and loaded[name].isValid(), sorted(loaded)
         assert loaded[name].customProperty("road_extractor/output", False)
     assert loaded["roads - vegas"].renderer().type() == "singleSymbol"  # the QML style
+    # The rasters as the dialog styles them: not an opaque grey 0-249 layer over the imagery.
+    for name, renderer in (("road probability - vegas", "singlebandpseudocolor"), ("road mask - vegas", "paletted")):
+        assert name in loaded, sorted(loaded)
+        assert loaded[name].renderer().type() == renderer
+        assert loaded[name].customProperty("road_extractor/output", False)  # not offered as imagery
+
+
+def test_a_batch_row_without_a_roads_file_runs_into_a_temporary_one(plugin, qgis_processing, vegas,
+                                                                   random_model_file):
+    import processing
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("road_extractor:extract_roads")
+    roads = algorithm.parameterDefinition("OUTPUT_ROADS")
+    assert roads.checkValueIsAcceptable("")  # QGIS's batch dialog skipped such a row, running the others
+    result = processing.run("road_extractor:extract_roads", {"INPUT": vegas, "MODEL": str(random_model_file),
+                                                             "SCALES": "1.0", "OUTPUT_ROADS": ""})
+    assert Path(result["OUTPUT_ROADS"]).is_file() and result["ROAD_COUNT"] >= 0
+
+
+def test_a_problem_keeps_the_dialog_open_beside_the_field_and_is_not_remembered(plugin, vegas, random_model_file,
+                                                                                tmp_path):
+    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "no-such-folder" / "roads.gpkg")
+    dialog.accept()
+    assert dialog.isVisible() and "does not exist" in dialog.problem.text() and dialog.problem.isVisible()
+    assert ExtractSettings.load().output != str(tmp_path / "no-such-folder" / "roads.gpkg")
+    # A rectangle drawn off the imagery: said in the estimate and beside Run, in words, before any run.
+    dialog.output.setFilePath(str(tmp_path / "roads.gpkg"))
+    dialog.area.setCurrentIndex(dialog.area.findData("rectangle"))
+    extent = vegas.extent()
+    far = QgsRectangle(extent.xMaximum() + 1, extent.yMaximum() + 1, extent.xMaximum() + 2, extent.yMaximum() + 2)
+    crs = plugin.iface.mapCanvas().mapSettings().destinationCrs()
+    if crs != vegas.crs():
+        from road_extractor.runner import transform_extent
+
+        far = transform_extent(far, vegas.crs(), crs)
+    dialog.drawn_rectangle = far
+    dialog.update_estimate()
+    assert "the drawn rectangle lies outside the imagery of 'vegas'" in dialog.estimate.text()
+    dialog.accept()
+    assert dialog.isVisible() and "lies outside the imagery" in dialog.problem.text()
+    # Selected features without a polygon layer
+    dialog.area.setCurrentIndex(dialog.area.findData("selection"))
+    dialog.area_layer.setLayer(None)
+    dialog.accept()
+    assert dialog.isVisible() and "needs a polygon layer" in dialog.problem.text()
+    # Fixed: it runs, the problem line goes, and what worked is remembered.
+    dialog.area.setCurrentIndex(dialog.area.findData("layer"))
+    dialog.accept()
+    assert not dialog.isVisible() and not dialog.problem.isVisible()
+    assert ExtractSettings.load().output == str(tmp_path / "roads.gpkg")
+    (task,) = plugin.tasks
+    task.cancel()
+    _wait(task)
+
+
+def test_later_runs_of_one_input_are_told_apart_by_number_model_and_time(qgis_new_project):
+    import datetime
+
+    from qgis.core import QgsLayerTreeGroup
+
+    from road_extractor.layers import run_title
+
+    assert run_title("vegas") == "vegas"
+    QgsProject.instance().layerTreeRoot().addChildNode(QgsLayerTreeGroup("Roads - vegas"))
+    at = datetime.datetime(2026, 12, 2, 14, 5)
+    assert run_title("vegas", now=at) == "vegas (run 2, shipped model, 14:05)"
+    QgsProject.instance().layerTreeRoot().addChildNode(QgsLayerTreeGroup("Roads - vegas (run 2, shipped model, 14:05)"))
+    assert run_title("vegas", "/models/vegas-tuned.pt", now=at) == "vegas (run 3, vegas-tuned, 14:05)"
+    assert run_title("vegas_b") == "vegas_b"  # another input's name that merely starts alike
 
 
 def test_the_estimate_counts_engine_start_up_and_the_flip_choices_say_what_they_cost(plugin, vegas):
@@ -554,7 +640,6 @@ def _until(condition, seconds: float = 120) -> None:
 
 def test_the_model_field_describes_the_shipped_model_at_once_and_a_refused_file_blocks_run(plugin, qgis_iface,
                                                                                            tmp_path):
-    from qgis.core import Qgis
 
     plugin.show_dialog()
     dialog = plugin.dialog
@@ -565,10 +650,9 @@ def test_the_model_field_describes_the_shipped_model_at_once_and_a_refused_file_
     dialog.model.setFilePath(str(not_a_model))
     _until(lambda: dialog.model_error is not None)
     assert dialog.model_label.text().count("<span") == 1 and "\n" not in dialog.model_label.text()
-    qgis_iface.messageBar().clear_messages()
     dialog.accept()
-    assert dialog.result() != dialog.Accepted
-    assert any("the model cannot be used" in m for m in qgis_iface.messageBar().get_messages(Qgis.Warning))
+    assert dialog.result() != dialog.Accepted and dialog.isVisible()
+    assert "the model cannot be used" in dialog.problem.text()  # beside Run, the dialog open
     assert ExtractSettings.load().model != str(not_a_model)  # a refused file is not remembered
     dialog.model.setFilePath("")
     _until(lambda: dialog.model_error is None and "trained at" in dialog.model_label.text())
@@ -628,3 +712,59 @@ def test_find_missing_roads_runs_from_the_toolbox_and_loads_three_styled_layers(
     assert missing.renderer().type() == "categorizedSymbol"  # the QML style, by review state
     review = missing.fields().indexOf("review")
     assert missing.editorWidgetSetup(review).type() == "ValueMap"  # new / accepted / rejected to choose from
+
+
+def test_drawing_the_area_says_what_to_do_on_the_map_and_esc_gives_the_dialog_back(plugin, vegas, qgis_iface):
+    from qgis.PyQt.QtCore import QEvent, Qt
+    from qgis.PyQt.QtGui import QKeyEvent
+
+    plugin.show_dialog()
+    dialog = plugin.dialog
+    dialog.area.setCurrentIndex(dialog.area.findData("rectangle"))
+    canvas = qgis_iface.mapCanvas()
+    before = canvas.mapTool()
+    dialog._draw_rectangle()
+    assert not dialog.isVisible() and canvas.mapTool() is dialog._tool
+    bar = qgis_iface.messageBar()
+    shown = [w.text() for w in bar.findChildren(type(dialog._hint))]
+    assert any("Drag a rectangle on the map" in text and "Esc cancels" in text for text in shown), shown
+    dialog._tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    assert dialog.isVisible() and canvas.mapTool() is before and dialog.drawn_rectangle is None
+
+
+def test_a_run_says_one_thing_in_the_dialogs_words_and_replaces_the_previous_runs_message(plugin, qgis_iface):
+    from types import SimpleNamespace
+
+    from qgis.gui import QgsMessageBarItem
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from road_extractor.runner import ExtractionRun
+
+    class Finished:  # what run_finished reads of a finished task
+        workload = None
+        run_plan = ExtractionRun(raster=SimpleNamespace(name="dark"), area=None, settings=ExtractSettings(),
+                                 out_dir=Path("."), roads=Path("r.gpkg"))
+
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    dark = {"road_count": 0, "length_km": 0.0, "junction_count": 0, "seconds": 3, "road_fraction": 0.0,
+            "roads": "", "probability": "", "notes": [
+                "brightness: median 30 of 255, below the model's 53-101: gamma 0.55 applied (--brightness none "
+                "leaves values as they are)"]}
+    plugin.run_finished(Finished(), dark, None)
+    (item,) = bar.findChildren(QgsMessageBarItem)
+    assert item.text().startswith("no roads: no pixel reached the threshold") and "(and 1 more)" in item.text()
+    assert [b.text() for b in item.findChildren(QPushButton)] == ["Details…"]
+    plugin.say(Qgis.Info, "road extraction cancelled; nothing was written")  # the next run: one message only
+    items = [i for i in bar.findChildren(QgsMessageBarItem) if i.isVisible() or i is bar.currentItem()]
+    assert [i.text() for i in items] == ["road extraction cancelled; nothing was written"]
+
+
+def test_engine_messages_reach_the_dialog_in_its_own_words():
+    from road_extractor.engine_options import in_dialog_words
+
+    said = in_dialog_words("brightness: gamma 0.62 applied (--brightness none leaves values as they are)")
+    assert "--" not in said and "'Brightness' set to none" in said
+    said = in_dialog_words("warning: the model file does not say its training GSD: processing at the input's own "
+                           "resolution (record it with road-extractor export MODEL --model-file OUT --gsd M)")
+    assert "road-extractor" not in said and said.endswith("own resolution")

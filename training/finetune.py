@@ -674,9 +674,10 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     # Copies: the mixes are loaded into this same network, which would overwrite tensors that share its storage.
     trained = {k: v.detach().clone().cpu() for k, v in network.state_dict().items()}
     network = network.cpu()
-    share = 1.0
+    share, keep = 1.0, []
     if spec.mix == "auto":
-        share = _best_mix(network, parent, trained, info, scenes, gsd, spec, data.keep_tiles(parent_gsd), log)
+        keep = data.keep_tiles(parent_gsd)
+        share = _best_mix(network, parent, trained, info, scenes, gsd, spec, keep, log)
     if share == 0:  # the parent as it was: its weights, and its GSD and brightness range
         info = ModelInfo(config=parent.info.config, gsd_m=parent.info.gsd_m,
                          normalization=parent.info.normalization)
@@ -688,8 +689,11 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         + (f", {replayed} of each batch replayed from {data.where}" if replayed else ""))
     improved = after["check"]["relaxed_f1"] > before["check"]["relaxed_f1"]
     if share == 0:
-        log(f"result      no mix of the fine-tuned weights scored above the parent on the check area; {out.name} "
-            f"holds the parent's weights unchanged: this imagery needs more labelled roads or time")
+        kept = (f" without losing more than {FORGET_TOLERANCE:g} road IoU on the parent's own tiles (the 'mix' "
+                f"lines above)" if keep else "")
+        log(f"result      no mix of the fine-tuned weights scored above the parent on the check area{kept}; "
+            f"{out.name} holds the parent's weights unchanged: give more labelled roads or time, or --mix all to "
+            f"keep the fine-tuned weights as they are")
     elif not improved:
         log(f"result      the new model scores below its parent on the check area; keep using the parent "
             f"({parent_path.name}) or run again with more labelled roads")
