@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsTask
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -17,11 +17,12 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -63,12 +64,36 @@ class ExtractRoadsDialog(QDialog):
         self.planned: ExtractionRun | None = None  # the run Run checked, handed to the plugin on closing
         self._build()
         self._load(self.settings)
+        self.resize(*self.default_size())
         self.check_model()  # the shipped model's description too, from the first opening
 
     # ------------------------------------------------------------------------------------------------ layout
 
+    DEFAULT_SIZE = (600, 720)
+
+    def default_size(self) -> tuple[int, int]:
+        """Wide enough that the rows read in one line, no taller than the screen leaves (1366x768: 768 less the
+        title bar and a task bar); the fields scroll beyond that."""
+        screen = self.screen() if hasattr(self, "screen") and self.screen() else None
+        height = self.DEFAULT_SIZE[1]
+        if screen is not None:
+            height = min(height, screen.availableGeometry().height() - 60)
+        return self.DEFAULT_SIZE[0], height
+
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        # The fields scroll; the problem line and the buttons stay in view. At the default size (or a 1366x768
+        # screen) every widget keeps its natural height: a scroll bar appears instead of squashed rows.
+        outer = QVBoxLayout(self)
+        scroll = QScrollArea()
+        scroll.setObjectName("RoadExtractorFields")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # long text wraps instead
+        fields = QWidget()
+        scroll.setWidget(fields)
+        outer.addWidget(scroll, 1)
+        layout = QVBoxLayout(fields)
+        layout.setContentsMargins(0, 0, 0, 0)
         form = QFormLayout()
         self.layer = QgsMapLayerComboBox()
         self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
@@ -107,7 +132,7 @@ class ExtractRoadsDialog(QDialog):
         form.addRow("Models made", self.made)
         layout.addLayout(form)
 
-        inference = QGroupBox("Inference")
+        inference = QgsCollapsibleGroupBox("Inference")
         inference_form = QFormLayout(inference)
         self.scales = QLineEdit()
         self.augment = QComboBox()
@@ -153,7 +178,7 @@ class ExtractRoadsDialog(QDialog):
         inference_form.addRow("Estimate", self.estimate)
         layout.addWidget(inference)
 
-        vectors = QGroupBox("Road lines (lengths in metres)")
+        vectors = QgsCollapsibleGroupBox("Road lines (lengths in metres)")
         vector_form = QFormLayout(vectors)
         self.spur = self._spin(0, 200, 1)
         self.min_length = self._spin(0, 1000, 5)
@@ -186,10 +211,14 @@ class ExtractRoadsDialog(QDialog):
         self.problem.setObjectName("RoadExtractorProblem")
         self.problem.setStyleSheet("color: #b00")
         self.problem.setVisible(False)
-        layout.addWidget(self.problem)
+        layout.addStretch(1)
+        for combo in fields.findChildren(QComboBox):  # a long layer or model name must not widen the dialog
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        outer.addWidget(self.problem)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
         self.buttons.button(QDialogButtonBox.Ok).setText("Run")
-        layout.addWidget(self.buttons)
+        outer.addWidget(self.buttons)
         self.buttons.rejected.connect(self.reject)
         self.buttons.accepted.connect(self.accept)
 

@@ -768,3 +768,27 @@ def test_engine_messages_reach_the_dialog_in_its_own_words():
     said = in_dialog_words("warning: the model file does not say its training GSD: processing at the input's own "
                            "resolution (record it with road-extractor export MODEL --model-file OUT --gsd M)")
     assert "road-extractor" not in said and said.endswith("own resolution")
+
+
+@pytest.mark.parametrize("size", [None, (492, 685), (1366 - 100, 768 - 100)], ids=["default", "old-default", "laptop"])
+def test_the_dialog_fits_its_window_nothing_squashed_or_clipped(plugin, size):
+    from qgis.PyQt.QtWidgets import QAbstractButton, QComboBox, QLabel, QLineEdit, QScrollArea
+
+    plugin.show_dialog()
+    dialog = plugin.dialog
+    dialog.resize(*(size or dialog.default_size()))
+    for _ in range(5):
+        QCoreApplication.processEvents()
+    width, height = dialog.width(), dialog.height()
+    assert height <= 720
+    scroll = dialog.findChild(QScrollArea, "RoadExtractorFields")
+    fields = scroll.widget()
+    assert fields.width() <= scroll.viewport().width()  # no sideways scrolling: long text wraps
+    for widget in fields.findChildren((QLabel, QLineEdit, QComboBox, QAbstractButton)):
+        inner = isinstance(widget.parent(), (QComboBox, QLineEdit))  # an editable combo's own line edit
+        if widget.isVisibleTo(dialog) and widget.minimumSizeHint().isValid() and not inner:
+            assert widget.height() >= widget.minimumSizeHint().height(), (
+                type(widget.parent()).__name__, widget.objectName(), widget.text() if hasattr(widget, "text") else "")
+            assert widget.width() >= min(widget.minimumSizeHint().width(), fields.width()), widget
+    run = dialog.buttons.button(dialog.buttons.Ok)
+    assert run.isVisibleTo(dialog) and run.geometry().bottom() <= height and run.mapTo(dialog, run.rect().topLeft()).x() + run.width() <= width
