@@ -372,7 +372,9 @@ class ExtractRoadsDialog(QDialog):
 
     def check_model(self) -> None:
         path = self.model.filePath().strip() or None
-        self.model_label.setText("reading the model…")
+        # In a background task, the dialog usable meanwhile; the first start loads PyTorch (seconds).
+        self.model_label.setText("reading the model…" if engine_running() else
+                                 "starting the engine (the first time takes a few seconds), then reading the model…")
         settings = self.current_settings()
 
         def done(exception, result):

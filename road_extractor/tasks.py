@@ -3,6 +3,7 @@ and everything that touches layers or widgets happens in `finished`, on the main
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -27,11 +28,13 @@ class ExtractRoadsTask(QgsTask):
         self.engine_start_seconds: float | None = None
 
     def run(self) -> bool:  # background thread: no layers, no widgets
+        started = time.monotonic()
+
         def progress(fraction: float, message: str) -> None:
             self.message = message
             self.setProgress(100 * fraction)
+            self.setDescription(self.describe(fraction, message, time.monotonic() - started))
 
-        started = time.monotonic()
         try:
             self.result = execute(self.run_plan, progress, self.isCanceled,
                                   on_log=lambda m: QgsMessageLog.logMessage(m, LOG_TAG, Qgis.Info))
@@ -45,9 +48,25 @@ class ExtractRoadsTask(QgsTask):
             self.error = f"{type(exc).__name__}: {exc}"
         return False
 
+    def describe(self, fraction: float, message: str, elapsed_s: float) -> str:
+        """What the task manager shows: the stage and its counts as the engine says them (reading, tile k of n,
+        vectorizing, writing), the time spent and, once a tenth is done, the time left at the pace so far."""
+        text = f"Extract roads from {self.run_plan.raster.name}"
+        message = re.sub(r", about [^,]* left$", "", message)  # the engine's stage ETA: the whole run's follows
+        if message:
+            text += f": {message}"
+        text += f" - {_duration(elapsed_s)} so far"
+        if 0.1 <= fraction < 1:
+            text += f", about {_duration(elapsed_s * (1 - fraction) / fraction)} left"
+        return text
+
     def finished(self, ok: bool) -> None:  # main thread
         if not ok and self.error is None:
             self.error = "cancelled"
         if self.details:
             QgsMessageLog.logMessage(self.details, LOG_TAG, Qgis.Critical)
         self.on_done(self.result if ok else None, self.error)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

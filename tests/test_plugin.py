@@ -2,6 +2,7 @@
 area limited to selected polygons, cancel, the Processing algorithms, and the messages of bad choices."""
 
 import configparser
+import re
 import time
 from pathlib import Path
 
@@ -204,6 +205,8 @@ def test_cancel_stops_the_task_and_leaves_nothing(plugin, vegas, random_model_fi
     while task.progress() <= 0 and time.monotonic() < deadline:
         QCoreApplication.processEvents()
         time.sleep(0.02)
+    # The task manager shows the stage and its counts and the time so far, not a bare percentage.
+    assert re.search(r"Extract roads from vegas: \w+: \d+/\d+ tiles.* so far", task.description()), task.description()
     task.cancel()
     _wait(task)
     assert task.result is None and task.error == "cancelled"
@@ -791,4 +794,5 @@ def test_the_dialog_fits_its_window_nothing_squashed_or_clipped(plugin, size):
                 type(widget.parent()).__name__, widget.objectName(), widget.text() if hasattr(widget, "text") else "")
             assert widget.width() >= min(widget.minimumSizeHint().width(), fields.width()), widget
     run = dialog.buttons.button(dialog.buttons.Ok)
-    assert run.isVisibleTo(dialog) and run.geometry().bottom() <= height and run.mapTo(dialog, run.rect().topLeft()).x() + run.width() <= width
+    corner = run.mapTo(dialog, run.rect().bottomRight())
+    assert run.isVisibleTo(dialog) and corner.y() <= height and corner.x() <= width  # Run in view, not clipped
