@@ -4,6 +4,7 @@ when it is not running yet."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from qgis.core import QgsSettings
@@ -57,16 +58,46 @@ class Workload:
 
     def learn(self, wall_seconds: float, start_seconds: float | None, settings: QgsSettings | None = None) -> None:
         """Keeps this machine's figures from a finished run: the engine's start (measured apart when this run
-        started it), then the rest split into a fixed part (reading, writing, vectorizing: at most the default,
-        at most half) and seconds per megapixel-pass, so that this run estimated again gives its own duration."""
+        started it), then this run's (megapixel-passes, seconds) beside the last RUNS_KEPT runs', from which the
+        fixed cost and the seconds per megapixel-pass are fitted (`fit_costs`)."""
         settings = settings or QgsSettings()
         rest = wall_seconds
         if self.cold and start_seconds is not None:
             settings.setValue(SETTINGS_KEY + "engine_start_s", start_seconds)
             rest -= start_seconds
-        work = self.megapixels * self.passes
-        if work <= 0.05 or rest <= 0:  # a tiny run measures overhead, not the network
+        if rest <= 0:
             return
-        fixed = min(RUN_OVERHEAD_S, rest / 2)
+        key = SETTINGS_KEY + f"{self.device}/runs"
+        try:
+            runs = [tuple(map(float, r)) for r in json.loads(settings.value(key, "[]") or "[]")]
+        except (TypeError, ValueError):
+            runs = []
+        runs = (runs + [(self.megapixels * self.passes, rest)])[-RUNS_KEPT:]
+        settings.setValue(key, json.dumps(runs))
+        fixed, per_mp = fit_costs(runs)
         settings.setValue(SETTINGS_KEY + f"{self.device}/overhead_s", fixed)
-        settings.setValue(SETTINGS_KEY + f"{self.device}/seconds_per_mp_pass", (rest - fixed) / work)
+        if per_mp is not None:
+            settings.setValue(SETTINGS_KEY + f"{self.device}/seconds_per_mp_pass", per_mp)
+
+
+RUNS_KEPT = 20  # the newest runs the costs are fitted to: a machine's speed changes with drivers and load
+
+
+def fit_costs(runs: list[tuple[float, float]]) -> tuple[float, float | None]:
+    """(fixed seconds, seconds per megapixel-pass) from (megapixel-passes, seconds) of finished runs, robustly:
+    the slope is the median of the slopes between runs of clearly different sizes (Theil-Sen), the fixed part
+    the median of what each run leaves after it. One run (or runs of one size) cannot tell the two apart: then
+    the fixed part is at most the default and at most half, as a first estimate. A tiny first run (0.02 MP)
+    therefore no longer sets the per-megapixel cost alone: None keeps the figure there was."""
+    from statistics import median
+
+    slopes = [(t2 - t1) / (w2 - w1) for i, (w1, t1) in enumerate(runs) for w2, t2 in runs[i + 1:]
+              if abs(w2 - w1) > 0.25 * max(w1, w2, 0.2)]
+    slopes = [v for v in slopes if v > 0]
+    if slopes:
+        per_mp = median(slopes)
+        fixed = max(0.0, median(t - per_mp * w for w, t in runs))
+        return fixed, per_mp
+    work, rest = runs[-1]
+    fixed = min(RUN_OVERHEAD_S, rest / 2)
+    return fixed, (rest - fixed) / work if work > 0.05 else None

@@ -140,6 +140,8 @@ class RoadExtractorPlugin:
         add_results(result, title, canvas=self.iface.mapCanvas(), view=layers_panel)
         if task.workload is not None:
             task.workload.learn(task.wall_seconds, task.engine_start_seconds)  # this machine's figures
+            if self.dialog is not None:  # the next estimate uses them at once, not after a field changes
+                self.dialog.update_estimate()
         line, warnings = describe_result(result, task.run_plan.settings)
         QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
         for warning in warnings:

@@ -796,3 +796,15 @@ def test_the_dialog_fits_its_window_nothing_squashed_or_clipped(plugin, size):
     run = dialog.buttons.button(dialog.buttons.Ok)
     corner = run.mapTo(dialog, run.rect().bottomRight())
     assert run.isVisibleTo(dialog) and corner.y() <= height and corner.x() <= width  # Run in view, not clipped
+
+
+def test_the_estimate_fits_fixed_and_per_megapixel_costs_robustly_from_several_runs():
+    from road_extractor.estimate import fit_costs
+
+    # A tiny first run alone says nothing about the network's speed (it inflated a whole-tile estimate 7x).
+    assert fit_costs([(0.017, 2.4)])[1] is None
+    runs = [(0.017, 2.05), (1.0, 5.0), (4.0, 14.0), (2.0, 8.1)]  # 2 s fixed + 3 s per megapixel-pass
+    fixed, per_mp = fit_costs(runs)
+    assert per_mp == pytest.approx(3.0, rel=0.05) and fixed == pytest.approx(2.0, abs=0.2)
+    fixed, per_mp = fit_costs(runs + [(1.0, 40.0)])  # one run beside a heavy job does not move it far
+    assert per_mp == pytest.approx(3.0, rel=0.15) and fixed == pytest.approx(2.0, abs=0.6)
