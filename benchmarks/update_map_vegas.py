@@ -1,6 +1,6 @@
 """`road-extractor update-map` on a layer with known holes and known false roads (issue 32's benchmark).
 
-    python benchmarks/update_map_vegas.py [--model FILE] [--seeds 0 1 2] [--json OUT.json]
+    python benchmarks/update_map_vegas.py [--model FILE] [--seeds 0 1 2] [--json OUT.json] [--teach MINUTES]
 
 For each raster with reference centrelines (the SpaceNet Las Vegas tile, 38 lines, and the panchromatic uint16
 Las Vegas tile of ../shared/data/odd, 9 lines) and each seed: whole reference lines are removed at random until 30%
@@ -97,17 +97,29 @@ def covered(lines: list, by: list, within_m: float, frame_lines: list) -> np.nda
     return np.array([line.intersection(near).length / line.length for line in lines_m])
 
 
-def score(raster: Path, seed: int, model: str | None, folder: Path) -> dict:
+def score(raster: Path, seed: int, model: str | None, folder: Path, teach_minutes: float = 0.0,
+          logs: Path | None = None) -> dict:
     from core.metrics import read_lines as read
 
     layer, removed, kept, invented = make_layer(raster, seed, folder)
     out = folder / f"{raster.stem}_update_seed{seed}.gpkg"
     with rasterio.open(raster) as ds:
         grey = ds.count == 1  # the panchromatic tile: its one band fed to all three
-    command = [sys.executable, "-m", "core", "update-map", str(raster), "--roads", str(layer), "--out", str(out),
-               "--overwrite", "--quiet", *(["--model", model] if model else []),
-               *(["--bands", "1,1,1"] if grey else [])]
+    bands = ["--bands", "1,1,1"] if grey else []
     started = time.monotonic()
+    if teach_minutes:  # the layer, holes and invented lines included, as labels that lack roads
+        taught = folder / f"{raster.stem}_taught_seed{seed}.pt"
+        teach = subprocess.run([sys.executable, "-m", "training", "finetune", "--raster", str(raster), "--roads",
+                                str(layer), "--labels", "incomplete", "--minutes", str(teach_minutes), "--out",
+                                str(taught), "--overwrite", "--seed", str(seed), *bands,
+                                *(["--init", model] if model else [])], capture_output=True, text=True, cwd=ROOT)
+        if teach.returncode != 0:
+            raise SystemExit(f"teaching failed on {raster.name}: {teach.stderr.strip().splitlines()[-1]}")
+        if logs:
+            (logs / f"teach_{raster.stem}_seed{seed}.log").write_text(teach.stderr)
+        model = str(taught)
+    command = [sys.executable, "-m", "core", "update-map", str(raster), "--roads", str(layer), "--out", str(out),
+               "--overwrite", "--quiet", *(["--model", model] if model else []), *bands]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     minutes = (time.monotonic() - started) / 60
     if run.returncode != 0:
@@ -135,6 +147,9 @@ def main() -> int:
     parser.add_argument("--model", help="model file (default: the shipped model)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--teach", type=float, default=0.0, metavar="MINUTES",
+                        help="fine-tune on the layer first (--labels incomplete) for this long (default: no)")
+    parser.add_argument("--logs", help="keep the fine-tunes' logs in this folder")
     args = parser.parse_args()
     missing = [r for r in RASTERS if not r.exists()]
     if missing:
@@ -144,7 +159,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for raster in RASTERS:
             for seed in args.seeds:
-                row = score(raster, seed, args.model, Path(folder))
+                row = score(raster, seed, args.model, Path(folder), args.teach, Path(args.logs) if args.logs else None)
                 rows.append(row)
                 print(f"{row['raster']:<28} seed {seed}: missing recall {row['missing_recall']:.2f}, precision "
                       f"{row['missing_precision']:.2f}; invented flagged {row['invented_flagged']:.2f}; real "

@@ -155,6 +155,9 @@ class EvaluateOptions:
 
 # A fine-tune's mix of weights may lose at most this road IoU on the parent's own tiles (issue 31's target).
 FORGET_TOLERANCE = 0.03
+# Labels of an existing, incomplete road map (issue 32): background is taught only near its roads, where the
+# parent sees none; a road the map lacks is what update-map looks for and must not be taught as background.
+INCOMPLETE_BAND_M, INCOMPLETE_PROBABILITY = 40.0, 0.3
 
 
 @dataclass(kw_only=True)
@@ -169,6 +172,11 @@ class FinetuneOptions:
                                  minimum=0.0, label="Road width in metres (0: the model's)")
     margin_m: float = option(50.0, "without a train area, labels are trusted this far around the lines' extent (m)",
                              minimum=0.0, advanced=True)
+    labels: str = option("complete", "what the labels say of the rest: complete (every road of the train area is "
+                         "drawn: the rest is background) or incomplete (an existing map that lacks roads: background "
+                         f"is trusted only within {INCOMPLETE_BAND_M:g} m of a drawn road and where the parent sees "
+                         f"no road, probability below {INCOMPLETE_PROBABILITY:g})", choices=("complete", "incomplete"),
+                         label="The road lines are", advanced=True)
     # What keeps the parent's knowledge (issue 31; each default is the variant benchmarks/finetune_places.py chose):
     distill: float = option(0.5, "weight of the parent's own road probabilities as a second target on the same crops "
                             "(learning without forgetting; 0: off)", minimum=0.0, maximum=10.0,

@@ -46,7 +46,7 @@ from .settings import ExtractSettings, MadeModel, default_model_path, remember_m
 # the engine's option table (core/options.py), and each parameter is named after its option (spur_m -> SPUR_M).
 INFERENCE_OPTIONS = ("scales", "augment", "device", "precision", "brightness", "threshold", "tile", "overlap")
 EVALUATE_OPTIONS = ("rho", "buffer_m", "road_width_m", "control_spacing_m", "snap_m")
-FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m", "distill", "replay", "batchnorm", "mix")
+FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m", "labels", "distill", "replay", "batchnorm", "mix")
 
 
 def option_parameter(group: str, name: str):
@@ -417,6 +417,9 @@ class FindMissingRoadsAlgorithm(_EngineAlgorithm):
                                                      optional=True, fileFilter="Model files (*.pt *.pth *.onnx)"))
         self._add_options("compare", names("compare"))
         self._add_options("inference", INFERENCE_OPTIONS)
+        self.addParameter(QgsProcessingParameterNumber(
+            "TEACH_MINUTES", "Teach the model from the layer first (minutes of fine-tuning; 0: no)",
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Map update (GeoPackage)",
                                                                 "GeoPackage (*.gpkg)"))
         for name, label in (("MISSING", "Missing roads"), ("UNCONFIRMED", "Unconfirmed roads"),
@@ -439,6 +442,14 @@ class FindMissingRoadsAlgorithm(_EngineAlgorithm):
                    **settings.inference_options(), "vectorize_options": settings.vectorize_options()}
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
+        minutes = self.parameterAsDouble(parameters, "TEACH_MINUTES", context)
+        if minutes > 0:  # the layer as labels that lack roads (`--labels incomplete`), then the comparison
+            feedback.pushInfo(f"teaching the model from the layer for {minutes:g} min first")
+            taught = self._request("finetune", {
+                "rasters": [job["input"]], "roads": job["roads"], "labels": "incomplete", "minutes": minutes,
+                "init": job["model"] or "", "out": QgsProcessingUtils.generateTempFilename("taught.pt"),
+                "overwrite": True, "device": settings.device, "precision": settings.precision}, feedback)
+            job["model"] = taught["model"]
         result = self._request("update_map", job, feedback)
         feedback.pushInfo(result["text"])
         self._load_road_layers(out, layer.name(), context, MAP_UPDATE_LAYERS)

@@ -282,3 +282,40 @@ def test_the_command_line_runs_as_a_process(suburb, random_model_file, tmp_path)
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("p.pt")
+
+
+def test_incomplete_labels_teach_background_only_near_drawn_roads_where_the_parent_sees_none(
+        suburb, random_model_file, tmp_path, capsys):
+    """An existing map lacking roads (update-map's case): half the suburb's lines given; far from them, and where
+    the parent sees road, nothing is taught as background."""
+    import rasterio
+    import shapely
+
+    from core.metrics import read_lines
+    from training.finetune import FinetuneSpec, _trust_background_near_roads, parent_model, prepare
+
+    folder, raster, roads = suburb
+    lines, crs = read_lines(roads)
+    half = tmp_path / "half.geojson"
+    half.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(
+            line)} for line in lines[::2]]}))
+    with rasterio.open(raster) as ds:
+        assert ds.crs.to_epsg() == 32619
+    spec = FinetuneSpec(rasters=[str(raster)], roads=str(half), out="", crop=64, road_width_m=7,
+                        labels="incomplete", init=str(random_model_file))
+    scenes, gsd = prepare(spec, 1.0, lambda m: None)
+    before = [s.train.copy() for s in scenes]
+    logged = []
+    _trust_background_near_roads(parent_model(spec.init)[0], scenes, gsd, spec, logged.append)
+    from scipy.ndimage import distance_transform_edt
+
+    for scene, was in zip(scenes, before, strict=True):
+        assert (scene.train <= was).all() and (scene.train | ~was | ~scene.roads).all()  # roads all stay
+        far = distance_transform_edt(~scene.roads) * gsd > 40
+        assert not (scene.train & far).any() and (was & far).any()
+    assert "labels      incomplete" in logged[0]
+    code = main(["finetune", "--raster", str(raster), "--roads", str(half), "--init", str(random_model_file),
+                 "--out", str(tmp_path / "m.pt"), "--labels", "incomplete", *TINY])
+    err = capsys.readouterr().err
+    assert code == 0 and "labels      incomplete" in err, err

@@ -69,7 +69,9 @@ def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-area", default="", help="polygons where the labels are complete (default: the "
                                                          f"lines' extent + {d.margin_m:g} m)")
     parser.add_argument("--check-area", default="", help="polygons scored before and after and never trained on "
-                                                         "(default: the southern quarter of the labelled area)")
+                                                         "(default: blocks holding a fifth of the labelled road)")
+    parser.add_argument("--bands", default="", help="bands read as red, green, blue, as extract's --bands (1,1,1: "
+                                                    "a grey band to all three; default: by colour interpretation)")
     add_option_flags(parser, FinetuneOptions)
     parser.add_argument("--out", required=True, help="the new model file (.pt)")
     parser.add_argument("--init", default="", help="the model to start from (default: the shipped model)")

@@ -25,7 +25,13 @@ from core.extraction.brightness import image_brightness, widened
 from core.extraction.devices import resolve_device, resolve_precision
 from core.extraction.inference import normalize
 from core.model.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
-from core.options import FORGET_TOLERANCE, ROAD_WIDTH_M, FinetuneOptions
+from core.options import (
+    FORGET_TOLERANCE,
+    INCOMPLETE_BAND_M,
+    INCOMPLETE_PROBABILITY,
+    ROAD_WIDTH_M,
+    FinetuneOptions,
+)
 
 from .augment import Augment
 from .data import IGNORE, RoadCrops, map_to_pixels
@@ -46,7 +52,8 @@ class FinetuneSpec(FinetuneOptions):
     roads: str = ""  # road centrelines (any OGR format, any CRS)
     masks: list[str] = field(default_factory=list)  # or road masks on the rasters' grids (0/1 or 0/255)
     train_area: str = ""  # polygons: labels are trusted inside (default: around the lines' extent)
-    check_area: str = ""  # polygons scored before and after (default: a strip held out of the data)
+    check_area: str = ""  # polygons scored before and after (default: blocks with labelled roads held out)
+    bands: str = ""  # the rasters' bands read as red, green, blue ("1,1,1": a grey band); default as extract's
     init: str = ""  # the parent model (default: the shipped model)
     gsd_m: float = 0.0  # 0: the imagery's own, but no finer than half the parent's GSD and no coarser than it
     crop: int = 256
@@ -148,7 +155,7 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     infos = []
     for path in spec.rasters:
         try:
-            with RasterioSource(path) as source:
+            with RasterioSource(path, bands=spec.bands or None) as source:
                 infos.append(source.info)
         except RasterError as exc:
             raise FinetuneError(str(exc)) from None
@@ -168,7 +175,7 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
             raise FinetuneError(f"{Path(path).name} is {width}x{height} px at {gsd:g} m/px, smaller than a quarter "
                                 f"of one {spec.crop} px training crop; give a larger raster (at least "
                                 f"{spec.crop * gsd / 4:g} m across) or a smaller --crop")
-        with RasterioSource(path) as source:
+        with RasterioSource(path, bands=spec.bands or None) as source:
             values, valid = source.read(Window(0, 0, info.width, info.height), (height, width))
         image = np.ascontiguousarray(np.clip(values[:3], 0, 255).round().astype(np.uint8).transpose(1, 2, 0))
         pixel_xy = map_to_pixels(info, width, height)
@@ -371,6 +378,35 @@ def _hold_out_check_blocks(scenes: list[Scene], block: int, seed: int, log: Call
 
 
 AREAS = {"check": "check area", "elsewhere": "elsewhere"}
+
+
+def _trust_background_near_roads(parent: RoadModel, scenes: list[Scene], gsd: float, spec: FinetuneSpec,
+                                  log: Callable[[str], None]) -> None:
+    """Labels from a map that lacks roads: a pixel off its roads is background only within INCOMPLETE_BAND_M of
+    one of them and where the parent's road probability is below INCOMPLETE_PROBABILITY; elsewhere it is not
+    taught, nor scored (the check and elsewhere areas too: a road the map lacks is not a false positive)."""
+    from scipy.ndimage import distance_transform_edt
+
+    from .evaluate import Inference, predict_tile
+
+    inference = Inference(scales=(1.0,), device=spec.device, precision=spec.precision)
+    dropped = total = 0
+    for scene in scenes:
+        near = distance_transform_edt(~scene.roads) * gsd <= INCOMPLETE_BAND_M
+        probability, _ = predict_tile(parent, scene.image, scene.valid, gsd, inference)
+        trusted = scene.roads | (near & (probability < INCOMPLETE_PROBABILITY))
+        total += int(scene.train.sum())
+        dropped += int((scene.train & ~trusted).sum())
+        scene.train &= trusted
+        scene.check &= trusted
+        if scene.elsewhere is not None:
+            scene.elsewhere &= trusted
+    if not any((s.train & ~s.roads).any() for s in scenes):
+        raise FinetuneError("the road lines leave no background to teach near them; give lines with imagery "
+                            "around them, or --labels complete")
+    log(f"labels      incomplete: background taught only within {INCOMPLETE_BAND_M:g} m of a drawn road where the "
+        f"parent sees no road (p < {INCOMPLETE_PROBABILITY:g}); {dropped / max(total, 1):.0%} of the labelled area "
+        f"is left out")
 
 
 def score(model: RoadModel, scenes: list[Scene], gsd: float, buffer_m: float = 5.0, lines: bool = True,
@@ -591,6 +627,8 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
                                                       spec.precision)}
         return {k: v for k, v in figures.items() if v}
 
+    if spec.labels == "incomplete":
+        _trust_background_near_roads(parent, scenes, gsd, spec, log)
     before = scores(parent)
     for area, figures in before.items():
         log(format_scores(f"before {AREA_NAMES[area]}", figures))
