@@ -323,3 +323,30 @@ def test_evaluating_two_geopackages_leaves_nothing_beside_them(suburb, random_mo
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert _cli("evaluate", found, other).returncode == 0
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_mosaic_of_rasters_with_other_bands_is_refused_and_mixed_resolutions_keep_the_finest(tmp_path):
+    from core.errors import InputError
+    from core.frontends.region import build_mosaic
+
+    rgb = _geotiff(tmp_path / "rgb.tif", np.full((3, 64, 64), 100, np.uint8))
+    grey = tmp_path / "grey.tif"
+    with rasterio.open(grey, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32619",
+                       transform=from_origin(330064, 4690000, 1, 1)) as ds:
+        ds.write(np.full((1, 64, 64), 100, np.uint8))
+    with pytest.raises(InputError, match="differ in their bands .*grey.tif has 1 uint8 band"):
+        build_mosaic([rgb, grey], tmp_path / "mosaic.vrt")  # GDAL skipped grey.tif: its area was missing
+    fine = tmp_path / "fine.tif"
+    with rasterio.open(fine, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=from_origin(330064, 4690000, 0.5, 0.5)) as ds:
+        ds.write(np.full((3, 128, 128), 100, np.uint8))
+    with rasterio.open(build_mosaic([rgb, fine], tmp_path / "mixed.vrt")) as ds:
+        assert ds.res == (0.5, 0.5) and ds.width == 256  # not the average, 0.75 m
+
+
+def test_one_raster_given_twice_to_finetune_is_refused(suburb, tmp_path):
+    raster, roads = suburb
+    twice = Path(raster).parent / ".." / Path(raster).parent.name / Path(raster).name
+    line = _one_line(_cli("finetune", "--raster", raster, "--raster", twice, "--roads", roads, "--out",
+                          tmp_path / "m.pt", "--minutes", "0.05", module="training"))
+    assert "is given twice" in line and not (tmp_path / "m.pt").exists()

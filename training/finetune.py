@@ -148,6 +148,12 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
     for what, path in [("--roads", spec.roads)] * bool(spec.roads) + [("--masks", m) for m in spec.masks]:
         if not Path(path).exists():
             raise FinetuneError(f"{what} {path}: no such file; check the path")
+    seen: dict[Path, str] = {}
+    for path in spec.rasters:  # one file twice: a check block of one copy would be trained on in the other
+        key = Path(path).resolve()
+        if key in seen:
+            raise FinetuneError(f"--raster {path} is given twice ({seen[key]}); give each raster once")
+        seen[key] = path
     if spec.masks and len(spec.masks) != len(spec.rasters):
         raise FinetuneError(f"{len(spec.masks)} mask(s) for {len(spec.rasters)} raster(s); give one mask per raster")
     if not (math.isfinite(spec.minutes) and spec.minutes > 0):

@@ -100,16 +100,26 @@ def build_mosaic(files: list[Path], out: Path) -> Path:
     import rasterio
     from osgeo import gdal
 
-    crs = {}
+    crs, bands = {}, {}
     for path in files:
         with rasterio.open(path) as ds:
             crs.setdefault(ds.crs.to_string() if ds.crs else "none", path.name)
+            bands.setdefault((ds.count, ds.dtypes[0]), path.name)
     if len(crs) > 1:
         raise InputError(f"the inputs are in different CRSs ({', '.join(f'{c} ({n})' for c, n in crs.items())}); "
                          f"reproject them to one (gdalwarp) or run them separately")
+    if len(bands) > 1:
+        # GDAL's BuildVRT skips rasters whose bands differ from the first's with a warning only: their area would
+        # be missing from the results.
+        kinds = ", ".join(f"{n} has {c} {t} band{'s' if c > 1 else ''}" for (c, t), n in bands.items())
+        raise InputError(f"the inputs differ in their bands ({kinds}); a mosaic needs the same bands in every raster: "
+                         f"run them separately, or make copies alike (gdal_translate -b 1 -b 1 -b 1 for a grey one)")
     gdal.UseExceptions()
     with atomic_output(out) as temporary:
-        gdal.BuildVRT(str(temporary), [str(p) for p in files]).FlushCache()
+        # The finest input's pixel size (GDAL's default, the average, would blur a 0.3 m orthophoto mosaicked
+        # with 1 m ones before the model ever reads it).
+        gdal.BuildVRT(str(temporary), [str(p) for p in files],
+                      options=gdal.BuildVRTOptions(resolution="highest")).FlushCache()
     return out
 
 
