@@ -350,3 +350,28 @@ def test_one_raster_given_twice_to_finetune_is_refused(suburb, tmp_path):
     line = _one_line(_cli("finetune", "--raster", raster, "--raster", twice, "--roads", roads, "--out",
                           tmp_path / "m.pt", "--minutes", "0.05", module="training"))
     assert "is given twice" in line and not (tmp_path / "m.pt").exists()
+
+
+def test_a_local_engineering_crs_asks_for_the_pixel_size(random_model_file, tmp_path):
+    from rasterio.crs import CRS
+
+    path = tmp_path / "local.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8",
+                       crs=CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1]]'),
+                       transform=from_origin(0, 96, 1, 1)) as ds:
+        ds.write(np.full((3, 96, 96), 120, np.uint8))
+    line = _one_line(_cli("extract", path, "--model", random_model_file, "--out", tmp_path / "out"))
+    assert "local (engineering) CRS" in line and "--gsd" in line  # was "Linear units factor is not defined"
+    ran = _cli("extract", path, "--model", random_model_file, "--out", tmp_path / "out", "--gsd", "1",
+               "--tta-scales", "1")
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_finetune_never_overwrites_its_own_parent(suburb, random_model_file, tmp_path):
+    raster, roads = suburb
+    parent = tmp_path / "parent.pt"
+    parent.write_bytes(Path(random_model_file).read_bytes())
+    line = _one_line(_cli("finetune", "--raster", raster, "--roads", roads, "--init", parent, "--out", parent,
+                          "--overwrite", "--minutes", "0.05", module="training"))
+    assert "is the parent model itself" in line
+    assert parent.read_bytes() == Path(random_model_file).read_bytes()

@@ -612,6 +612,9 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     if not out.parent.exists():
         raise FinetuneError(f"the folder {out.parent} does not exist; create it or choose another --out")
     parent, parent_path = parent_model(spec.init)
+    if out.resolve() == parent_path.resolve():
+        raise FinetuneError(f"--out {out} is the parent model itself; choose another file (the parent would be "
+                            f"replaced, and with it what the new model is compared with)")
     parent_gsd = parent.info.gsd_m or 1.0
     spec.road_width_m = spec.road_width_m or float(parent.info.provenance.get("road_width_m", ROAD_WIDTH_M))
     started = time.perf_counter()

@@ -258,7 +258,12 @@ class RasterioSource:
             gsd = (abs(ds.transform.a) * per_lon, abs(ds.transform.e) * per_lat)
             notes.append(f"geographic CRS: {gsd[0]:.3f} x {gsd[1]:.3f} m per pixel at latitude {lat:.4f}")
         else:
-            factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+            try:
+                factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+            except Exception:  # noqa: BLE001 - rasterio's CRSError: a local (engineering) CRS has no known unit
+                raise RasterError(f"{path} has a local (engineering) CRS whose unit GDAL cannot convert to metres, "
+                                  f"so its pixel size is unknown; give --gsd METRES_PER_PIXEL, or assign its "
+                                  f"projected CRS (gdal_edit.py -a_srs EPSG:...)") from None
             gsd = (abs(ds.transform.a) * factor, abs(ds.transform.e) * factor)
         self._scale_ranges = self._value_ranges(bands, dtype, value_scale, notes)
         return RasterInfo(str(path), ds.width, ds.height, ds.count, dtype,
