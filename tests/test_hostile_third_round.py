@@ -375,3 +375,20 @@ def test_finetune_never_overwrites_its_own_parent(suburb, random_model_file, tmp
                           "--overwrite", "--minutes", "0.05", module="training"))
     assert "is the parent model itself" in line
     assert parent.read_bytes() == Path(random_model_file).read_bytes()
+
+
+def test_update_map_never_writes_over_the_road_layer_it_compares(suburb, random_model_file, tmp_path):
+    raster, roads = suburb
+    layer = tmp_path / "layer.gpkg"
+    layer.write_bytes(Path(roads).read_bytes())
+    line = _one_line(_cli("update-map", raster, "--roads", layer, "--out", layer, "--overwrite", "--model",
+                          random_model_file))
+    assert "is the road layer being compared" in line and layer.read_bytes() == Path(roads).read_bytes()
+
+
+def test_a_raster_given_as_road_lines_gets_one_plain_line(suburb, tmp_path):
+    raster, _ = suburb
+    line = _one_line(_cli("finetune", "--raster", raster, "--roads", raster, "--out", tmp_path / "m.pt",
+                          "--minutes", "0.05", module="training"))
+    assert "not a vector file OGR can read" in line and "It might help" not in line
+    assert line.count("give a GeoPackage") == 1

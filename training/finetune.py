@@ -190,9 +190,8 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
             try:
                 skipped: list[str] = []
                 lines, _ = read_lines(spec.roads, info.crs_wkt, notes=skipped)
-            except (ValueError, RasterError) as exc:
-                raise FinetuneError(f"--roads {spec.roads} cannot be read ({exc}); give road lines as a GeoPackage, "
-                                    f"shapefile or GeoJSON") from None
+            except (ValueError, RasterError) as exc:  # the reason names the file and the formats
+                raise FinetuneError(f"--roads {exc}") from None
             if not lines:
                 raise FinetuneError(f"--roads {spec.roads} holds no lines{' that can be used' if skipped else ''}; "
                                     f"give the road centrelines of the area")

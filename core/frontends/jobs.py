@@ -198,6 +198,9 @@ def run_update_map(job: UpdateMapJob, progress: Callable | None = None, cancel=N
     if out.suffix.lower() != ".gpkg":
         raise OutputError(f"the output {out} must end in .gpkg (a GeoPackage with layers missing, unconfirmed and "
                           f"matched)")
+    if out.exists() and Path(job.roads).exists() and out.resolve() == Path(job.roads).resolve():
+        raise OutputError(f"the output {out} is the road layer being compared; choose another file (the layer "
+                          f"would be replaced)")
     if out.exists() and not job.overwrite:
         raise OutputError(f"{out} already exists; allow overwriting (--overwrite) or choose another file")
     if not out.parent.is_dir():

@@ -59,8 +59,9 @@ def _read_raw(path, layer: str | None = None):
     try:
         meta, _, geometries, _ = raw.read(path, layer=layer, read_geometry=True, columns=[])
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for foreign files
-        raise ValueError(f"not a vector file OGR can read ({str(exc).splitlines()[0]}); give a GeoPackage, "
-                         f"shapefile or GeoJSON") from None
+        reason = str(exc).splitlines()[0].split("; It might help")[0].rstrip(". ")  # OGR's driver-prefix advice
+        raise ValueError(f"not a vector file OGR can read ({reason}); give a GeoPackage, shapefile or GeoJSON") \
+            from None
     return meta, geometries
 
 
