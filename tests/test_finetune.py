@@ -212,12 +212,16 @@ def test_frozen_batchnorm_keeps_the_parents_statistics_and_distillation_and_repl
 
 
 def test_the_mix_kept_is_the_best_on_the_check_area_that_keeps_the_parents_tiles():
-    from training.finetune import chosen_share
+    from training.finetune import chosen_share, refined_shares
 
     rows = [(0.0, 0.50, 0.600), (0.25, 0.60, 0.590), (0.5, 0.70, 0.560), (0.75, 0.75, 0.450), (1.0, 0.80, 0.400)]
     assert chosen_share(rows) == (0.25, pytest.approx(0.57))  # 0.5 and above lose more than 0.03
     assert chosen_share([(s, f, None) for s, f, _ in rows]) == (1.0, None)  # the parent's tiles not on disk
     assert chosen_share([(0.0, 0.5, 0.6), (0.5, 0.5, 0.6), (1.0, 0.4, 0.6)])[0] == 0.0  # a tie: nearer the parent
+    # Between grid shares: from the largest share kept towards the first better one that loses too much.
+    assert refined_shares(rows) == (0.25, 0.5)
+    assert refined_shares([(s, f, None) for s, f, _ in rows]) is None  # nothing to hold to: the grid's best stands
+    assert refined_shares([(0.0, 0.5, 0.6), (0.5, 0.7, 0.6), (1.0, 0.6, 0.5)]) is None  # the best is kept already
 
 
 def test_the_default_gsd_is_the_imagerys_within_half_to_once_the_parents():

@@ -776,22 +776,49 @@ def chosen_share(results: list[tuple[float, float, float | None]]) -> tuple[floa
     return max(allowed, key=lambda r: (r[1], -r[0]))[0], floor
 
 
+def refined_shares(results: list[tuple[float, float, float | None]]) -> tuple[float, float] | None:
+    """Where to look between grid shares: when a share that scores better on the check area than every share kept
+    loses too much on the parent's tiles, the interval between the largest share kept and the first share lost
+    (what the parent's tiles keep falls about steadily with the share: measured on Dubai, Shanghai and Japan);
+    None when the grid's choice stands."""
+    best, floor = chosen_share(results)
+    best_f1 = next(f for share, f, _ in results if share == best)
+    # Better on the check area than the share kept: necessarily a share that loses too much.
+    better = [share for share, f, _ in results if share > best and f > best_f1]
+    return (best, min(better)) if floor is not None and better else None
+
+
+REFINE_STEPS = 3  # halvings of the interval: shares to 1/32 of the grid apart, three more scorings
+
+
 def _best_mix(network: torch.nn.Module, parent: RoadModel, trained: dict, info: ModelInfo, scenes: list[Scene],
               gsd: float, spec: FinetuneSpec, keep: list, log: Callable[[str], None]) -> float:
     """Loads into `network` the mix of parent and fine-tuned weights with the best relaxed F1 on the check area
     among the mixes that keep the parent's knowledge (`keep`: some of its training tiles, where on this machine;
     at most FORGET_TOLERANCE road IoU lost there) and returns its share of the fine-tuned weights; ties go to the
-    share nearer the parent. Share 0 is the parent exactly as it was (its own GSD and brightness range)."""
+    share nearer the parent. The grid MIX_SHARES first, then halvings towards the largest share that keeps the
+    parent's tiles. Share 0 is the parent exactly as it was (its own GSD and brightness range)."""
     original = {k: v.detach().float().cpu() for k, v in parent.network.state_dict().items()}
     parent_gsd = parent.info.gsd_m or 1.0
     results = []  # (share, check relaxed F1, road IoU on the parent's tiles or None)
-    for share in MIX_SHARES:
+
+    def tried(share: float) -> tuple[float, float, float | None]:
         network.load_state_dict(mixed_weights(original, trained, share))
         candidate = parent if share == 0 else RoadModel(network, info, parent.report, parent.architecture)
         check = score(candidate, scenes, gsd, lines=False, device=spec.device, precision=spec.precision)
         kept = score_parent_tiles(candidate, keep, parent_gsd, spec.device, spec.precision).get("road_iou")
         results.append((share, check["relaxed_f1"], kept))
+        return results[-1]
+
+    for share in MIX_SHARES:
+        tried(share)
+    interval, floor = refined_shares(results), chosen_share(results)[1]
+    for _ in range(REFINE_STEPS if interval else 0):
+        low, high = interval
+        middle, _, kept = tried((low + high) / 2)
+        interval = (middle, high) if kept >= floor else (low, middle)
     best, floor = chosen_share(results)
+    results.sort()
     network.load_state_dict(mixed_weights(original, trained, best))
     log("mix         check area relaxed F1 by share of the fine-tuned weights: "
         + ", ".join(f"{s:g}: {f:.3f}" for s, f, _ in results) + f"; kept {best:g}")
