@@ -1,9 +1,10 @@
 """The plugin's side of the engine worker protocol (see `core/frontends/worker.py`). No torch here, and no Qt
 either, so the dialog, the QgsTask and the Processing algorithms share it and it can be tested on its own.
 
-The engine runs as `PYTHON -m core.frontends.worker` where PYTHON is an environment with the engine's dependencies:
-the one set in the plugin's settings, else the plugin-managed virtual environment, else the Python of a development
-checkout's `.venv`. Where none works, `EngineMissing` says so with the command that creates one.
+The engine runs as `PYTHON -m training.worker` (the engine's worker, `core.frontends.worker`, with fine-tuning)
+where PYTHON is an environment with the engine's dependencies: the one set in the plugin's settings, else the
+plugin-managed virtual environment, else the Python of a development checkout's `.venv`. Where none works,
+`EngineMissing` says so with the command that creates one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from .engine_options import PROTOCOL
 
 PLUGIN_DIR = Path(__file__).resolve().parent
-WORKER_MODULE = "core.frontends.worker"
+WORKER_MODULE = "training.worker"  # the engine's worker with fine-tuning (the engine itself never imports training)
 WORKER_FILE = Path(*WORKER_MODULE.split(".")).with_suffix(".py")
 # Where the engine's source lives: beside the plugin in a checkout, inside it in an installed plugin zip.
 ENGINE_SOURCE_CANDIDATES = (PLUGIN_DIR / "engine", PLUGIN_DIR.parent)
@@ -50,7 +51,7 @@ def engine_source() -> Path:
     for candidate in ENGINE_SOURCE_CANDIDATES:
         if (candidate / WORKER_FILE).exists():
             return candidate
-    raise EngineMissing(f"the engine's source (core/) is not in {PLUGIN_DIR}; reinstall the plugin")
+    raise EngineMissing(f"the engine's source (core/ and training/) is not in {PLUGIN_DIR}; reinstall the plugin")
 
 
 def managed_environment(profile_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The engine never loads Qt or QGIS; the plugin never loads torch."""
+"""The engine never loads Qt, QGIS or the training package; the plugin never loads torch."""
 
 import ast
 import subprocess
@@ -29,3 +29,10 @@ def test_core_imports_no_qt_or_qgis():
 
 def test_plugin_imports_no_torch():
     assert not _imported_roots("road_extractor") & {"torch", "core", "onnxruntime", "numpy"}
+
+
+def test_the_engine_imports_nothing_from_the_training_package_above_it():
+    assert "training" not in _imported_roots("core")  # fine-tuning reaches the worker from training.worker
+    code = ("import sys, core.frontends.worker, core.frontends.cli, core.frontends.jobs; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'training']; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.model.checkpoint import Normalization
+from core.options import DEFAULT_SCALES  # the multi-scale default has one home
 
-DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
 

@@ -16,7 +16,8 @@ Protocol version 1:
     worker -> client   {"type": "error", "id": "7", "kind": "input" | "cancelled" | "internal", "message": "..."}
 
 OP is one of `ping`, `options` (every option's default, range and wording: `core.options`), `devices`,
-`describe_model`, `extract`, `vectorize`, `evaluate`, `finetune`. One request runs at a time;
+`describe_model`, `extract`, `update_map`, `vectorize`, `evaluate`, and those a worker above the engine adds
+(`python -m training.worker`, the one the plugin starts, adds `finetune`). One request runs at a time;
 stdin is read while it runs, so a cancel arrives at once. Nothing but protocol lines goes to stdout: anything a
 library prints goes to stderr.
 """
@@ -28,6 +29,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from core import __version__
@@ -86,7 +88,12 @@ def devices(requested: str = "auto", precision: str = "auto") -> dict[str, Any]:
             "precision": chosen.name, "precision_why": chosen.why}
 
 
-def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
+# An operation beyond the engine's own: (args, emit, cancel) -> result. The engine never imports what lives
+# above it (the training package); a worker there passes its operations to `serve`.
+Operation = Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Any], dict[str, Any]]
+
+
+def _run(op: str, args: dict[str, Any], emit, cancel, operations: dict[str, Operation]) -> dict[str, Any]:
     from core.frontends.jobs import EvaluateJob, ExtractJob, VectorizeJob, run_evaluate, run_extract, run_vectorize
 
     if op == "ping":
@@ -117,44 +124,16 @@ def _run(op: str, args: dict[str, Any], emit, cancel) -> dict[str, Any]:
         return run_vectorize(VectorizeJob.from_dict(args), cancel=cancel)
     if op == "evaluate":
         return run_evaluate(EvaluateJob.from_dict(args))
-    if op == "finetune":
-        return _finetune(args, emit, cancel)
-    raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows ping, options, "
-                     f"devices, describe_model, extract, update_map, vectorize, evaluate, finetune")
+    if op in operations:  # registered by a worker above the engine (training.worker: finetune)
+        return operations[op](args, emit, cancel)
+    known = ["ping", "options", "devices", "describe_model", "extract", "update_map", "vectorize", "evaluate",
+             *operations]
+    raise InputError(f"unknown operation {op!r}; this engine (protocol {PROTOCOL}) knows {', '.join(known)}")
 
 
-def _finetune(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
-    """`python -m training finetune` inside the engine: progress as steps, the latest check figure and time left."""
-    from dataclasses import fields
-
-    from core.errors import unknown_fields
-    from core.progress import Cancelled
-
-    try:
-        from training.finetune import FinetuneSpec, finetune
-    except ImportError as exc:
-        raise InputError(f"fine-tuning needs the training package beside the engine ({exc}); reinstall the plugin "
-                         f"or use an engine environment made from the project's checkout") from None
-    unknown = unknown_fields(FinetuneSpec, args)
-    if unknown:
-        raise InputError(f"unknown fine-tuning option(s) {', '.join(unknown)}")
-    spec = FinetuneSpec(**{f.name: args[f.name] for f in fields(FinetuneSpec) if f.name in args})
-
-    def progress(p) -> None:
-        check = f", check road IoU {p.check_road_iou:.3f}" if p.check_road_iou is not None else ""
-        emit({"type": "progress", "fraction": min(1.0, p.elapsed_s / p.budget_s), "stage": "fine-tuning",
-              "message": f"step {p.step}, loss {p.loss:.3f}{check}, about {max(0, p.budget_s - p.elapsed_s):.0f} s "
-                         f"left"})
-
-    try:
-        return finetune(spec, log=lambda message: emit({"type": "log", "message": message}), progress=progress,
-                        cancelled=lambda: cancel.cancelled)
-    except KeyboardInterrupt:
-        raise Cancelled() from None
-
-
-def serve(stdin=None) -> int:
+def serve(stdin=None, operations: dict[str, Operation] | None = None) -> int:
     stdin = stdin or sys.stdin
+    operations = operations or {}
     channel = _Channel()
     from core.progress import Cancelled, CancelToken
 
@@ -168,7 +147,7 @@ def serve(stdin=None) -> int:
             channel.send({**message, "id": request_id})
 
         try:
-            final = {"type": "result", "result": _run(op, args, emit, cancel)}
+            final = {"type": "result", "result": _run(op, args, emit, cancel, operations)}
         except Cancelled:
             final = {"type": "error", "kind": "cancelled", "message": "cancelled; nothing was written"}
         except (InputError, FileNotFoundError) as exc:
