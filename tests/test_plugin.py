@@ -690,7 +690,8 @@ def test_a_finished_run_teaches_the_estimate_this_machines_speed(plugin, vegas, 
 
 
 def test_find_missing_roads_runs_from_the_toolbox_and_loads_three_styled_layers(plugin, qgis_processing, vegas,
-                                                                                shared_data, tmp_path):
+                                                                                shared_data, random_model_file,
+                                                                                tmp_path):
     import processing
 
     from core.metrics import read_lines
@@ -715,6 +716,25 @@ def test_find_missing_roads_runs_from_the_toolbox_and_loads_three_styled_layers(
     assert missing.renderer().type() == "categorizedSymbol"  # the QML style, by review state
     review = missing.fields().indexOf("review")
     assert missing.editorWidgetSetup(review).type() == "ValueMap"  # new / accepted / rejected to choose from
+    # Teaching from the layer first: a fine-tune on it as labels that lack roads, then the comparison.
+    from qgis.core import QgsProcessingFeedback
+
+    class Heard(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802 - Processing API
+            self.lines.append(info)
+
+    heard = Heard()
+    taught = processing.run("road_extractor:find_missing_roads", {
+        "INPUT": vegas, "ROADS": layer, "SCALES": "1.0", "TEACH_MINUTES": 0.05, "OUTPUT": str(tmp_path / "t.gpkg"),
+        "MODEL": str(random_model_file)},  # a parent without training data on disk: nothing of its own to score
+        feedback=heard)
+    said = "\n".join(heard.lines)
+    assert "labels      incomplete" in said and "teaching the model from the layer" in said, said
+    assert taught["MATCHED_KM"] > 0
 
 
 def test_drawing_the_area_says_what_to_do_on_the_map_and_esc_gives_the_dialog_back(plugin, vegas, qgis_iface):

@@ -778,14 +778,19 @@ def chosen_share(results: list[tuple[float, float, float | None]]) -> tuple[floa
 
 def refined_shares(results: list[tuple[float, float, float | None]]) -> tuple[float, float] | None:
     """Where to look between grid shares: when a share that scores better on the check area than every share kept
-    loses too much on the parent's tiles, the interval between the largest share kept and the first share lost
-    (what the parent's tiles keep falls about steadily with the share: measured on Dubai, Shanghai and Japan);
-    None when the grid's choice stands."""
+    loses too much on the parent's tiles, the interval between the largest share that keeps them and the next
+    share, which loses too much (what the parent's tiles keep falls about steadily with the share: measured on
+    Dubai, Shanghai and Japan); None when the grid's choice stands."""
     best, floor = chosen_share(results)
+    if floor is None:
+        return None
     best_f1 = next(f for share, f, _ in results if share == best)
     # Better on the check area than the share kept: necessarily a share that loses too much.
-    better = [share for share, f, _ in results if share > best and f > best_f1]
-    return (best, min(better)) if floor is not None and better else None
+    if not any(share > best and f > best_f1 for share, f, _ in results):
+        return None
+    kept = max(share for share, _, iou in results if share == 0 or iou >= floor)
+    lost = min(share for share, _, iou in results if share > kept and iou < floor)
+    return kept, lost
 
 
 REFINE_STEPS = 3  # halvings of the interval: shares to 1/32 of the grid apart, three more scorings
