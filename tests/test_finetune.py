@@ -288,15 +288,31 @@ def test_the_command_line_runs_as_a_process(suburb, random_model_file, tmp_path)
     assert done.stdout.strip().endswith("p.pt")
 
 
+def _parent_that_sees(road_logit: float, path: Path) -> Path:
+    """A model whose road probability is the same everywhere (its last layer's weights zeroed, its bias set):
+    softmax(-logit, +logit), so sigmoid(2 * logit) for every pixel. A random model's is anywhere near 0.5."""
+    from core.model import ModelConfig, build_model
+    from core.model.checkpoint import ModelInfo, save_model
+
+    config = ModelConfig(backbone="resnet18")
+    network = build_model(config).eval()
+    last = network.decoder.last_conv[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-road_logit, road_logit]))
+    return save_model(path, network, ModelInfo(config=config, gsd_m=1.0, metrics={"val_road_iou": 0.5}))
+
+
 def test_incomplete_labels_teach_background_only_near_drawn_roads_where_the_parent_sees_none(
-        suburb, random_model_file, tmp_path, capsys):
+        suburb, tmp_path, capsys):
     """An existing map lacking roads (update-map's case): half the suburb's lines given; far from them, and where
     the parent sees road, nothing is taught as background."""
     import rasterio
     import shapely
+    from scipy.ndimage import distance_transform_edt
 
     from core.metrics import read_lines
-    from training.finetune import FinetuneSpec, _trust_background_near_roads, parent_model, prepare
+    from training.finetune import FinetuneError, FinetuneSpec, _trust_background_near_roads, parent_model, prepare
 
     folder, raster, roads = suburb
     lines, crs = read_lines(roads)
@@ -306,20 +322,27 @@ def test_incomplete_labels_teach_background_only_near_drawn_roads_where_the_pare
             line)} for line in lines[::2]]}))
     with rasterio.open(raster) as ds:
         assert ds.crs.to_epsg() == 32619
-    spec = FinetuneSpec(rasters=[str(raster)], roads=str(half), out="", crop=64, road_width_m=7,
-                        labels="incomplete", init=str(random_model_file))
-    scenes, gsd = prepare(spec, 1.0, lambda m: None)
-    before = [s.train.copy() for s in scenes]
-    logged = []
-    _trust_background_near_roads(parent_model(spec.init)[0], scenes, gsd, spec, logged.append)
-    from scipy.ndimage import distance_transform_edt
+    blind, sure = _parent_that_sees(-4.0, tmp_path / "blind.pt"), _parent_that_sees(4.0, tmp_path / "sure.pt")
 
+    def labels_with(parent: Path):
+        spec = FinetuneSpec(rasters=[str(raster)], roads=str(half), out="", crop=64, road_width_m=7,
+                            labels="incomplete", init=str(parent))
+        scenes, gsd = prepare(spec, 1.0, lambda m: None)
+        before = [s.train.copy() for s in scenes]
+        logged = []
+        _trust_background_near_roads(parent_model(spec.init)[0], scenes, gsd, spec, logged.append)
+        return scenes, before, gsd, logged
+
+    scenes, before, gsd, logged = labels_with(blind)  # p = 0.0003 everywhere: background near roads only
     for scene, was in zip(scenes, before, strict=True):
         assert (scene.train <= was).all() and (scene.train | ~was | ~scene.roads).all()  # roads all stay
-        far = distance_transform_edt(~scene.roads) * gsd > 40
-        assert not (scene.train & far).any() and (was & far).any()
+        distance = distance_transform_edt(~scene.roads) * gsd
+        assert not (scene.train & (distance > 40)).any() and (was & (distance > 40)).any()
+        assert (scene.train & ~scene.roads & (distance <= 40)).any()
     assert "labels      incomplete" in logged[0]
-    code = main(["finetune", "--raster", str(raster), "--roads", str(half), "--init", str(random_model_file),
+    with pytest.raises(FinetuneError, match="no background to teach"):  # p = 0.9997: no background anywhere
+        labels_with(sure)
+    code = main(["finetune", "--raster", str(raster), "--roads", str(half), "--init", str(blind),
                  "--out", str(tmp_path / "m.pt"), "--labels", "incomplete", *TINY])
     err = capsys.readouterr().err
     assert code == 0 and "labels      incomplete" in err, err

@@ -774,13 +774,15 @@ def test_a_run_says_one_thing_in_the_dialogs_words_and_replaces_the_previous_run
             "roads": "", "probability": "", "notes": [
                 "brightness: median 30 of 255, below the model's 53-101: gamma 0.55 applied (--brightness none "
                 "leaves values as they are)"]}
+    def shown():  # popped items linger as children until Qt deletes them later: count what the bar shows
+        return [i for i in bar.findChildren(QgsMessageBarItem) if i.isVisible() or i is bar.currentItem()]
+
     plugin.run_finished(Finished(), dark, None)
-    (item,) = bar.findChildren(QgsMessageBarItem)
+    (item,) = shown()
     assert item.text().startswith("no roads: no pixel reached the threshold") and "(and 1 more)" in item.text()
     assert [b.text() for b in item.findChildren(QPushButton)] == ["Details…"]
     plugin.say(Qgis.Info, "road extraction cancelled; nothing was written")  # the next run: one message only
-    items = [i for i in bar.findChildren(QgsMessageBarItem) if i.isVisible() or i is bar.currentItem()]
-    assert [i.text() for i in items] == ["road extraction cancelled; nothing was written"]
+    assert [i.text() for i in shown()] == ["road extraction cancelled; nothing was written"]
 
 
 def test_engine_messages_reach_the_dialog_in_its_own_words():
