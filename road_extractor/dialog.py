@@ -392,7 +392,9 @@ class ExtractRoadsDialog(QDialog):
                 self.model_label.setText(f"{result['architecture']['backbone']}, trained at {result['gsd_m']} m/px, "
                                          f"classes {', '.join(result['classes'])}"
                                          + describe_metrics(result.get("metrics", {}),
-                                                            result.get("provenance", {})))
+                                                            result.get("provenance", {}))
+                                         + "".join(f"; for {entry['serves']}: {entry['file']}"
+                                                   for entry in result.get("catalog", [])[1:]))
             self.update_estimate()
 
         self._in_background("Road extractor: read model",

@@ -56,7 +56,7 @@ def build_zip(out: str | Path) -> Path:
             for path in _files(REPO / package, (".py",)):
                 archive.write(path, f"{root}/engine/{package}/{path.relative_to(REPO / package)}")
         # The engine runs the torch model file; its ONNX twin (for onnxruntime and other tools) would double the zip.
-        for path in _files(REPO / "resources" / "models", (".pt", ".md")):
+        for path in _files(REPO / "resources" / "models", (".pt", ".md", ".json")):  # .json: catalog, STAC
             archive.write(path, f"{root}/engine/resources/models/{path.name}")
         for name in ("README.md", "LICENSE"):
             if (REPO / name).exists():

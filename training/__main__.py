@@ -181,7 +181,8 @@ def cmd_evaluate(args) -> int:
     config = resolve(args)
     if args.skip_tiles and not args.lines:
         raise InputError("--skip-tiles leaves nothing to score; give --lines FOLDER, or drop --skip-tiles")
-    model = road_model(Path(args.model))
+    choice = models_by_resolution(Path(args.model)) if Path(args.model).is_dir() else None
+    model = choice(None)[0] if choice else road_model(Path(args.model))
     # --precision: the arithmetic of inference here (auto: bf16 where the hardware has it, as for users)
     inferences = with_and_without_multiscale(config.val_tile, config.val_overlap, args.brightness,
                                              LIGHTNING_PRECISIONS.get(config.precision, config.precision))
@@ -193,7 +194,8 @@ def cmd_evaluate(args) -> int:
             raise InputError("--places scores held-out tiles; drop --skip-tiles")
         split = config.split()
         single = inferences[0]
-        places = evaluate_places(model, split, config.gsd_m, single, log=lambda m: print(m, file=sys.stderr))
+        places = evaluate_places(choice or model, split, config.gsd_m, single,
+                                 log=lambda m: print(m, file=sys.stderr))
         print(f"{args.model}, one scale, per place (relaxed within {next(iter(places.values()))['rho_m']:g} m):")
         print(format_places(places))
         # The first place is the first source's validation tiles: recorded as the held-out figures, as before.
@@ -211,6 +213,13 @@ def cmd_evaluate(args) -> int:
         from .evaluate import evaluate_line_references, format_line_results, line_references
 
         line_pairs = line_references(args.lines)
+        if choice:  # the engine's pick for the (first) reference raster's resolution
+            from core.inputs.raster import RasterioSource
+            from core.model.catalog import imagery_gsd
+
+            with RasterioSource(line_pairs[0].image) as source:
+                model, name = choice(imagery_gsd(source.info.gsd_m))
+            print(f"{args.model}: {name} for the reference rasters", file=sys.stderr)
         lines = evaluate_line_references(model, line_pairs, inferences, args.buffer_m, shifts=args.line_shifts,
                                          log=lambda m: print(m, file=sys.stderr))
         print(f"{args.model}: extracted lines against {len(line_pairs)} reference line file(s), within "
@@ -220,6 +229,24 @@ def cmd_evaluate(args) -> int:
     if args.json:
         _write_json(Path(args.json), results)
     return 0
+
+
+def models_by_resolution(folder: Path):
+    """A models folder as the engine reads it: imagery GSD (None: unknown) -> (the model it picks, its file name);
+    each file loaded once."""
+    from core.model.catalog import choose, read_catalog
+
+    from .fit import road_model
+
+    catalog, loaded = read_catalog(folder), {}
+
+    def pick(gsd_m: float | None):
+        path = choose(catalog, gsd_m).path
+        if path not in loaded:
+            loaded[path] = road_model(path)
+        return loaded[path], path.name
+
+    return pick
 
 
 def cmd_finetune(args) -> int:

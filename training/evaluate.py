@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,20 +157,24 @@ PLACE_RHO_M = 3.0
 PLACE_TARGET = "centreline"
 
 
-def evaluate_places(model: RoadModel, split, gsd_m: float, inference: Inference,
-                    log=lambda message: None) -> dict[str, dict]:
+def evaluate_places(model: RoadModel | Callable[[float], tuple[RoadModel, str]], split, gsd_m: float,
+                    inference: Inference, log=lambda message: None) -> dict[str, dict]:
     """{place: summary} over the held-out images of each place (`Split.places`): pixels pooled within a place;
-    APLS for the first place only (Massachusetts' tiles, whose figure the model file has always recorded)."""
+    APLS for the first place only (Massachusetts' tiles, whose figure the model file has always recorded).
+    `model` may be a choice instead (the imagery's stored GSD -> model and its name, as the engine picks from a
+    models folder): each place is then scored by the model the engine would run on its imagery."""
     from dataclasses import replace
 
     from .data import read_pair
 
     places = {}
     for index, (place, held) in enumerate(split.places.items()):
+        first = held[0][0]
+        place_model, name = model(first.image_gsd_m or first.gsd_m) if callable(model) else (model, None)
         tiles = ((pair.name, *read_pair(replace(pair, target=PLACE_TARGET), labels)) for pair, labels in held)
-        summary = evaluate_tiles(model, tiles, gsd_m, [inference], rho=PLACE_RHO_M / gsd_m, graphs=index == 0,
-                                 log=log)[inference.label]
-        places[place] = {**summary, "rho_m": PLACE_RHO_M}
+        summary = evaluate_tiles(place_model, tiles, gsd_m, [inference], rho=PLACE_RHO_M / gsd_m,
+                                 graphs=index == 0, log=log)[inference.label]
+        places[place] = {**summary, "rho_m": PLACE_RHO_M, **({"model": name} if name else {})}
     return places
 
 
@@ -181,12 +185,15 @@ def mean_relaxed_f1(places: dict[str, dict]) -> float:
 
 
 def format_places(places: dict[str, dict]) -> str:
-    lines = ["| place | " + " | ".join(PLACE_COLUMNS) + " |", "|---" * (len(PLACE_COLUMNS) + 1) + "|"]
+    by_model = any("model" in summary for summary in places.values())  # a models folder: who scored each place
+    columns = PLACE_COLUMNS + (("model",) if by_model else ())
+    lines = ["| place | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for place, summary in places.items():
-        cells = [str(summary[c]) if c == "tiles" else f"{summary[c]:.4f}" if math.isfinite(summary[c]) else ""
-                 for c in PLACE_COLUMNS]
+        cells = [str(summary.get(c, "")) if c in ("tiles", "model") else f"{summary[c]:.4f}"
+                 if math.isfinite(summary[c]) else "" for c in columns]
         lines.append(f"| {place} | " + " | ".join(cells) + " |")
-    lines.append(f"| mean over {len(places)} places | | | | | {mean_relaxed_f1(places):.4f} | |")
+    lines.append(f"| mean over {len(places)} places | | | | | {mean_relaxed_f1(places):.4f} | |"
+                 + (" |" if by_model else ""))
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from core.errors import InputError
 from core.extraction.brightness import image_brightness, widened
 from core.extraction.devices import resolve_device, resolve_precision
 from core.extraction.inference import normalize
+from core.model.catalog import choice_note
 from core.model.checkpoint import ModelInfo, RoadModel, nonfinite_tensors, save_model
 from core.options import (
     FORGET_TOLERANCE,
@@ -95,10 +96,12 @@ class FinetuneProgress:
 # --------------------------------------------------------------------------------------------------- inputs
 
 
-def parent_model(path: str) -> tuple[RoadModel, Path]:
+def parent_model(path: str, imagery_gsd_m: float | None = None) -> tuple[RoadModel, Path]:
+    """The model fine-tuned: `path`, or from a models folder (the shipped one when empty) the one the engine runs
+    on imagery of `imagery_gsd_m`."""
     from core.model.catalog import resolve_model
 
-    resolved = resolve_model(path or None)
+    resolved = resolve_model(path or None, imagery_gsd_m)
     if resolved.suffix.lower() == ".onnx":
         raise FinetuneError(f"{resolved.name} is an ONNX export, which cannot be trained; give the .pt model file it "
                             f"was exported from (or leave --init empty for the shipped model)")
@@ -111,6 +114,19 @@ def parent_model(path: str) -> tuple[RoadModel, Path]:
         raise FinetuneError(f"{resolved.name} is not a road-extractor network and has no training support; give a "
                             f"model file written by road-extractor or python -m training")
     return model, resolved
+
+
+def _first_raster_gsd(spec: FinetuneSpec) -> float | None:
+    """The first raster's pixel size (what picks the parent from a models folder); None where it cannot be read
+    (prepare() then says why, in its own words)."""
+    from core.inputs.raster import RasterioSource
+    from core.model.catalog import imagery_gsd
+
+    try:
+        with RasterioSource(spec.rasters[0], bands=spec.bands or None) as source:
+            return imagery_gsd(source.info.gsd_m)
+    except (InputError, IndexError, OSError):
+        return None
 
 
 def training_gsd(spec: FinetuneSpec, raster_gsds: list[float], parent_gsd: float) -> float:
@@ -612,7 +628,10 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         raise FinetuneError(f"--out {out} must be a .pt model file")
     if not out.parent.exists():
         raise FinetuneError(f"the folder {out.parent} does not exist; create it or choose another --out")
-    parent, parent_path = parent_model(spec.init)
+    imagery = _first_raster_gsd(spec)
+    parent, parent_path = parent_model(spec.init, imagery)
+    if (picked := choice_note(spec.init, imagery)) is not None:
+        log(picked.replace("model: ", "parent: ", 1))
     if out.resolve() == parent_path.resolve():
         raise FinetuneError(f"--out {out} is the parent model itself; choose another file (the parent would be "
                             f"replaced, and with it what the new model is compared with)")

@@ -99,7 +99,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     from core.extraction.extract import extract_roads
     from core.inputs.area import area_from_bbox, area_from_vector
     from core.inputs.raster import RasterioSource
-    from core.model.catalog import open_model, resolve_model
+    from core.model.catalog import choice_note, imagery_gsd, open_model, resolve_model
 
     if job.bbox and job.aoi:
         raise InputError("give a bounding box or an area-of-interest file, not both")
@@ -108,9 +108,13 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     if job.vectorize and roads.exists() and not job.overwrite:
         raise InputError(f"{roads} already exists; allow overwriting (--overwrite) or choose another output")
     params = job.extract_params(overwrite=job.overwrite)
-    model_path = resolve_model(job.model)
-    model = open_model(model_path)
     with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:
+        gsd = imagery_gsd(source.info.gsd_m)  # a models folder (the shipped one too) serves by resolution
+        model_path = resolve_model(job.model, gsd)
+        model = open_model(model_path)
+        picked = choice_note(job.model, gsd)
+        if picked is not None:
+            log(picked)
         area = None
         if job.bbox:
             area = area_from_bbox(source.info, job.bbox, job.bbox_crs)
@@ -141,7 +145,8 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     summary: dict[str, Any] = {
         "probability": str(result.probability), "mask": str(result.mask), "tiles": result.tiles,
         "seconds": result.seconds, "network_seconds": result.network_seconds,
-        "input_megapixels": result.input_megapixels, "road_fraction": result.road_fraction, "notes": result.notes,
+        "input_megapixels": result.input_megapixels, "road_fraction": result.road_fraction,
+        "notes": [picked, *result.notes] if picked else result.notes,
         "model": str(model_path)}
     if networks:
         summary.update(networks[0].summary(roads))

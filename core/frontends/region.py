@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,16 +272,23 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
     from core.extraction.brightness import match_brightness
     from core.extraction.extract import processing_grid
     from core.inputs.raster import RasterioSource
-    from core.model.catalog import open_model
+    from core.model.catalog import choice_note, imagery_gsd, open_model, resolve_model
 
     out = Path(job.out_dir)
     files = expand_inputs(job.inputs)
-    model_info = open_model(job.model).info  # refuses a bad model before any worker starts
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         mosaic = build_mosaic(files, out / "mosaic.vrt")
         with RasterioSource(mosaic, bands=job.bands) as source:
+            # One model for the whole mosaic, picked by its resolution where a models folder is given (the shipped
+            # one by default), and refused if bad before any worker starts; the workers get the file itself.
+            gsd = imagery_gsd(source.info.gsd_m)
+            model_path = resolve_model(job.model, gsd)
+            model_info = open_model(model_path).info
+            if (picked := choice_note(job.model, gsd)) is not None:
+                log(picked)
+            job = replace(job, model=str(model_path))
             grid = processing_grid(source.info, model_info.gsd_m, [])
             gamma = 1.0
             if job.brightness == "auto":

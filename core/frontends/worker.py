@@ -30,6 +30,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core import __version__
@@ -53,17 +54,23 @@ class _Channel:
             self._out.flush()
 
 
-def describe_model(path: str | None) -> dict[str, Any]:
-    """What a model file says about itself and whether it is usable, without running it."""
-    from core.model.catalog import open_model, resolve_model
+def describe_model(path: str | None, gsd_m: float | None = None) -> dict[str, Any]:
+    """What a model file says about itself and whether it is usable, without running it. A models folder (the
+    shipped one when `path` is empty): the model it holds for imagery of `gsd_m` (its first where None), and
+    `catalog`, what each of its models serves."""
+    from core.model.catalog import SHIPPED_MODELS, open_model, read_catalog, resolve_model
 
-    resolved = resolve_model(path)
+    resolved = resolve_model(path, gsd_m)
     model = open_model(resolved)
     info = model.info
+    folder = SHIPPED_MODELS if not path else Path(path) if Path(path).is_dir() else None
+    catalog = read_catalog(folder) if folder is not None else []
     return {"path": str(resolved), "gsd_m": info.gsd_m, "classes": list(info.class_names),
             "bands": list(info.bands), "architecture": info.config.to_dict(), "metrics": info.metrics,
             "provenance": info.provenance, "file_kind": model.report.file_kind,
-            "size_mb": os.path.getsize(resolved) / 1e6}
+            "size_mb": os.path.getsize(resolved) / 1e6,
+            "catalog": [{"file": e.path.name, "serves": e.band_words(), "covers": e.covers} for e in catalog]
+            if len(catalog) > 1 else []}
 
 
 def devices(requested: str = "auto", precision: str = "auto") -> dict[str, Any]:
@@ -103,7 +110,7 @@ def _run(op: str, args: dict[str, Any], emit, cancel, operations: dict[str, Oper
     if op == "devices":
         return devices(args.get("device", "auto"), args.get("precision", "auto"))
     if op == "describe_model":
-        return describe_model(args.get("path"))
+        return describe_model(args.get("path"), args.get("gsd_m"))
     def progress(p) -> None:
         eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
         emit({"type": "progress", "fraction": p.fraction, "stage": p.stage,
