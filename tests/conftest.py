@@ -49,3 +49,30 @@ def random_model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "random.pt"
     return save_model(path, build_model(config).eval(), ModelInfo(config=config, gsd_m=1.0,
                                                                   metrics={"val_road_iou": 0.5}))
+
+
+@pytest.fixture(scope="session")
+def constant_model(tmp_path_factory):
+    """model file(road_logit): a model whose road probability is the same everywhere (its last layer's weights
+    zeroed, its bias set): softmax(-logit, +logit), i.e. sigmoid(2 * logit) for every pixel (-4: 0.0003, 4: 0.9997).
+    A random model's is anywhere near 0.5, so a test of what depends on the parent's probability cannot use it."""
+    import torch
+
+    from core.model import ModelConfig, build_model
+    from core.model.checkpoint import ModelInfo, save_model
+
+    folder = tmp_path_factory.mktemp("constant")
+
+    def make(road_logit: float) -> Path:
+        path = folder / f"road-logit-{road_logit:g}.pt"
+        if not path.exists():
+            config = ModelConfig(backbone="resnet18")
+            network = build_model(config).eval()
+            last = network.decoder.last_conv[-1]
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.copy_(torch.tensor([-road_logit, road_logit]))
+            save_model(path, network, ModelInfo(config=config, gsd_m=1.0, metrics={"val_road_iou": 0.5}))
+        return path
+
+    return make

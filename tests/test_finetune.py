@@ -288,23 +288,8 @@ def test_the_command_line_runs_as_a_process(suburb, random_model_file, tmp_path)
     assert done.stdout.strip().endswith("p.pt")
 
 
-def _parent_that_sees(road_logit: float, path: Path) -> Path:
-    """A model whose road probability is the same everywhere (its last layer's weights zeroed, its bias set):
-    softmax(-logit, +logit), so sigmoid(2 * logit) for every pixel. A random model's is anywhere near 0.5."""
-    from core.model import ModelConfig, build_model
-    from core.model.checkpoint import ModelInfo, save_model
-
-    config = ModelConfig(backbone="resnet18")
-    network = build_model(config).eval()
-    last = network.decoder.last_conv[-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.copy_(torch.tensor([-road_logit, road_logit]))
-    return save_model(path, network, ModelInfo(config=config, gsd_m=1.0, metrics={"val_road_iou": 0.5}))
-
-
 def test_incomplete_labels_teach_background_only_near_drawn_roads_where_the_parent_sees_none(
-        suburb, tmp_path, capsys):
+        suburb, constant_model, tmp_path, capsys):
     """An existing map lacking roads (update-map's case): half the suburb's lines given; far from them, and where
     the parent sees road, nothing is taught as background."""
     import rasterio
@@ -322,7 +307,7 @@ def test_incomplete_labels_teach_background_only_near_drawn_roads_where_the_pare
             line)} for line in lines[::2]]}))
     with rasterio.open(raster) as ds:
         assert ds.crs.to_epsg() == 32619
-    blind, sure = _parent_that_sees(-4.0, tmp_path / "blind.pt"), _parent_that_sees(4.0, tmp_path / "sure.pt")
+    blind, sure = constant_model(-4.0), constant_model(4.0)
 
     def labels_with(parent: Path):
         spec = FinetuneSpec(rasters=[str(raster)], roads=str(half), out="", crop=64, road_width_m=7,

@@ -66,6 +66,8 @@ def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roads", default="", help="road centrelines (GeoPackage, shapefile, GeoJSON; any CRS)")
     parser.add_argument("--masks", action="append", default=[], metavar="MASK.tif",
                         help="instead of --roads: a road mask per raster on its grid (0/1 or 0/255)")
+    parser.add_argument("--not-roads", default="", help="lines known not to be road (e.g. an update-map review's "
+                        "rejected pieces): taught as background within a road width of them")
     parser.add_argument("--train-area", default="", help="polygons where the labels are complete (default: the "
                                                          f"lines' extent + {d.margin_m:g} m)")
     parser.add_argument("--check-area", default="", help="polygons scored before and after and never trained on "
@@ -158,6 +160,20 @@ def main(argv=None) -> int:
     finetune_parser = sub.add_parser(
         "finetune", help="teach a road model your imagery from road lines (or masks) you have, in minutes")
     add_finetune_flags(finetune_parser)
+    from core.options import FinetuneOptions
+
+    review_parser = sub.add_parser(
+        "review", help="teach from an update-map review (accepted pieces as road, rejected as background), then "
+                       "compare again: the next round's GeoPackage, model and reviewed layer")
+    review_parser.add_argument("review", help="the update-map GeoPackage, its review fields marked")
+    review_parser.add_argument("--minutes", type=float, default=FinetuneOptions().minutes,
+                               help="fine-tuning budget (default %(default)g)")
+    review_parser.add_argument("--raster", default="", help="the imagery (default: the one the GeoPackage records)")
+    review_parser.add_argument("--roads", default="", help="the road layer compared (default: the one it records)")
+    review_parser.add_argument("--init", default="", help="the model taught (default: the one that made it)")
+    review_parser.add_argument("--out", default="", help="the round's GeoPackage (default: NAME-roundN.gpkg beside "
+                                                         "the review; its model and layer beside it)")
+    review_parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -264,6 +280,23 @@ def cmd_finetune(args) -> int:
     if args.json:
         _write_json(Path(args.json), result)
     print(result["model"])
+    return 0
+
+
+def cmd_review(args) -> int:
+    from .review import teach_from_review
+
+    try:
+        result = teach_from_review(args.review, args.minutes, imagery=args.raster, layer=args.roads,
+                                   init=args.init, out=args.out, overwrite=args.overwrite,
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print("python -m training review: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    from core.frontends.cli import format_map_update
+
+    print(format_map_update(result))
+    print(f"round       {result['out']} (model {result['model']}; the layer as reviewed: {result['roads_layer']})")
     return 0
 
 
@@ -376,7 +409,7 @@ def _read_evaluation(path: Path) -> dict:
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
             "export": cmd_export, "average": cmd_average, "finetune": cmd_finetune,
-            "promote": cmd_promote}
+            "promote": cmd_promote, "review": cmd_review}
 
 if __name__ == "__main__":
     sys.exit(main())

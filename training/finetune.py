@@ -52,6 +52,9 @@ class FinetuneSpec(FinetuneOptions):
     out: str
     roads: str = ""  # road centrelines (any OGR format, any CRS)
     masks: list[str] = field(default_factory=list)  # or road masks on the rasters' grids (0/1 or 0/255)
+    # Lines known not to be road (a review's rejected suggestions): background within a road width of them,
+    # whatever --labels says of the rest.
+    not_roads: str = ""
     train_area: str = ""  # polygons: labels are trusted inside (default: around the lines' extent)
     check_area: str = ""  # polygons scored before and after (default: blocks with labelled roads held out)
     bands: str = ""  # the rasters' bands read as red, green, blue ("1,1,1": a grey band); default as extract's
@@ -82,6 +85,7 @@ class Scene:
     # Held out to measure generality: a whole raster when several are given, else a distant band of the one.
     elsewhere: np.ndarray | None = None
     elsewhere_shape: object = None
+    known_background: np.ndarray | None = None  # bool [H, W]: around --not-roads lines (always taught)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,26 @@ def parent_model(path: str, imagery_gsd_m: float | None = None) -> tuple[RoadMod
         raise FinetuneError(f"{resolved.name} is not a road-extractor network and has no training support; give a "
                             f"model file written by road-extractor or python -m training")
     return model, resolved
+
+
+def _line_band(path: str, flag: str, info, pixel_xy, frame, shape: tuple[int, int], radius_px: float) -> np.ndarray:
+    """The pixels within `radius_px` of the lines of `path` (any CRS), on one raster's training grid."""
+    import shapely
+    from rasterio.features import rasterize
+
+    from core.inputs.raster import RasterError
+    from core.metrics import read_lines
+
+    try:
+        lines, _ = read_lines(path, info.crs_wkt, notes=[])
+    except (ValueError, RasterError) as exc:
+        raise FinetuneError(f"{flag} {exc}") from None
+    pixel_lines = [g for g in (shapely.transform(line, pixel_xy).intersection(frame) for line in lines)
+                   if not g.is_empty]
+    if not pixel_lines:
+        return np.zeros(shape, bool)
+    return rasterize([g.buffer(radius_px) for g in pixel_lines], out_shape=shape, fill=0, default_value=1,
+                     dtype="uint8").astype(bool)
 
 
 def _first_raster_gsd(spec: FinetuneSpec) -> float | None:
@@ -161,7 +185,8 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         raise FinetuneError("no raster given; name the imagery with --raster")
     if bool(spec.roads) == bool(spec.masks):
         raise FinetuneError("give road lines (--roads) or road masks (--masks), one of the two")
-    for what, path in [("--roads", spec.roads)] * bool(spec.roads) + [("--masks", m) for m in spec.masks]:
+    for what, path in ([("--roads", spec.roads)] * bool(spec.roads) + [("--masks", m) for m in spec.masks]
+                       + [("--not-roads", spec.not_roads)] * bool(spec.not_roads)):
         if not Path(path).exists():
             raise FinetuneError(f"{what} {path}: no such file; check the path")
     seen: dict[Path, str] = {}
@@ -242,8 +267,15 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
                     .astype(bool)
             else:
                 check_shape = None
+        known_background = None
+        if spec.not_roads:
+            known_background = _line_band(spec.not_roads, "--not-roads", info, pixel_xy, frame, (height, width),
+                                          2 * radius_px)
+            roads &= ~known_background  # what the user rejected is not taught as road, even under a drawn line
+            train |= known_background
         train &= valid & ~check
-        scenes.append(Scene(Path(path).stem, image, valid, roads, train, check & valid, check_shape, pixel_lines))
+        scenes.append(Scene(Path(path).stem, image, valid, roads, train, check & valid, check_shape, pixel_lines,
+                            known_background=None if known_background is None else known_background & valid))
     if spec.roads and not lines_seen:
         raise FinetuneError(f"the road lines in {spec.roads} miss every raster; check that they cover the imagery "
                             f"(and that the file's CRS is right)")
@@ -416,6 +448,8 @@ def _trust_background_near_roads(parent: RoadModel, scenes: list[Scene], gsd: fl
         near = distance_transform_edt(~scene.roads) * gsd <= INCOMPLETE_BAND_M
         probability, _ = predict_tile(parent, scene.image, scene.valid, gsd, inference)
         trusted = scene.roads | (near & (probability < INCOMPLETE_PROBABILITY))
+        if scene.known_background is not None:
+            trusted |= scene.known_background
         total += int(scene.train.sum())
         dropped += int((scene.train & ~trusted).sum())
         scene.train &= trusted
@@ -768,6 +802,7 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         "trained_with": "python -m training finetune", "parent": parent_path.name,
         "parent_provenance": parent.info.provenance, "rasters": [Path(r).name for r in spec.rasters],
         "roads": Path(spec.roads).name if spec.roads else None, "masks": [Path(m).name for m in spec.masks],
+        "not_roads": Path(spec.not_roads).name if spec.not_roads else None,
         "train_area": Path(spec.train_area).name if spec.train_area else "lines' extent + margin",
         "check_area": Path(spec.check_area).name if spec.check_area else "held-out blocks with labelled roads",
         "elsewhere": next((s.name for s in scenes if s.elsewhere is not None), None),
