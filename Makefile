@@ -10,7 +10,7 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 BASE_PACKAGES := python3 python3-venv python3-pip
 QGIS_PACKAGES := qgis python3-qgis qgis-providers
 
-.PHONY: demo test env system-packages qgis lint bench clean plugin-zip
+.PHONY: demo test env system-packages qgis lint bench clean plugin-zip docs
 
 demo: env
 	$(VENV)/bin/road-extractor demo --out demo-output
@@ -26,6 +26,10 @@ lint: env
 
 bench: env
 	$(PY) benchmarks/model_throughput.py
+
+# The documentation site from docs/ (mkdocs.yml) into site/; strict: a broken link or a missing page fails.
+docs: env
+	$(PY) -m mkdocs build --strict -d site
 
 env: $(VENV)/.installed
 
@@ -43,4 +47,4 @@ qgis: system-packages
 	@dpkg -s $(QGIS_PACKAGES) >/dev/null 2>&1 || { $(APT) update -q && $(APT) install -y -q --no-install-recommends $(QGIS_PACKAGES); }
 
 clean:
-	rm -rf $(VENV) demo-output build dist *.egg-info
+	rm -rf $(VENV) demo-output build dist site *.egg-info

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core import __version__
 from core.atomic import atomic_output
 from core.errors import InputError
 from core.inputs.raster import checked_gsd
@@ -83,9 +84,12 @@ class ModelInfo:
     normalization: Normalization = field(default_factory=Normalization)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The version of this project that wrote the file (`save_model` sets it); None in files written before model
+    # files recorded it, which load as before.
+    project_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "config": self.config.to_dict(),
             "class_names": list(self.class_names),
             "bands": list(self.bands),
@@ -94,6 +98,9 @@ class ModelInfo:
             "provenance": dict(self.provenance),
             "metrics": dict(self.metrics),
         }
+        if self.project_version is not None:
+            data["project_version"] = self.project_version
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
@@ -106,6 +113,7 @@ class ModelInfo:
             normalization=Normalization.from_dict(data["normalization"]),
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
+            project_version=None if data.get("project_version") is None else str(data["project_version"]),
         )
 
     def place_lines(self) -> list[str]:
@@ -533,10 +541,12 @@ def impossible_statistics(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
 
 def save_model(path: str | Path, network: AttentionDeepLab, info: ModelInfo, *, half: bool = False) -> Path:
     """Writes the project's model file atomically. `half=True` stores floating tensors as fp16 (half the size;
-    they are cast back to the network's dtype on loading)."""
+    they are cast back to the network's dtype on loading). The description records the project version that wrote
+    the file (`info.project_version`)."""
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
              for k, v in network.state_dict().items()}
     info.config = network.config
+    info.project_version = __version__  # the version that wrote this file, whatever made the description
     try:  # the description must stay plain data, or the weights-only reader would refuse the file
         json.dumps(info.to_dict(), allow_nan=False)
     except (TypeError, ValueError) as exc:
