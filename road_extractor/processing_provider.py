@@ -459,6 +459,59 @@ class FindMissingRoadsAlgorithm(_EngineAlgorithm):
                 "OFFSET_MEAN_M": result["offset_mean_m"]}
 
 
+class TeachFromReviewAlgorithm(_EngineAlgorithm):
+    """`python -m training review` in the toolbox: the next round of the update-map review loop."""
+
+    def name(self) -> str:
+        return "teach_from_review"
+
+    def displayName(self) -> str:  # noqa: N802 - Processing API
+        return "Teach from my review"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - Processing API
+        return ("The next round after \"Find roads missing from a layer\": mark pieces of its missing and "
+                "unconfirmed layers accepted (a road) or rejected (no road) in their review field, save the edits, "
+                "then run this. It fine-tunes the model that made the GeoPackage on the layer's roads and the "
+                "accepted pieces as road, the rejected ones as background (elsewhere background only near drawn "
+                "roads, where the model sees none), and compares the imagery again against the layer as reviewed. "
+                "Writes NAME-roundN.gpkg (the comparison), NAME-roundN.pt (its model) and NAME-roundN-roads.gpkg "
+                "(your layer brought up to date) beside the reviewed GeoPackage.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - Processing API
+        self.addParameter(QgsProcessingParameterFile("REVIEW", "Reviewed map update (GeoPackage)",
+                                                     fileFilter="GeoPackage (*.gpkg)"))
+        self.addParameter(QgsProcessingParameterNumber("MINUTES", "Minutes of fine-tuning",
+                                                       QgsProcessingParameterNumber.Double,
+                                                       default("finetune", "minutes"), minValue=0.01))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model to teach (empty: the one that made the review)",
+                                                     optional=True, fileFilter="Model files (*.pt *.pth)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT", "Next round (empty: NAME-roundN.gpkg beside the review)", "GeoPackage (*.gpkg)",
+            optional=True, createByDefault=False))
+        for name, label in (("MISSING", "Missing roads"), ("UNCONFIRMED", "Unconfirmed roads"),
+                            ("MATCHED", "Matched roads")):
+            self.addOutput(QgsProcessingOutputVectorLayer(name, label))
+        self.addOutput(QgsProcessingOutputFile("MODEL_FILE", "Model file"))
+        self.addOutput(QgsProcessingOutputVectorLayer("ROADS_REVIEWED", "The layer as reviewed"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - Processing API
+        review = self.parameterAsFile(parameters, "REVIEW", context)
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if out and Path(QgsProcessingUtils.tempFolder()) in Path(out).resolve().parents:
+            out = ""  # a round is kept beside its review, not in files QGIS deletes on quit
+        settings = ExtractSettings.load()
+        result = self._request("review", {
+            "review": review, "minutes": self.parameterAsDouble(parameters, "MINUTES", context), "out": out,
+            "init": self.parameterAsFile(parameters, "MODEL", context) or "",
+            "overwrite": True, "inference": {"device": settings.device, "precision": settings.precision}}, feedback)
+        feedback.pushInfo(result["text"])
+        round_file = result["out"]
+        self._load_road_layers(round_file, Path(round_file).stem, context, MAP_UPDATE_LAYERS)
+        return {"MISSING": f"{round_file}|layername=missing", "UNCONFIRMED": f"{round_file}|layername=unconfirmed",
+                "MATCHED": f"{round_file}|layername=matched", "MODEL_FILE": result["model"],
+                "ROADS_REVIEWED": result["roads_layer"]}
+
+
 class RoadExtractorProvider(QgsProcessingProvider):
     def id(self) -> str:
         return "road_extractor"
@@ -471,6 +524,6 @@ class RoadExtractorProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - Processing API
         for algorithm in (ExtractRoadsAlgorithm(), VectorizeRoadMaskAlgorithm(), EvaluateRoadsAlgorithm(),
-                          FinetuneRoadModelAlgorithm(), FindMissingRoadsAlgorithm()):
+                          FinetuneRoadModelAlgorithm(), FindMissingRoadsAlgorithm(), TeachFromReviewAlgorithm()):
             self.addAlgorithm(algorithm)
 

@@ -83,7 +83,7 @@ def test_plugin_loads_registers_processing_and_unloads(qgis_iface):
     provider = QgsApplication.processingRegistry().providerById("road_extractor")
     assert sorted(a.name() for a in provider.algorithms()) == ["evaluate_roads", "extract_roads",
                                                                "find_missing_roads", "finetune_road_model",
-                                                               "vectorize_road_mask"]
+                                                               "teach_from_review", "vectorize_road_mask"]
     actions[0].trigger()
     assert plugin.dialog is not None and plugin.dialog.isVisible()
     plugin.dialog.close()
@@ -735,6 +735,25 @@ def test_find_missing_roads_runs_from_the_toolbox_and_loads_three_styled_layers(
     said = "\n".join(heard.lines)
     assert "labels      incomplete" in said and "teaching the model from the layer" in said, said
     assert taught["MATCHED_KM"] > 0
+    # The review loop: one piece marked, as the attribute form writes it (OGR), then the next round.
+    from osgeo import ogr
+
+    dataset = ogr.Open(str(out), 1)
+    for name, mark in (("unconfirmed", "rejected"), ("missing", "accepted")):
+        table = dataset.GetLayerByName(name)
+        feature = table.GetNextFeature()
+        if feature is not None:
+            feature.SetField("review", mark)
+            table.SetFeature(feature)
+    dataset = None
+    heard = Heard()
+    round2 = processing.runAndLoadResults("road_extractor:teach_from_review", {
+        "REVIEW": str(out), "MINUTES": 0.05, "MODEL": str(random_model_file)}, feedback=heard)
+    assert Path(round2["MODEL_FILE"]) == tmp_path / "update-round2.pt" and Path(round2["MODEL_FILE"]).exists()
+    assert (tmp_path / "update-round2.gpkg").exists() and (tmp_path / "update-round2-roads.gpkg").exists()
+    loaded = {lyr.name() for lyr in QgsProject.instance().mapLayers().values()}
+    assert {"missing - update-round2", "unconfirmed - update-round2"} <= loaded, sorted(loaded)
+    assert any("review      update.gpkg" in line for line in heard.lines), heard.lines
 
 
 def test_drawing_the_area_says_what_to_do_on_the_map_and_esc_gives_the_dialog_back(plugin, vegas, qgis_iface):

@@ -40,7 +40,34 @@ def finetune_operation(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
         raise Cancelled() from None
 
 
-OPERATIONS = {"finetune": finetune_operation}
+def review_operation(args: dict[str, Any], emit, cancel) -> dict[str, Any]:
+    """`python -m training review` inside the engine: one round of the update-map review loop."""
+    from core.frontends.cli import format_map_update
+
+    from .review import teach_from_review
+
+    known = {"review", "minutes", "imagery", "layer", "init", "out", "overwrite", "inference"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise InputError(f"unknown review option(s) {', '.join(unknown)}")
+
+    def progress(p) -> None:
+        emit({"type": "progress", "fraction": min(1.0, p.elapsed_s / p.budget_s), "stage": "teaching from the review",
+              "message": f"step {p.step}, loss {p.loss:.3f}, about {max(0, p.budget_s - p.elapsed_s):.0f} s left"})
+
+    try:
+        result = teach_from_review(args["review"], float(args.get("minutes", 5.0)), imagery=args.get("imagery", ""),
+                                   layer=args.get("layer", ""), init=args.get("init", ""), out=args.get("out", ""),
+                                   overwrite=bool(args.get("overwrite")), inference=args.get("inference"),
+                                   log=lambda message: emit({"type": "log", "message": message}), progress=progress,
+                                   cancelled=lambda: cancel.cancelled)
+    except KeyboardInterrupt:
+        raise Cancelled() from None
+    return {**{k: v for k, v in result.items() if k != "taught"}, "text": format_map_update(result),
+            "before": result["taught"]["before"], "after": result["taught"]["after"]}
+
+
+OPERATIONS = {"finetune": finetune_operation, "review": review_operation}
 
 if __name__ == "__main__":
     sys.exit(serve(operations=OPERATIONS))
