@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,15 @@ def _checksum(path: Path) -> str:
     return "1220" + digest.hexdigest()
 
 
+def mlm_name(stem: str) -> str:
+    """The file's stem as MLM allows a name (a letter first, a letter or digit last, at least 3 characters; other
+    characters become '-'): names like 'm' or '2024_roads' get a 'road-model-' prefix."""
+    name = re.sub(r"[^A-Za-z0-9]+$", "", re.sub(r"[^A-Za-z0-9_.\- ]", "-", stem))
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\- ]+[A-Za-z0-9]", name):
+        name = re.sub(r"[^A-Za-z0-9]+$", "", f"road-model-{name}")
+    return name
+
+
 def _architecture(model: RoadModel) -> str:
     config = model.info.config
     attention = "" if config.attention == "none" else f", {config.attention} channel/spatial attention"
@@ -69,7 +79,7 @@ def _input(model: RoadModel, io: str, tile: int | None) -> dict[str, Any]:
         # (v / scale - mean) / std per band, written as one z-score on the raw values.
         scaling = [{"type": "z-score", "mean": round(m * norm.scale, 6), "stddev": round(s * norm.scale, 6)}
                    for m, s in zip(norm.mean, norm.std, strict=True)]
-        described = f"bands as {norm.scale:g}-scaled values, standardised per band"
+        described = f"raw band values (0-{norm.scale:g}) standardised per band"
     return {
         "name": "image",
         "bands": list(info.bands),
@@ -78,7 +88,7 @@ def _input(model: RoadModel, io: str, tile: int | None) -> dict[str, Any]:
                   "data_type": "float32"},
         "description": (f"{', '.join(info.bands)} at {info.gsd_m:g} m per pixel; {described}. "
                         + ("Square tiles of exactly this size." if tile else
-                           "Any height and width of at least 32 px (multiples of 16 avoid resampling inside).")),
+                           "Any height and width of at least 32 px.")),
         "value_scaling": scaling,
         "resize_type": None,
         "pre_processing_function": None,
@@ -111,7 +121,7 @@ def stac_item(model: RoadModel, artifact: str | Path, kind: str, *, io: str = "r
     artifact = Path(artifact)
     framework, artifact_type, media_type = ARTIFACTS[kind]
     info = model.info
-    name = artifact.stem
+    name = mlm_name(artifact.stem)
     defaults = InferenceOptions()
     parameters = sum(p.numel() for p in model.network.parameters())
     data = [str(d) for d in info.provenance.get("data", [])]
@@ -146,10 +156,9 @@ def stac_item(model: RoadModel, artifact: str | Path, kind: str, *, io: str = "r
         "road_extractor:training_data": data,
         "road_extractor:validation_tiles": list(info.provenance.get("validation_tiles", [])),
         "road_extractor:normalization": info.normalization.to_dict(),
-        "road_extractor:io": io,
     }
-    if io == "deepness":
-        properties["road_extractor:deepness_tile"] = tile
+    if kind == "onnx":
+        properties["road_extractor:io"] = io  # whom the graph is for: `core.options.ONNX_TARGETS`
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,
