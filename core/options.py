@@ -30,6 +30,14 @@ AUGMENTS = ("none", "flip", "d4")
 BRIGHTNESS = ("auto", "none")
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 ROAD_WIDTH_M = 7.0  # road lines drawn as masks this wide when nothing better is known (Massachusetts' labels)
+# ONNX export (`road-extractor export --onnx`): here, not in core.model.onnx_export, so the command line's flags
+# are made without loading torch. Whom the graph is for (what each means: `core.model.onnx_export`), the opsets,
+# and the side of a Deepness graph's fixed tiles: 512 px is what the project's models are scored with (`training
+# evaluate`: fitted tiles of at most 512 px); Deepness reads the tile size from the input shape and refuses a
+# dynamic one.
+ONNX_TARGETS = ("road-extractor", "deepness")
+MIN_OPSET, DEFAULT_OPSET = 17, 18
+DEEPNESS_TILE = 512
 
 
 def option(default: Any, help: str, *, label: str | None = None, minimum: float | None = None,  # noqa: A002

@@ -47,6 +47,10 @@ def test_metadata_is_embedded(exported):
     assert description["metrics"] == {"road_iou": 0.5}
     assert json.loads(metadata["class_names"]) == ["background", "road"]
     assert json.loads(metadata["gsd_m"]) == 1.0
+    # This graph takes normalised input and gives logits, which Deepness would threshold as probabilities: it
+    # says whom it is for, and carries no Deepness keys (`--for deepness` makes the file Deepness reads).
+    assert metadata["road_extractor_io"] == "road-extractor"
+    assert "model_type" not in metadata and "seg_thresh" not in metadata
 
 
 def test_old_opset_is_refused(exported, tmp_path, capsys):

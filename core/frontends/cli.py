@@ -13,6 +13,10 @@ from typing import Any
 
 from core.errors import InputError, OutputError, quiet_gdal
 from core.options import (
+    DEEPNESS_TILE,
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    ONNX_TARGETS,
     CompareOptions,
     EvaluateOptions,
     InferenceOptions,
@@ -122,19 +126,44 @@ def _load(args: argparse.Namespace):
 def cmd_export(args: argparse.Namespace) -> int:
     from core.model.checkpoint import save_model
 
-    if not args.onnx and not args.model_file:
-        raise InputError("nothing to export; give --onnx OUT.onnx and/or --model-file OUT.pt")
-    for target in filter(None, (args.model_file, args.onnx)):
-        _check_target(Path(target), args.overwrite)
+    if not args.onnx and not args.model_file and not args.stac:
+        raise InputError("nothing to export; give --onnx OUT.onnx, --model-file OUT.pt and/or --stac")
+    if args.target != "road-extractor" and not args.onnx:
+        raise InputError(f"--for {args.target} shapes an ONNX graph; give --onnx OUT.onnx with it")
+    # With neither output, --stac describes the model file given: how the item beside a shipped model is made.
+    artifacts = [Path(p) for p in (args.model_file, args.onnx) if p] or [Path(args.model)]
+    targets = [Path(p) for p in (args.model_file, args.onnx) if p]
+    if args.stac:
+        from core.model.stac import item_path
+
+        targets += [item_path(a) for a in artifacts]
+    for target in targets:
+        _check_target(target, args.overwrite)
     model = _load(args)
+    if args.stac and not (args.model_file or args.onnx) and Path(args.model).suffix.lower() == ".onnx":
+        raise InputError(f"{args.model} is already an ONNX file; --stac describes the model file it came from")
+    kinds: dict[Path, str] = {}
     if args.model_file:
         save_model(args.model_file, model.network, model.info, half=args.half)
+        kinds[Path(args.model_file)] = "road-extractor model"
         print(f"wrote {args.model_file} (road-extractor model file{', fp16' if args.half else ''})")
     if args.onnx:
         from core.model.onnx_export import export_onnx
 
-        export_onnx(model, args.onnx, opset=args.opset, half=args.half)
-        print(f"wrote {args.onnx} (ONNX opset {args.opset}, dynamic batch/height/width)")
+        export_onnx(model, args.onnx, opset=args.opset, half=args.half, target=args.target, tile=args.tile)
+        kinds[Path(args.onnx)] = "onnx"
+        shape = (f"for Deepness: {args.tile}x{args.tile} px tiles of RGB/255 in, class probabilities out"
+                 if args.target == "deepness" else "dynamic batch/height/width")
+        print(f"wrote {args.onnx} (ONNX opset {args.opset}, {shape})")
+    if args.stac:
+        from core.model.stac import write_stac_item
+
+        for artifact in artifacts:
+            kind = kinds.get(artifact, "road-extractor model")
+            deepness = kind == "onnx" and args.target == "deepness"
+            written = write_stac_item(model, artifact, kind, io=args.target if kind == "onnx" else "road-extractor",
+                                      tile=args.tile if deepness else None)
+            print(f"wrote {written} (STAC item, MLM extension, describing {artifact.name})")
     return 0
 
 
@@ -340,7 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a model as ONNX and/or as the project's model file")
     export.add_argument("model", help="any model file `inspect` calls ready for inference")
     export.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model with the description embedded")
-    export.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    export.add_argument("--for", dest="target", choices=ONNX_TARGETS, default=ONNX_TARGETS[0],
+                        help="whom the ONNX graph is for: road-extractor (normalised input, logits, any size; "
+                        "default) or deepness (the Deepness QGIS plugin: RGB/255 in fixed tiles, probabilities, "
+                        "its metadata keys)")
+    export.add_argument("--tile", type=int, default=DEEPNESS_TILE,
+                        help=f"tile side of the --for deepness graph in pixels (default {DEEPNESS_TILE})")
+    export.add_argument("--stac", action="store_true",
+                        help="also write a STAC item (MLM extension) NAME.stac.json beside each file written; "
+                        "alone, beside the model file given")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset ({MIN_OPSET} or newer; default {DEFAULT_OPSET})")
     export.add_argument("--model-file", metavar="OUT.pt",
                         help="write the project's self-describing model file (e.g. from a seed checkpoint)")
     export.add_argument("--gsd", type=float, help="ground sample distance (m/px) the model was trained at")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from core.model.checkpoint import Architecture, CheckpointError, LoadReport, ModelInfo, RoadModel
+from core.model.onnx_export import IO_KEY
 
 
 class OnnxNetwork(nn.Module):
@@ -49,6 +50,11 @@ def load_onnx_model(path: str | Path) -> RoadModel:
     if "road_extractor" not in metadata:
         raise CheckpointError(f"{path} has no road_extractor description in its metadata (model classes, GSD, "
                               f"normalisation); export it with road-extractor export --onnx")
+    if metadata.get(IO_KEY, "road-extractor") != "road-extractor":
+        # Its graph takes 0..1 tiles of one fixed size and gives probabilities: the engine's tiling, scales and
+        # logit sums would feed it the wrong values and sizes.
+        raise CheckpointError(f"{path} is an export for {metadata[IO_KEY]} (fixed tiles, probabilities out); run the "
+                              f"engine on the model file, or on an export made without --for")
     info = ModelInfo.from_dict(json.loads(metadata["road_extractor"]))
     report = LoadReport(str(path), "ONNX model (onnxruntime)")
     return RoadModel(network, info, report, Architecture(info.config, {}))
