@@ -216,11 +216,12 @@ class ExtractRoadsDialog(QDialog):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
         outer.addWidget(self.problem)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Close | QDialogButtonBox.Help)
         self.buttons.button(QDialogButtonBox.Ok).setText("Run")
         outer.addWidget(self.buttons)
         self.buttons.rejected.connect(self.reject)
         self.buttons.accepted.connect(self.accept)
+        self.buttons.helpRequested.connect(self.open_help)
 
         self.area.currentIndexChanged.connect(self._area_changed)
         self.draw.clicked.connect(self._draw_rectangle)
@@ -399,6 +400,19 @@ class ExtractRoadsDialog(QDialog):
 
         self._in_background("Road extractor: read model",
                             lambda: engine_request(settings, "describe_model", {"path": path}), done)
+
+    def open_help(self) -> None:
+        """The plugin's page of the documentation, from the files shipped with it (no internet needed)."""
+        from qgis.PyQt.QtCore import QUrl
+        from qgis.PyQt.QtGui import QDesktopServices
+
+        from .help import help_page
+
+        page = help_page()
+        if page is None:
+            self.show_problem("the documentation is not in this installation; see the project's docs/ folder")
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(page)))
 
     FINETUNE_ALGORITHM = "road_extractor:finetune_road_model"
 

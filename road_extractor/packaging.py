@@ -4,7 +4,8 @@ Layout inside the zip (one top-level folder, as QGIS requires):
 
     road_extractor/              the plugin's modules, metadata.txt, resources/ (icon, QML styles)
     road_extractor/engine/core/  the engine's source, run by the worker process (PYTHONPATH=engine)
-    road_extractor/engine/resources/models/   the shipped model file and its card, where the engine looks
+    road_extractor/engine/resources/models/   the shipped models, their catalog, cards and STAC items
+    road_extractor/help/         the documentation site (mkdocs), opened by the dialog's Help offline
 
 The engine's dependencies (torch, rasterio, ...) are not in the zip: the plugin creates an environment for them
 on first use, or uses one the user points it to.
@@ -14,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
+
+from road_extractor.help import HELP_FOLDER
 
 REPO = Path(__file__).resolve().parent.parent
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
@@ -33,6 +38,16 @@ def version() -> str:
     metadata = configparser.ConfigParser()
     metadata.read(REPO / "metadata.txt")
     return metadata["general"]["version"]
+
+
+def _build_site(folder: Path) -> None:
+    """`mkdocs build --strict` of docs/ into `folder` (mkdocs comes with the dev and docs extras)."""
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(folder)],
+                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    if built.returncode != 0:
+        last = (built.stderr.strip().splitlines() or ["mkdocs failed"])[-1]
+        raise SystemExit(f"the documentation site did not build ({last}); install the docs extra "
+                         f"(pip install -e '.[docs]') and check `make docs`")
 
 
 def build_zip(out: str | Path) -> Path:
@@ -61,6 +76,11 @@ def build_zip(out: str | Path) -> Path:
         for name in ("README.md", "LICENSE"):
             if (REPO / name).exists():
                 archive.write(REPO / name, f"{root}/{name}")
+        with tempfile.TemporaryDirectory() as site:  # the documentation site, for the dialog's Help offline
+            _build_site(Path(site))
+            for path in sorted(Path(site).rglob("*")):
+                if path.is_file():
+                    archive.write(path, f"{root}/{HELP_FOLDER}/{path.relative_to(site)}")
     temporary.replace(out)
     return out
 

@@ -849,3 +849,19 @@ def test_the_estimate_fits_fixed_and_per_megapixel_costs_robustly_from_several_r
     assert per_mp == pytest.approx(3.0, rel=0.05) and fixed == pytest.approx(2.0, abs=0.2)
     fixed, per_mp = fit_costs(runs + [(1.0, 40.0)])  # one run beside a heavy job does not move it far
     assert per_mp == pytest.approx(3.0, rel=0.15) and fixed == pytest.approx(2.0, abs=0.6)
+
+
+def test_help_opens_the_plugins_page_of_the_documentation_from_local_files(plugin):
+    from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    from road_extractor.help import help_page
+
+    plugin.show_dialog()
+    button = plugin.dialog.buttons.button(QDialogButtonBox.Help)
+    assert button is not None and button.isVisible()
+    page = help_page()
+    # In a checkout: the site `make docs` built or the page's Markdown; in the zip: the shipped site
+    # (tests/test_plugin_package.py checks that it is there).
+    assert page is not None and page.exists() and "qgis-plugin" in str(page)
+    assert "Extract roads" in page.read_text()
+    plugin.dialog.close()

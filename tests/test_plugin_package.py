@@ -33,6 +33,12 @@ def test_zip_has_the_plugin_its_metadata_styles_and_the_engine(plugin_zip):
         assert expected in names, expected
     assert "road_extractor/engine/resources/models/roads-resnet18-massachusetts.pt" in names  # the default model
     assert "road_extractor/engine/resources/models/README.md" in names  # and its card
+    assert "road_extractor/engine/resources/models/catalog.json" in names  # which model serves which resolution
+    assert "road_extractor/engine/resources/models/roads-resnet18-massachusetts.stac.json" in names
+    # The documentation site, for the dialog's Help offline; its plugin page links the model card.
+    page = zipfile.ZipFile(plugin_zip).read("road_extractor/help/user/qgis-plugin/index.html").decode()
+    assert "Extract roads" in page
+    assert "road_extractor/help/search/search_index.json" in names
     assert not any(n.endswith(".onnx") for n in names)  # the engine runs the .pt; the ONNX twin stays out
     assert all(n.startswith("road_extractor/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
