@@ -4,7 +4,7 @@
     python benchmarks/model_throughput.py --backbone resnet18 --repeats 1
 
 FLOPs are counted with torch.utils.flop_counter (2 FLOPs per multiply-add) on the exact passes that are timed, so
-GFLOP/s is what the arithmetic really achieved. Figures go to the README's performance section.
+GFLOP/s is what the arithmetic really achieved. Figures go to docs/performance.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ raster (the fewest tiles of at most --tile px, one size, evenly spread), so each
 
     python benchmarks/tile_size.py --data ../shared/data/massroads [--tiles 512 768 1024] [--model FILE]
 
-The README's allowed range for --tile follows from this table.
+The allowed range for --tile (docs/user/command-line.md) follows from this table.
 """
 
 from __future__ import annotations

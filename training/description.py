@@ -86,7 +86,7 @@ def resolve_data(path: str | Path) -> DataDescription:
 
 
 def read_description(file: Path) -> DataDescription:
-    fix = f"see {DESCRIPTION_NAME} in the README's \"Training data\""
+    fix = f"see {DESCRIPTION_NAME} in docs/training/data.md"
     data = read_yaml(file, f"the data description {file}", fix, DescriptionError)
     if not isinstance(data, dict):
         raise DescriptionError(f"{file}: not a mapping of fields ({', '.join(FIELDS)}); {fix}")
