@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The plugin's screenshots from the real QGIS application in an X server (Xvfb), fresh profile, clicks only.
 # Needs: qgis, xvfb (apt-get install -y --no-install-recommends xvfb xauth), the checkout's .venv (make env).
-# Usage: bash docs/qgis_window_shots.sh RASTER [OUT_FOLDER]   (writes dialog.png and qgis-window-vegas.jpg)
+# Usage: bash docs/qgis_window_shots.sh RASTER [OUT_FOLDER]   (writes dialog.png, qgis-window-vegas.jpg, qgis-window-runs.jpg)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 profiles="$(mktemp -d)"

@@ -40,6 +40,11 @@ class ExtractRoadsTask(QgsTask):
                                   on_log=lambda m: QgsMessageLog.logMessage(m, LOG_TAG, Qgis.Info))
             self.wall_seconds = time.monotonic() - started
             self.engine_start_seconds = engine_start_seconds()
+            # QGIS notifies "Task complete" with this text when its window is not the active one: say the result.
+            found = (f"{self.result.get('road_count', 0)} roads, {self.result.get('length_km', 0.0):.1f} km"
+                     if "road_count" in self.result else "done")
+            self.setDescription(f"Extract roads from {self.run_plan.raster.name}: {found} in "
+                                f"{_duration(self.wall_seconds)}")
             return True
         except EngineError as exc:
             self.error = "cancelled" if exc.kind == "cancelled" else str(exc)
