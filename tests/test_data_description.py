@@ -221,3 +221,27 @@ def test_evaluate_places_prints_a_row_per_place_and_promote_reads_it(road_tiles,
                              capture_output=True, text=True, cwd=ROOT)
     # The same table on both sides: the mean does not rise by 0.03, so the verdict is to keep.
     assert promote.returncode == 1 and "FAIL  mean relaxed F1" in promote.stdout, promote.stdout + promote.stderr
+
+
+def test_evaluate_places_of_a_models_folder_scores_each_place_by_the_engines_pick(road_tiles, random_model_file,
+                                                                                   tmp_path):
+    import shutil
+
+    other = _folder(tmp_path / "other", ["o_1", "o_2", "o_3"], size=160, road=slice(60, 76))
+    (other / "dataset.yaml").write_text("place: Elsewhere\ngsd_m: 0.5\nlabel: surface\nnodata: none\n"
+                                        "validation: [o_3]\n")
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("home.pt", "world.pt"):
+        shutil.copy(random_model_file, models / name)
+    (models / "catalog.json").write_text(json.dumps({"models": [{"file": "home.pt", "gsd_m": [0.85, 1.15]},
+                                                                {"file": "world.pt"}]}))
+    out = tmp_path / "eval.json"
+    run = subprocess.run([sys.executable, "-m", "training", "evaluate", str(models), "--data", str(road_tiles),
+                          "--data", str(other), "--val-tiles", "1", "--places", "--json", str(out), "--precision",
+                          "fp32", "--val-tile", "128", "--val-overlap", "16"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    places = json.loads(out.read_text())["places"]
+    assert [places[p]["model"] for p in places] == ["home.pt", "world.pt"]  # 1 m and 0.5 m imagery
+    assert "| model |" in run.stdout and "world.pt |" in run.stdout
