@@ -392,3 +392,37 @@ def test_a_raster_given_as_road_lines_gets_one_plain_line(suburb, tmp_path):
                           "--minutes", "0.05", module="training"))
     assert "not a vector file OGR can read" in line and "It might help" not in line
     assert line.count("give a GeoPackage") == 1
+
+
+def test_an_aoi_in_a_geometry_collection_counts_by_its_polygons(random_model_file, tmp_path):
+    raster = _geotiff(tmp_path / "image.tif", np.full((3, 96, 96), 120, np.uint8))
+    square = [[[330010, 4689990], [330050, 4689990], [330050, 4689950], [330010, 4689950], [330010, 4689990]]]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
+            "type": "GeometryCollection", "geometries": [{"type": "Polygon", "coordinates": square}, {
+                "type": "LineString", "coordinates": [[330000, 4689900], [330090, 4689900]]}]}}]}))
+    done = _cli("extract", raster, "--model", random_model_file, "--out", tmp_path / "out", "--aoi", aoi,
+                "--tta-scales", "1", "--no-vectorize")
+    assert done.returncode == 0, done.stderr  # it was refused: "no polygons (GeometryCollection)"
+    import rasterio
+
+    with rasterio.open(tmp_path / "out" / "image_road_mask.tif") as ds:
+        assert abs(ds.width - 40) <= 1 and abs(ds.height - 40) <= 1  # the square's window, not the line's
+
+
+def test_a_check_area_over_all_the_labels_is_named_as_the_reason(suburb, tmp_path):
+    import rasterio
+
+    raster, roads = suburb
+    with rasterio.open(raster) as ds:
+        left, bottom, right, top = ds.bounds
+    everything = tmp_path / "check.geojson"
+    everything.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "EPSG:32619"}}, "features": [{"type": "Feature", "properties": {}, "geometry": {
+            "type": "Polygon", "coordinates": [[[left, bottom], [right, bottom], [right, top], [left, top],
+                                                [left, bottom]]]}}]}))
+    line = _one_line(_cli("finetune", "--raster", raster, "--roads", roads, "--check-area", everything, "--out",
+                          tmp_path / "m.pt", "--minutes", "0.05", module="training"))
+    # It blamed NoData: "the imagery has no valid pixels ... where the labels are trusted".
+    assert "covers all of the labelled area" in line and not (tmp_path / "m.pt").exists()

@@ -280,6 +280,9 @@ def prepare(spec: FinetuneSpec, parent_gsd: float, log: Callable[[str], None] = 
         raise FinetuneError(f"the road lines in {spec.roads} miss every raster; check that they cover the imagery "
                             f"(and that the file's CRS is right)")
     if not any(s.train.any() for s in scenes):
+        if spec.check_area and any((s.check & s.valid).any() for s in scenes):
+            raise FinetuneError(f"--check-area {spec.check_area} covers all of the labelled area, so nothing is left "
+                                f"to train on; draw it over a part (a fifth or so) of the labelled roads")
         raise FinetuneError("the imagery has no valid pixels (NoData, transparent) where the labels are trusted; "
                             "give imagery that has data under the road lines and the train area")
     if not any((s.train & s.roads).any() for s in scenes):

@@ -112,7 +112,9 @@ def read_polygons(path, target_crs_wkt: str | None = None) -> list:
     if crs is None and target_crs_wkt:
         raise ValueError("it has no CRS, so where its polygons lie is unknown; assign the one they were drawn in "
                          "(QGIS: Layer > Set CRS of Layer, then save; or ogr2ogr -a_srs)")
-    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon")]
+    # A geometry collection (GeoJSON allows them) counts by its polygons; its lines and points mark no area.
+    parts = [part for g in shapes for part in (shapely.get_parts(g) if g.geom_type == "GeometryCollection" else [g])]
+    polygons = [g for g in parts if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         kinds = sorted({g.geom_type for g in shapes}) or ["no geometries"]
         raise ValueError(f"it has no polygons ({', '.join(kinds)}); draw the area as polygons")
