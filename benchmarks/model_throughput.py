@@ -4,7 +4,9 @@
     python benchmarks/model_throughput.py --backbone resnet18 --repeats 1
 
 FLOPs are counted with torch.utils.flop_counter (2 FLOPs per multiply-add) on the exact passes that are timed, so
-GFLOP/s is what the arithmetic really achieved. Figures go to docs/performance.md.
+GFLOP/s is what the arithmetic really achieved; "of peak" divides it by the matrix-multiply peak of the same
+precision measured at the start of the run (core.extraction.devices.matmul_peak_flops), a fraction that means the
+same on every CPU. Figures go to docs/performance.md.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.extraction.devices import native_cpu_bf16
+from core.extraction.devices import matmul_peak_flops, native_cpu_bf16
 from core.extraction.inference import DEFAULT_SCALES, predict_logits
 from core.model import ModelConfig, build_model
 
@@ -71,7 +73,13 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, device {args.device}")
     print(f"model: {config.backbone} OS{config.output_stride}, attention {config.attention}, tile "
           f"{args.size}x{args.size}")
-    header = f"{'variant':<30}{'batch':>6}{'scales':>8}{'GFLOP/tile':>12}{'s/batch':>10}{'MP/s':>8}{'GFLOP/s':>10}"
+    peaks = {torch.float32: matmul_peak_flops(args.device, torch.float32)}
+    if native_cpu_bf16() or args.device != "cpu" or args.force_bf16:
+        peaks[torch.bfloat16] = matmul_peak_flops(args.device, torch.bfloat16)
+    print("matrix-multiply peak (2048x2048, this run): " + ", ".join(
+        f"{str(dtype).removeprefix('torch.')} {flops / 1e9:.1f} GFLOP/s" for dtype, flops in peaks.items()))
+    header = (f"{'variant':<30}{'batch':>6}{'scales':>8}{'GFLOP/tile':>12}{'s/batch':>10}{'MP/s':>8}{'GFLOP/s':>10}"
+              f"{'of peak':>9}")
     print(header)
     print("-" * len(header))
     flops_per_tile: dict[tuple[float, ...], int] = {}
@@ -90,8 +98,10 @@ def main() -> None:
                 flops = flops_per_tile[scales] * batch
                 seconds = time_passes(network, images, scales, dtype, args.device, args.repeats)
                 megapixels = batch * args.size * args.size / 1e6
+                peak = peaks[dtype or torch.float32]
                 print(f"{variant:<30}{batch:>6}{len(scales):>8}{flops / batch / 1e9:>12.1f}{seconds:>10.2f}"
-                      f"{megapixels / seconds:>8.3f}{flops / seconds / 1e9:>10.1f}", flush=True)
+                      f"{megapixels / seconds:>8.3f}{flops / seconds / 1e9:>10.1f}{flops / seconds / peak:>9.0%}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from core.errors import InputError
 PROTOCOL = 1  # the worker protocol's version; the plugin refuses an engine that speaks another
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What runs the network (`core.extraction.runtimes` says how auto decides).
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 AUGMENTS = ("none", "flip", "d4")
 BRIGHTNESS = ("auto", "none")
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
@@ -122,6 +124,11 @@ class InferenceOptions:
     precision: str = option("auto", "auto: bf16 autocast on GPUs and on CPUs with native bf16 (AMX or AVX-512 BF16 "
                             "flags), fp16 on older GPUs, else fp32", choices=PRECISIONS,
                             label="Precision (auto: bf16 where the hardware has it)")
+    runtime: str = option("auto", "what runs the network: auto (OpenVINO on a CPU without native bf16 where it is "
+                          "installed, else torch), torch, onnxruntime or openvino (a .pt model is exported to ONNX "
+                          "once and cached); one missing or failing to load falls back to torch with a note",
+                          choices=RUNTIMES, label="Runtime (auto: OpenVINO on CPUs where it is faster)",
+                          advanced=True)
     brightness: str = option("auto", "auto: a raster far darker or brighter than the model's training imagery "
                              "(its median outside their range) is brought into it by one gamma curve; none: values "
                              "as they are", choices=BRIGHTNESS, label="Brightness (auto: match the model's imagery)")

@@ -44,7 +44,8 @@ from .settings import ExtractSettings, MadeModel, default_model_path, remember_m
 
 # The engine's options each algorithm offers; label, default, range, choices and whether it is advanced come from
 # the engine's option table (core/options.py), and each parameter is named after its option (spur_m -> SPUR_M).
-INFERENCE_OPTIONS = ("scales", "augment", "device", "precision", "brightness", "threshold", "tile", "overlap")
+INFERENCE_OPTIONS = ("scales", "augment", "device", "precision", "runtime", "brightness", "threshold", "tile",
+                     "overlap")
 EVALUATE_OPTIONS = ("rho", "buffer_m", "road_width_m", "control_spacing_m", "snap_m")
 FINETUNE_OPTIONS = ("road_width_m", "minutes", "margin_m", "labels", "distill", "replay", "batchnorm", "mix")
 

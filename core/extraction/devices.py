@@ -10,6 +10,8 @@ it is the same on every run of a machine.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -106,3 +108,35 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 2048,
+                      seconds: float = 1.0) -> float:
+    """The machine's practical peak for `dtype` on `device`, in FLOP/s: the fastest of repeated square matrix
+    multiplies (size x size, 2 FLOPs per multiply-add) over about `seconds`, with torch's threads as they are.
+
+    A network's sustained FLOP/s divided by this is the fraction of the peak it reaches, a figure that means the
+    same on any CPU or GPU (the benchmarks print it). Measured, not computed from a datasheet: what the BLAS
+    (oneDNN, MKL, cuBLAS) reaches with this many threads, in the same run as the network, so a busy machine lowers
+    both alike. On a CPU without native bf16 the bf16 peak is the emulated one (many times below fp32)."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.inference_mode():
+        torch.mm(a, b)  # warm-up: the BLAS's first call allocates and picks its kernels
+        sync()
+        best = math.inf
+        deadline = time.perf_counter() + seconds
+        runs = 0
+        while runs < 3 or time.perf_counter() < deadline:
+            started = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            best = min(best, time.perf_counter() - started)
+            runs += 1
+    return 2 * size**3 / best

@@ -30,6 +30,7 @@ from core.errors import InputError, OutputError
 from core.extraction.brightness import apply_gamma, match_brightness
 from core.extraction.devices import DeviceError, resolve_device, resolve_precision
 from core.extraction.inference import normalize, predict_probabilities
+from core.extraction.runtimes import Runtime, open_runtime
 from core.inputs.area import Area
 from core.inputs.raster import RasterError, RasterInfo, Window, WindowSource
 from core.inputs.tiling import Tile, TileGrid, blend_weights
@@ -82,9 +83,11 @@ class _Predictor:
     def __init__(self, model: RoadModel, params: ExtractParams, log: Callable[[str], None]) -> None:
         self.device = resolve_device(params.device)
         self.precision = resolve_precision(params.precision, self.device)
-        self.autocast = self.precision.autocast
-        self.network = model.network.to(self.device).eval()
-        if self.device.type == "cpu":
+        self.runtime = open_runtime(params.runtime, model, self.device, self.precision, params.precision, log)
+        self.torch = self.runtime.name == "torch"
+        self.autocast = self.precision.autocast if self.torch else None  # other runtimes choose their own
+        self.network = self.runtime.network.to(self.device).eval()
+        if self.device.type == "cpu" and self.torch:
             # channels_last is the faster CPU layout; `restore` puts the caller's network back as it was.
             self.network = self.network.to(memory_format=torch.channels_last)
         self.normalization = model.info.normalization
@@ -94,7 +97,8 @@ class _Predictor:
         self.seconds = 0.0
 
     def restore(self) -> None:
-        self.network.to(memory_format=torch.contiguous_format)
+        if self.torch:
+            self.network.to(memory_format=torch.contiguous_format)
 
     def __call__(self, images: np.ndarray, after_pass: Callable[[int, int], None] | None = None) -> np.ndarray:
         out = []
@@ -123,7 +127,7 @@ class _Predictor:
     def _forward(self, images: np.ndarray, after_pass) -> np.ndarray:
         x = torch.from_numpy(images).to(self.device)
         x = normalize(x, self.normalization)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.torch:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.autocast is not None:
@@ -248,7 +252,8 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
-    notes.append(f"precision: {predictor.precision.why}")
+    notes.append(f"runtime: {predictor.runtime.why}")
+    notes.append(f"precision: {predictor.runtime.precision_why}")
     if params.gamma is None:
         gamma = 1.0
         if params.brightness == "auto":
@@ -280,7 +285,7 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
             if progress:
                 progress(Progress(1.0, len(tiling), len(tiling), 0.0, None, stage="writing"))
             road_fraction = _write_outputs(source, grid, processing_file, (tiling.x0, tiling.y0), area, model,
-                                           params, predictor.precision.name, scratch_path,
+                                           params, predictor.runtime, scratch_path,
                                            (probability_path, mask_path), cancel, also)
         except (InputError, Cancelled):
             raise
@@ -391,7 +396,7 @@ def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons
 
 
 def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, processing_origin: tuple[int, int],
-                   area: Area, model: RoadModel, params: ExtractParams, precision_used: str, scratch: Path,
+                   area: Area, model: RoadModel, params: ExtractParams, runtime: Runtime, scratch: Path,
                    targets: tuple[Path, Path], cancel, also=None) -> float:
     """Resamples the processing-grid result to the output grid block by block, masks NoData and the area, and
     writes both outputs as Cloud Optimized GeoTIFFs, renamed into place only at the end."""
@@ -415,7 +420,8 @@ def _write_outputs(source: WindowSource, grid: _Grid, processing_file: Path, pro
     tags = {
         "ROAD_EXTRACTOR_VERSION": __version__,
         "ROAD_EXTRACTOR_MODEL": json.dumps({"file": Path(model.report.source).name, **model.info.to_dict()}),
-        "ROAD_EXTRACTOR_PARAMS": json.dumps({**asdict(params), "precision_used": precision_used,
+        "ROAD_EXTRACTOR_PARAMS": json.dumps({**asdict(params), "precision_used": runtime.precision,
+                                             "runtime_used": runtime.name, "runtime_why": runtime.why,
                                              "input": info.path, "input_gsd_m": info.gsd_m,
                                              "processing_scale": [grid.scale_x, grid.scale_y]}),
     }

@@ -1,0 +1,148 @@
+"""What runs the network: torch, onnxruntime or OpenVINO (`--runtime`, `core.options.RUNTIMES`).
+
+`auto` is decided from the device, the CPU's flags and what is installed, never by a timing, so a machine makes
+the same choice on every run:
+- a GPU: torch (its autocast precisions; OpenVINO's CPU plugin has no place there);
+- a CPU without native bf16 arithmetic (no amx_bf16 / avx512_bf16 flag), where the run is fp32: OpenVINO where it
+  is installed. On a 2-core AMD EPYC (AVX2) it ran the shipped model 1.3-1.4x faster than torch fp32 at a mask road
+  IoU of 0.99+ against it (docs/performance.md, "Runtimes");
+- a CPU with native bf16: torch's bf16 autocast (4x fp32 on AMX, issue 13). OpenVINO would pick bf16 there too,
+  but no measurement here shows it faster than torch's, so auto does not choose it (`--runtime openvino` does);
+- an ONNX model: OpenVINO where auto would choose it, else onnxruntime (torch cannot run an ONNX graph).
+A runtime that is missing or fails to load falls back to torch (or, for an ONNX model, onnxruntime) with one note.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.util import find_spec
+
+import torch
+from torch import nn
+
+from core.extraction.devices import Precision, native_cpu_bf16
+from core.model.checkpoint import RoadModel
+from core.options import RUNTIMES
+
+# Set to 0, auto never chooses OpenVINO. The test suite sets it (tests/conftest.py, inherited by the engine workers
+# it starts), so that tests of everything else run torch's numbers whatever is installed; the runtimes' own tests
+# clear it.
+AUTO_OPENVINO_ENV = "ROAD_EXTRACTOR_AUTO_OPENVINO"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The network a run calls, what runs it, and the sentences the log and the outputs' metadata carry."""
+
+    name: str  # torch, onnxruntime or openvino
+    network: nn.Module
+    why: str  # "openvino 2026.4.1 (auto: ...)"
+    precision: str  # what it computes in: fp32, bf16, fp16
+    precision_why: str
+
+
+def is_onnx_model(model: RoadModel) -> bool:
+    """Whether the model came from an ONNX file (its network is onnxruntime's or OpenVINO's, not torch's)."""
+    return next(model.network.parameters(), None) is None
+
+
+def installed(runtime: str) -> bool:
+    if runtime == "openvino":
+        from core.model.openvino_model import openvino_version
+
+        return openvino_version() is not None
+    if runtime == "onnxruntime":
+        return find_spec("onnxruntime") is not None
+    return True
+
+
+def auto_runtime(model: RoadModel, device: torch.device, precision: Precision) -> tuple[str, str]:
+    """The runtime `auto` picks and why (the words after "auto: ")."""
+    onnx = is_onnx_model(model)
+    if device.type != "cpu":
+        return ("onnxruntime", "an ONNX model") if onnx else ("torch", f"a {device.type.upper()} device")
+    flag = native_cpu_bf16()
+    if precision.autocast is not None:
+        if onnx:
+            return "onnxruntime", "an ONNX model"
+        return "torch", f"bf16 autocast on this CPU's {flag}"
+    exporter = onnx or (find_spec("onnx") is not None and find_spec("onnxscript") is not None)
+    if os.environ.get(AUTO_OPENVINO_ENV, "1") != "0" and installed("openvino") and exporter:
+        why = "fp32" + ("" if flag else " on a CPU without native bf16") + ", OpenVINO installed"
+        return "openvino", why
+    if onnx:
+        return "onnxruntime", "an ONNX model, OpenVINO not installed"
+    missing = "OpenVINO not installed" if not installed("openvino") else "no ONNX exporter (the onnx extra)"
+    return "torch", f"fp32, {missing}"
+
+
+def open_runtime(requested: str, model: RoadModel, device: torch.device, precision: Precision, asked_precision: str,
+                 log: Callable[[str], None] = lambda message: None) -> Runtime:
+    """The runtime `requested` (auto, torch, onnxruntime, openvino) ready to run `model` on `device`; one that
+    cannot run here falls back, and the returned `why` says so in one line."""
+    if requested not in RUNTIMES:
+        from core.extraction.devices import DeviceError
+
+        raise DeviceError(f"runtime {requested!r} is not known; use {', '.join(RUNTIMES)}")
+    onnx = is_onnx_model(model)
+    if requested == "auto":
+        name, reason = auto_runtime(model, device, precision)
+        reason = f"auto: {reason}"
+    else:
+        name, reason = requested, "asked for"
+    fallback = "onnxruntime" if onnx else "torch"
+    if name == "torch" and onnx:
+        name, reason = "onnxruntime", "torch cannot run an ONNX graph"
+    if name == "openvino" and device.type != "cpu":
+        return _fallback(model, precision, f"OpenVINO runs on the CPU here, not on {device}", fallback)
+    if name != "torch" and not installed(name):
+        install = {"openvino": "openvino", "onnxruntime": "onnx"}[name]
+        return _fallback(model, precision, f"{name} is not installed: pip install 'road-extractor[{install}]'",
+                         fallback)
+    try:
+        if name == "openvino":
+            return _openvino(model, precision, asked_precision, reason, log)
+        if name == "onnxruntime" and not onnx:
+            return _onnxruntime(model, precision, reason, log)
+    except Exception as exc:  # a failed export or compile: the run goes on in torch
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        return _fallback(model, precision, f"{name} failed to load the model ({text})", fallback)
+    if name == "onnxruntime":
+        return Runtime(name, model.network, f"onnxruntime ({reason})", "fp32", "fp32 (onnxruntime)")
+    return Runtime("torch", model.network, f"torch {torch.__version__.split('+')[0]} ({reason})", precision.name,
+                   precision.why)
+
+
+def _fallback(model: RoadModel, precision: Precision, problem: str, fallback: str) -> Runtime:
+    if fallback == "onnxruntime":
+        return Runtime("onnxruntime", model.network, f"onnxruntime ({problem}; running onnxruntime instead)", "fp32",
+                       "fp32 (onnxruntime)")
+    return Runtime("torch", model.network, f"torch ({problem}; running torch instead)", precision.name, precision.why)
+
+
+def _onnx_path(model: RoadModel, log) -> str:
+    if is_onnx_model(model):
+        return model.report.source
+    from core.model.onnx_cache import cached_onnx
+
+    return str(cached_onnx(model, log=log))
+
+
+def _openvino(model: RoadModel, precision: Precision, asked_precision: str, reason: str, log) -> Runtime:
+    from core.model.openvino_model import compiled_network, openvino_version
+
+    # auto leaves the choice to OpenVINO (bf16 where the CPU has AMX); a precision asked for is passed on.
+    hint = None if asked_precision == "auto" else precision.name
+    network = compiled_network(_onnx_path(model, log), hint, torch.get_num_threads())
+    chose = "OpenVINO's choice on this CPU" if hint is None else "asked for"
+    return Runtime("openvino", network, f"openvino {openvino_version()} ({reason})", network.precision,
+                   f"{network.precision} (OpenVINO; {chose})")
+
+
+def _onnxruntime(model: RoadModel, precision: Precision, reason: str, log) -> Runtime:
+    from core.model.onnx_model import OnnxNetwork
+
+    network = OnnxNetwork(_onnx_path(model, log))
+    return Runtime("onnxruntime", network, f"onnxruntime ({reason})", "fp32", "fp32 (onnxruntime)")
