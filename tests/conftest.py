@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # `--runtime auto` runs torch in the tests (and the engine workers they start) whether or not OpenVINO is
 # installed: every test but the runtimes' own compares torch's numbers (tests/test_runtimes.py clears it).
-os.environ["ROAD_EXTRACTOR_AUTO_OPENVINO"] = "0"
+os.environ["ROAD_EXTRACTOR_AUTO_EXPORTED"] = "0"
 # QGIS's own plugins (Processing) live outside site-packages on Debian.
 for plugins in ("/usr/share/qgis/python/plugins",):
     if Path(plugins).is_dir() and plugins not in sys.path:

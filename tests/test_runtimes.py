@@ -14,7 +14,7 @@ from core.errors import InputError
 from core.extraction import devices, runtimes
 from core.extraction.devices import resolve_precision
 from core.extraction.extract import ExtractParams, extract_roads
-from core.extraction.runtimes import AUTO_OPENVINO_ENV, auto_runtime, open_runtime
+from core.extraction.runtimes import AUTO_EXPORTED_ENV, auto_runtime, open_runtime
 from core.inputs.raster import ArraySource
 from core.model.catalog import default_model
 from core.model.checkpoint import load_model
@@ -33,7 +33,7 @@ def shipped():
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ROAD_EXTRACTOR_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(AUTO_OPENVINO_ENV, raising=False)
+    monkeypatch.delenv(AUTO_EXPORTED_ENV, raising=False)
     return tmp_path / "cache"
 
 
@@ -44,22 +44,25 @@ def test_runtime_is_one_option_with_its_choices():
         InferenceOptions(runtime="tensorrt")
 
 
-@pytest.mark.parametrize("flags, installed, expected", [
-    ({"avx2"}, True, "openvino"),  # no native bf16, OpenVINO there: measured faster than torch fp32
-    ({"avx2"}, False, "torch"),
-    ({"avx2", "amx_bf16"}, True, "torch"),  # torch's bf16 autocast: OpenVINO unmeasured against it
+@pytest.mark.parametrize("flags, present, expected", [
+    ({"avx2"}, {"onnxruntime", "openvino"}, "onnxruntime"),  # no native bf16: measured fastest of the three
+    ({"avx2"}, {"openvino"}, "openvino"),
+    ({"avx2"}, set(), "torch"),
+    ({"avx2", "amx_bf16"}, {"onnxruntime", "openvino"}, "torch"),  # torch's bf16 autocast: unmeasured against it
 ])
-def test_auto_follows_the_cpu_flags_and_what_is_installed(monkeypatch, shipped, flags, installed, expected):
-    monkeypatch.delenv(AUTO_OPENVINO_ENV, raising=False)
+def test_auto_follows_the_cpu_flags_and_what_is_installed(monkeypatch, shipped, flags, present, expected):
+    monkeypatch.delenv(AUTO_EXPORTED_ENV, raising=False)
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(runtimes, "installed", lambda name: installed if name == "openvino" else True)
+    monkeypatch.setattr(runtimes, "installed", lambda name: name == "torch" or name in present)
     name, why = auto_runtime(shipped, CPU, resolve_precision("auto", CPU))
     assert name == expected, why
-    # An fp32 run asked for on a bf16 CPU is where OpenVINO was measured faster: auto takes it there too.
+    # An fp32 run asked for on a bf16 CPU runs as on a CPU without it.
     if "amx_bf16" in flags:
-        assert auto_runtime(shipped, CPU, resolve_precision("fp32", CPU))[0] == "openvino"
+        assert auto_runtime(shipped, CPU, resolve_precision("fp32", CPU))[0] == "onnxruntime"
     # A GPU runs torch whatever is installed.
     assert auto_runtime(shipped, torch.device("cuda"), resolve_precision("fp32", CPU))[0] == "torch"
+    monkeypatch.setenv(AUTO_EXPORTED_ENV, "0")  # the test suite's setting: torch for a torch model
+    assert auto_runtime(shipped, CPU, resolve_precision("fp32", CPU))[0] == "torch"
 
 
 def test_a_missing_runtime_falls_back_to_torch_in_one_note(monkeypatch, shipped):
@@ -94,23 +97,24 @@ def _mask(path) -> tuple[np.ndarray, dict]:
         return ds.read(1) == 1, json.loads(ds.tags()["ROAD_EXTRACTOR_PARAMS"])
 
 
-def test_openvino_agrees_with_torch_fp32_on_massachusetts_tiles(shared_data, shipped, cache, tmp_path):
-    """The gate of issue 35: the shipped model's road mask through OpenVINO (its ONNX export, made on demand into
-    the cache) against torch fp32's, one scale, the centre 768 px of two Massachusetts tiles (one tile each)."""
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'road-extractor[openvino]')")
+@pytest.mark.parametrize("other", ["onnxruntime", "openvino"])
+def test_exported_runtimes_agree_with_torch_fp32_on_massachusetts_tiles(shared_data, shipped, cache, tmp_path, other):
+    """The gate of issue 35: the shipped model's road mask through onnxruntime or OpenVINO (its ONNX export, made
+    on demand into the cache) against torch fp32's, one scale, the centre 768 px of two Massachusetts tiles."""
+    pytest.importorskip(other, reason=f"{other} is not installed (pip install 'road-extractor[{other}]')")
     if not (shared_data / "massroads" / "images" / GATE_TILES[0]).exists():
         pytest.skip("the Massachusetts tiles are not in the shared data")
     logged: list[str] = []
     for name in GATE_TILES:
         source = ArraySource(_crop(shared_data, name), gsd_m=1.0)
         masks = {}
-        for runtime in ("torch", "openvino"):
+        for runtime in ("torch", other):
             params = ExtractParams(scales=(1.0,), precision="fp32", runtime=runtime, overwrite=True)
             result = extract_roads(source, shipped, tmp_path / runtime, params, log=logged.append)
             masks[runtime], recorded = _mask(result.mask)
             assert recorded["runtime_used"] == runtime and recorded["precision_used"] == "fp32"
             assert any(note.startswith(f"runtime: {runtime} ") for note in result.notes)
-        both, either = (masks["torch"] & masks["openvino"]).sum(), (masks["torch"] | masks["openvino"]).sum()
+        both, either = (masks["torch"] & masks[other]).sum(), (masks["torch"] | masks[other]).sum()
         print(f"{name}: {masks['torch'].sum()} road pixels, road IoU {both / either:.4f}")
         assert masks["torch"].sum() > 1000  # the crop has roads to agree on
         assert both / either >= GATE_IOU, f"{name}: road IoU {both / either:.4f} against torch fp32"
@@ -131,10 +135,11 @@ def test_openvino_agrees_with_torch_fp32_on_massachusetts_tiles(shared_data, shi
 def test_auto_runs_openvino_where_it_chose_it(monkeypatch, shipped, cache):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'road-extractor[openvino]')")
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(runtimes, "installed", lambda name: name != "onnxruntime")
     monkeypatch.setattr("core.model.onnx_cache.cached_onnx", lambda model, **kwargs: _tiny_onnx(cache))
     chosen = open_runtime("auto", shipped, CPU, resolve_precision("auto", CPU), "auto")
     assert chosen.name == "openvino" and chosen.precision == "fp32"
-    assert "auto: fp32 on a CPU without native bf16, OpenVINO installed" in chosen.why
+    assert "auto: fp32 on a CPU without native bf16, openvino installed" in chosen.why
     logits = chosen.network(torch.zeros(1, 3, 64, 48))
     assert logits.shape == (1, 2, 64, 48)
 

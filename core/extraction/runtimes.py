@@ -3,12 +3,13 @@
 `auto` is decided from the device, the CPU's flags and what is installed, never by a timing, so a machine makes
 the same choice on every run:
 - a GPU: torch (its autocast precisions; OpenVINO's CPU plugin has no place there);
-- a CPU without native bf16 arithmetic (no amx_bf16 / avx512_bf16 flag), where the run is fp32: OpenVINO where it
-  is installed. On a 2-core AMD EPYC (AVX2) it ran the shipped model 1.3-1.4x faster than torch fp32 at a mask road
-  IoU of 0.99+ against it (docs/performance.md, "Runtimes");
+- a CPU without native bf16 arithmetic (no amx_bf16 / avx512_bf16 flag), where the run is fp32: onnxruntime where
+  it and the ONNX exporter are installed, else OpenVINO. On a 2-core AMD EPYC (AVX2), pairs of whole runs of the
+  shipped model (farm-bench, CPU seconds): OpenVINO 1.27x torch fp32, onnxruntime 6% faster than OpenVINO, both
+  at a mask road IoU of 1.0000 against torch (docs/performance.md, "Runtimes");
 - a CPU with native bf16: torch's bf16 autocast (4x fp32 on AMX, issue 13). OpenVINO would pick bf16 there too,
   but no measurement here shows it faster than torch's, so auto does not choose it (`--runtime openvino` does);
-- an ONNX model: OpenVINO where auto would choose it, else onnxruntime (torch cannot run an ONNX graph).
+- an ONNX model: onnxruntime (torch cannot run an ONNX graph), OpenVINO where onnxruntime is missing.
 A runtime that is missing or fails to load falls back to torch (or, for an ONNX model, onnxruntime) with one note.
 """
 
@@ -26,10 +27,10 @@ from core.extraction.devices import Precision, native_cpu_bf16
 from core.model.checkpoint import RoadModel
 from core.options import RUNTIMES
 
-# Set to 0, auto never chooses OpenVINO. The test suite sets it (tests/conftest.py, inherited by the engine workers
-# it starts), so that tests of everything else run torch's numbers whatever is installed; the runtimes' own tests
-# clear it.
-AUTO_OPENVINO_ENV = "ROAD_EXTRACTOR_AUTO_OPENVINO"
+# Set to 0, auto never chooses a runtime that runs an ONNX export (onnxruntime, OpenVINO) for a torch model. The
+# test suite sets it (tests/conftest.py, inherited by the engine workers it starts), so that tests of everything
+# else run torch's numbers whatever is installed; the runtimes' own tests clear it.
+AUTO_EXPORTED_ENV = "ROAD_EXTRACTOR_AUTO_EXPORTED"
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ def auto_runtime(model: RoadModel, device: torch.device, precision: Precision) -
             return "onnxruntime", "an ONNX model"
         return "torch", f"bf16 autocast on this CPU's {flag}"
     exporter = onnx or (find_spec("onnx") is not None and find_spec("onnxscript") is not None)
-    if os.environ.get(AUTO_OPENVINO_ENV, "1") != "0" and installed("openvino") and exporter:
-        why = "fp32" + ("" if flag else " on a CPU without native bf16") + ", OpenVINO installed"
-        return "openvino", why
-    if onnx:
-        return "onnxruntime", "an ONNX model, OpenVINO not installed"
-    missing = "OpenVINO not installed" if not installed("openvino") else "no ONNX exporter (the onnx extra)"
+    allowed = onnx or os.environ.get(AUTO_EXPORTED_ENV, "1") != "0"
+    on_cpu = "fp32" + ("" if flag else " on a CPU without native bf16")
+    for name in ("onnxruntime", "openvino"):  # the faster first, as measured (the module's docstring)
+        if allowed and exporter and installed(name):
+            return name, ("an ONNX model" if onnx else f"{on_cpu}, {name} installed")
+    missing = "neither onnxruntime nor OpenVINO installed" if exporter else "no ONNX exporter (the onnx extra)"
     return "torch", f"fp32, {missing}"
 
 

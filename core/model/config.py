@@ -45,7 +45,8 @@ class ModelConfig:
     attention: AttentionKind = "seed"
     attention_on_aspp: bool = True
     attention_on_low_level: bool = True
-    # x + gamma * attention(x), gamma starting at 0: the seed's module has no identity path (docs/training/seed-questions.md).
+    # x + gamma * attention(x), gamma starting at 0: the seed's module has no identity path
+    # (docs/training/seed-questions.md).
     attention_residual: bool = False
     num_classes: int = 2
     in_channels: int = 3
