@@ -148,6 +148,13 @@ def test_a_folder_of_another_job_and_mixed_crs_are_refused(mosaic_folder, random
         run_region(RegionJob(inputs=[str(odd)], out_dir=str(tmp_path / "o"), model=str(random_model_file)),
                    client=cluster)
     assert not (tmp_path / "o").exists()  # refused inputs leave no output folder
+    with rasterio.open(tmp_path / "tiny.tif", "w", driver="GTiff", width=20, height=20, count=3, dtype="uint8",
+                       crs="EPSG:32619", transform=from_origin(300000, 4700000, 1, 1)) as ds:
+        ds.write(np.zeros((3, 20, 20), np.uint8))
+    with pytest.raises(InputError, match="needs at least 32x32"):
+        run_region(RegionJob(inputs=[str(tmp_path / "tiny.tif")], out_dir=str(tmp_path / "t"),
+                             model=str(random_model_file)), client=cluster)
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize("width, height, scale, tile, overlap, block", [
@@ -279,3 +286,29 @@ def test_a_region_run_of_real_tiles_gives_the_one_process_mask(precision, shared
     assert one.shape == blocks.shape == (1200, 1200)
     assert (one == 1).mean() > 0.01, "the shipped model should find roads here"
     assert differing == 0 and difference.max() == 0
+
+
+def test_off_the_model_resolution_blocks_still_give_the_one_process_result(random_model_file, cluster, tmp_path):
+    """0.7 m imagery for a 1 m model: block borders fall between processing pixels and the results are resampled
+    to the input's grid; each block also computes the tiles under the pixels around its core that bilinear
+    resampling reads, so the outputs still equal one process's (16 blocks of 560x560 processing pixels)."""
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for i in range(2):
+        for j in range(2):
+            scene = make_scene(400, seed=10 + 2 * i + j)
+            with rasterio.open(folder / f"t{i}{j}.tif", "w", driver="GTiff", width=400, height=400, count=3,
+                               dtype="uint8", crs="EPSG:32619",
+                               transform=from_origin(300000 + j * 280, 4700000 - i * 280, 0.7, 0.7)) as ds:
+                ds.write(scene.image.transpose(2, 0, 1))
+    from core.frontends.jobs import ExtractJob, run_extract
+
+    options = dict(model=str(random_model_file), tile=128, overlap=16, scales=[1.0], vectorize=False)
+    mosaic = build_mosaic(expand_inputs([str(folder)]), tmp_path / "mosaic.vrt")
+    single = run_extract(ExtractJob(input=str(mosaic), out_dir=str(tmp_path / "single"), **options))
+    region = run_region(RegionJob(inputs=[str(folder)], out_dir=str(tmp_path / "region"), block=150, **options),
+                        client=cluster)
+    assert region.blocks == 16
+    for kind in ("probability", "mask"):
+        with rasterio.open(single[kind]) as a, rasterio.open(getattr(region, kind)) as b:
+            assert a.shape == b.shape == (800, 800) and np.array_equal(a.read(1), b.read(1)), kind

@@ -157,7 +157,12 @@ def plan_blocks(width_px: int, height_px: int, scale: tuple[float, float], block
         # Bilinear resampling to the input's grid reads a pixel or two (more when it shrinks) around the core:
         # off the model's resolution a core ends that far before the next block's first tile starts.
         margin = 0 if s == 1.0 else math.ceil(max(1.0, s)) + 1
-        edges = [0] + [math.floor((origins[c] - margin) / s) for c in cuts[1:-1]] + [input_length]
+        edges = [0]
+        for c in cuts[1:-1]:
+            edge = math.floor((origins[c] - margin) / s)
+            if edges[-1] < edge < input_length:  # far off the model's resolution two edges can meet: no empty core
+                edges.append(edge)
+        edges.append(input_length)
         out = []
         for a, b in zip(edges, edges[1:], strict=False):
             low, high = math.floor(a * s) - margin, math.ceil(b * s) + margin
@@ -310,7 +315,11 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
                 log(picked)
             job = replace(job, model=str(model_path))
             grid = processing_grid(source.info, model_info.gsd_m, [])
-            input_size = (source.info.width, source.info.height)
+            try:
+                blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile,
+                                     job.overlap, (source.info.width, source.info.height))
+            except ValueError as exc:
+                raise InputError(f"{mosaic}: {exc}") from None
             gamma = 1.0
             if job.brightness == "auto":
                 match = match_brightness(source, model_info.normalization.brightness)
@@ -320,12 +329,10 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
         if created:  # refused inputs leave no output folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile, job.overlap,
-                         input_size)
     manifest = Manifest(out / MANIFEST, job.fingerprint(blocks))
     todo = [b for b in blocks if b.id not in manifest.blocks]
-    log(f"{len(blocks)} blocks of {job.block} px over {grid.width}x{grid.height} px at the model's resolution; "
-        f"{len(blocks) - len(todo)} already done")
+    log(f"{len(blocks)} blocks of about {job.block} px (whole tiles of the mosaic's plan) over "
+        f"{grid.width}x{grid.height} px at the model's resolution; {len(blocks) - len(todo)} already done")
     pieces = out / "pieces"
     pieces.mkdir(exist_ok=True)
     started = time.perf_counter()
