@@ -28,5 +28,16 @@ def test_fitted_tiles_cover_the_area_with_the_overlap_blending_needs(length, til
 def test_a_1500_px_tile_takes_9_tiles_of_544_px_at_tile_768_where_a_fixed_stride_takes_16_of_512():
     fitted = TileGrid(0, 0, 1500, 1500, 768, 64)
     assert len(fitted) == 9 and fitted.rows()[0][0].width == 544
-    fixed = TileGrid(0, 0, 1500, 1500, 512, 64, fit=False)
-    assert len(fixed) == 16 and fixed.rows()[0][0].width == 512
+    fixed_per_axis = len(range(0, 1500 - 512, 512 - 64)) + 1  # a stride of 448, the last tile moved back inside
+    assert fixed_per_axis ** 2 == 16
+
+
+def test_a_part_of_a_plan_is_its_whole_tiles_and_the_area_they_cover():
+    plan = TileGrid(0, 0, 1500, 1000, 512, 64)
+    part = plan.part(0, 1, 2, 3)
+    rows = plan.rows()
+    assert part.rows() == [row[1:3] for row in rows[:2]] and len(part) == 4 and part.overlap == 64
+    assert (part.x0, part.y0) == (rows[0][1].x, 0)
+    assert (part.x1, part.y1) == (rows[0][2].x + rows[0][2].width, rows[1][0].y + rows[1][0].height)
+    with pytest.raises(ValueError, match="not in the plan"):
+        plan.part(0, 0, 1, 9)

@@ -33,7 +33,7 @@ from core.extraction.inference import normalize, predict_probabilities
 from core.extraction.runtimes import Runtime, open_runtime
 from core.inputs.area import Area
 from core.inputs.raster import RasterError, RasterInfo, Window, WindowSource
-from core.inputs.tiling import Tile, TileGrid, blend_weights
+from core.inputs.tiling import Tile, TileGrid, TilePart, blend_weights
 from core.model.checkpoint import RoadModel
 from core.options import InferenceOptions
 from core.progress import Cancelled, CancelToken, Progress
@@ -46,12 +46,11 @@ SCRATCH_PREFIX = ".road-extractor-"  # + the run's process id: a later run remov
 
 @dataclass(kw_only=True)
 class ExtractParams(InferenceOptions):
-    """The options of `core.options.InferenceOptions` (defaults and checks live there), whether to replace
-    existing outputs, and the tile plan: fitted to the raster (fewest tiles), or tiles of exactly `tile` pixels at a
-    fixed stride, the grid region runs cut their blocks from (`fixed_grid` makes a one-process run comparable)."""
+    """The options of `core.options.InferenceOptions` (defaults and checks live there) and whether to replace
+    existing outputs. (The tile plan is always fitted to the area; a region block gets its part of the plan of the
+    whole mosaic through `Area.tiles`.)"""
 
     overwrite: bool = False
-    fixed_grid: bool = False
     refuse_empty: bool = True  # an area without one valid pixel is refused; a region's empty block is not
     gamma: float | None = None  # the brightness curve: None measures it here (`brightness`); region runs give the
     # one measured on the whole mosaic. The outputs' metadata records the one applied.
@@ -247,8 +246,8 @@ def _extract(source: WindowSource, model: RoadModel, out_dir: Path, params: Extr
     grid = processing_grid(info, model.info.gsd_m, notes)
     area = area or Area(0, 0, info.width, info.height)
     try:
-        window = area.computed or _computed_window(area, grid, params)
-        tiling = TileGrid(*window, params.tile, params.overlap, fit=not params.fixed_grid)
+        tiling = area.tiles if area.tiles is not None else TileGrid(*_computed_window(area, grid, params),
+                                                                    params.tile, params.overlap)
     except ValueError as exc:
         raise RasterError(f"{info.path}: {exc}") from None
     predictor = _Predictor(model, params, log)
@@ -319,7 +318,7 @@ def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> boo
     return not existed
 
 
-def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid, polygons, predictor: _Predictor,
+def _infer_to_file(source: WindowSource, grid: _Grid, tiling: TileGrid | TilePart, polygons, predictor: _Predictor,
                    path: Path, params: ExtractParams, progress, cancel: CancelToken | None, started: float) -> None:
     """Streams blended probabilities (band 1, 0..255) and validity (band 2) over the processing grid to `path`;
     each tile's values go through the brightness curve (`params.gamma`) first."""

@@ -414,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     region.add_argument("--workers", type=int, help="run blocks on a local cluster of N worker processes")
     region.add_argument("--scheduler", metavar="ADDRESS", help="run blocks on an existing Dask cluster, e.g. "
                         "tcp://head:8786 (dask-jobqueue for SLURM, dask-kubernetes for Kubernetes)")
-    region.add_argument("--block", type=int, default=4096, help="block side in pixels at the model's GSD (4096)")
+    region.add_argument("--block", type=int, default=4096,
+                        help="about this many pixels per block side at the model's GSD, in whole tiles of the "
+                        "mosaic's tile plan (4096)")
     region.add_argument("--cog", action="store_true", help="also assemble the blocks into Cloud-Optimized GeoTIFFs")
     extract.set_defaults(func=cmd_extract)
 

@@ -2,9 +2,10 @@
 in parallel, assembled into one probability/mask mosaic and one road GeoPackage; resumable after a crash.
 
 - Inputs (files, folders, VRTs) become one GDAL VRT mosaic; they must share a CRS.
-- The mosaic's processing grid is cut into blocks. Each block runs `extract_roads` on a window around its core
-  aligned to the tile grid of the whole mosaic: a block computes exactly the tiles a one-machine run computes
-  over its core, so the assembled probabilities equal that run's (to float rounding).
+- One tile plan is made for the whole mosaic's processing grid: the fitted plan a one-process run of the mosaic
+  uses. Blocks are groups of whole tiles of it; each block runs `extract_roads` on the plan's tiles that reach
+  its core (its own tiles and the neighbours overlapping them), so every core pixel is blended from the tiles,
+  weights and order of the one-process run and the assembled results equal that run's.
 - Each finished block's pieces are written to a temporary folder and renamed into place; a manifest records
   finished blocks. Dask retries a block whose worker died on another worker; a re-run of the same command skips
   what the manifest lists, so a crash or Ctrl-C loses only the blocks in flight.
@@ -30,6 +31,7 @@ from typing import Any
 from core.atomic import atomic_output
 from core.errors import InputError
 from core.frontends.jobs import InferenceJob
+from core.inputs.tiling import TileGrid, TilePart
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 MANIFEST = "manifest.json"
@@ -39,13 +41,18 @@ MANIFEST = "manifest.json"
 class RegionJob(InferenceJob):
     inputs: list[str]
     out_dir: str
-    block: int = 4096  # block side in pixels at the model's resolution
+    block: int = 4096  # about this many pixels at the model's resolution per block side, in whole tiles
     cog: bool = False
 
-    def fingerprint(self) -> str:
-        """What makes two runs the same job: everything that changes a block's pixels."""
-        keys = ("model", "block", "tile", "overlap", "scales", "augment", "brightness", "threshold", "bands")
-        text = json.dumps({k: getattr(self, k) for k in keys} | {"inputs": [str(p) for p in self.inputs]})
+    def fingerprint(self, blocks: list[Block] | None = None) -> str:
+        """What makes two runs the same job: everything that changes a block's pixels, and the blocks themselves
+        (their cores and tiles), so pieces cut by another plan are never reused."""
+        keys = ("model", "block", "tile", "overlap", "scales", "augment", "brightness", "threshold", "bands",
+                "precision")
+        plan = [[b.id, list(b.core), [b.tiles.row0, b.tiles.col0, b.tiles.row1, b.tiles.col1],
+                 [b.tiles.plan.x1, b.tiles.plan.y1]] for b in blocks or []]
+        text = json.dumps({k: getattr(self, k) for k in keys} | {"inputs": [str(p) for p in self.inputs],
+                                                                 "plan": plan})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -53,8 +60,8 @@ class RegionJob(InferenceJob):
 class Block:
     row: int
     col: int
-    core: tuple[float, float, float, float]  # input pixels x0, y0, x1, y1
-    window: tuple[int, int, int, int]  # processing-grid pixels the network runs on (core + halo, tile-aligned)
+    core: tuple[int, int, int, int]  # the input pixels x0, y0, x1, y1 the block's pieces hold
+    tiles: TilePart  # the tiles of the mosaic's plan it computes: every one that reaches the core
 
     @property
     def id(self) -> str:
@@ -123,32 +130,50 @@ def build_mosaic(files: list[Path], out: Path) -> Path:
     return out
 
 
-def plan_blocks(width_px: int, height_px: int, scale: tuple[float, float], block: int, tile: int, overlap: int
-                ) -> list[Block]:
-    """Blocks over a processing grid of width_px x height_px (scale = processing pixels per input pixel).
+def plan_blocks(width_px: int, height_px: int, scale: tuple[float, float], block: int, tile: int, overlap: int,
+                input_size: tuple[int, int] | None = None) -> list[Block]:
+    """Blocks over a processing grid of width_px x height_px (scale = processing pixels per input pixel; the input
+    is `input_size` pixels, by default the grid's size over the scale).
 
-    The whole-raster tile grid has origins at multiples of the stride s = tile - overlap (and a last tile shifted
-    to end at the raster's edge). A block's cores start and end on multiples of s; its window starts early enough
-    to hold every grid tile that reaches into the core (s * (ceil(tile / s) - 1) before it) and ends `overlap`
-    after it, so that the window's own last tile, shifted to end there, is the grid tile ending the core. Every
-    core pixel is then blended from exactly the tiles of a one-process run."""
-    stride = tile - overlap
-    block = max(stride, block // stride * stride)
-    before = stride * (math.ceil(tile / stride) - 1)
+    The tile plan is the one a one-process run of the whole grid uses (`TileGrid` fitted to it). Per axis, its
+    tiles are grouped into ceil(length / block) runs of consecutive tiles (at most one group per tile), spread
+    evenly. A block's core starts where its first tile starts (in input pixels; off the model's resolution a few
+    pixels before) and ends where the next block's starts. The block computes every plan tile that reaches into
+    its core (and, off the model's resolution, into the few pixels around it that resampling to the input's grid
+    reads): at the model's resolution, its own tiles and the last tile of the block before it, which overlaps
+    them. Every core pixel is then blended from the same tiles, with the same weights in the same order, as in
+    the one-process run."""
+    plan = TileGrid(0, 0, width_px, height_px, tile, overlap)
+    rows = plan.rows()
+    if input_size is None:
+        input_size = (math.ceil(width_px / scale[0] - 1e-6), math.ceil(height_px / scale[1] - 1e-6))
 
-    def end(core_end: int, size: int) -> int:
-        # The grid's last tile is shifted to end at the raster's edge; where it reaches into the core, so must
-        # the window.
-        return size if core_end > size - tile else min(size, core_end + overlap)
+    def groups(origins: list[int], size: int, length: int, s: float, input_length: int
+               ) -> list[tuple[int, int, int, int]]:
+        """(core start, core end) in input pixels and (first, stop) tile indices, per group along one axis."""
+        count = len(origins)
+        n = min(count, max(1, math.ceil(length / block)))
+        cuts = [round(i * count / n) for i in range(n + 1)]
+        # Bilinear resampling to the input's grid reads a pixel or two (more when it shrinks) around the core:
+        # off the model's resolution a core ends that far before the next block's first tile starts.
+        margin = 0 if s == 1.0 else math.ceil(max(1.0, s)) + 1
+        edges = [0]
+        for c in cuts[1:-1]:
+            edge = math.floor((origins[c] - margin) / s)
+            if edges[-1] < edge < input_length:  # far off the model's resolution two edges can meet: no empty core
+                edges.append(edge)
+        edges.append(input_length)
+        out = []
+        for a, b in zip(edges, edges[1:], strict=False):
+            low, high = math.floor(a * s) - margin, math.ceil(b * s) + margin
+            reaching = [i for i, o in enumerate(origins) if o < high and o + size > low]
+            out.append((a, b, reaching[0], reaching[-1] + 1))
+        return out
 
-    blocks = []
-    for row, y in enumerate(range(0, height_px, block)):
-        for col, x in enumerate(range(0, width_px, block)):
-            x1, y1 = min(x + block, width_px), min(y + block, height_px)
-            window = (max(0, x - before), max(0, y - before), end(x1, width_px), end(y1, height_px))
-            core = (x / scale[0], y / scale[1], x1 / scale[0], y1 / scale[1])
-            blocks.append(Block(row, col, core, window))
-    return blocks
+    along_x = groups([t.x for t in rows[0]], rows[0][0].width, width_px, scale[0], input_size[0])
+    along_y = groups([r[0].y for r in rows], rows[0][0].height, height_px, scale[1], input_size[1])
+    return [Block(row, col, (x0, y0, x1, y1), plan.part(r0, c0, r1, c1))
+            for row, (y0, y1, r0, r1) in enumerate(along_y) for col, (x0, x1, c0, c1) in enumerate(along_x)]
 
 
 # --------------------------------------------------------------------------------------------- on a worker
@@ -197,14 +222,13 @@ def run_block(block: Block, mosaic: str, job: dict[str, Any], pieces: str, gamma
     started = time.perf_counter()
     options = RegionJob(**job)
     options.device = _worker_device(options.device)
-    # Each block is cut on the whole mosaic's fixed-stride tile grid (its window is aligned to it), and a block
-    # may lie in a gap of the mosaic.
-    params = options.extract_params(overwrite=True, fixed_grid=True, refuse_empty=False, gamma=gamma)
+    # The block computes its part of the whole mosaic's tile plan; it may lie in a gap of the mosaic.
+    params = options.extract_params(overwrite=True, refuse_empty=False, gamma=gamma)
     scratch = Path(pieces) / f".{block.id}.{uuid.uuid4().hex[:8]}"
     try:
         with RasterioSource(mosaic, bands=job.get("bands")) as source:
             extract_roads(source, _model(job.get("model")), scratch, params,
-                          Area(*block.core, computed=block.window))
+                          Area(*block.core, tiles=block.tiles))
         try:
             os.replace(scratch, final)
         except OSError:  # another run of this block got there first
@@ -235,8 +259,9 @@ class Manifest:
         if path.exists():
             data = json.loads(path.read_text())
             if data.get("fingerprint") != fingerprint:
-                raise InputError(f"{path.parent} holds the results of a different job (other inputs, model or "
-                                 f"settings); choose another output folder or delete it")
+                raise InputError(f"{path.parent} holds the results of a different job (other inputs, model, "
+                                 f"settings or blocks, or made by an older version); choose another output folder "
+                                 f"or delete it")
             self.blocks = {k: v for k, v in data.get("blocks", {}).items()
                            if Path(v["probability"]).exists() and Path(v["mask"]).exists()}
 
@@ -290,6 +315,11 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
                 log(picked)
             job = replace(job, model=str(model_path))
             grid = processing_grid(source.info, model_info.gsd_m, [])
+            try:
+                blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile,
+                                     job.overlap, (source.info.width, source.info.height))
+            except ValueError as exc:
+                raise InputError(f"{mosaic}: {exc}") from None
             gamma = 1.0
             if job.brightness == "auto":
                 match = match_brightness(source, model_info.normalization.brightness)
@@ -299,11 +329,10 @@ def run_region(job: RegionJob, *, workers: int = 1, scheduler: str | None = None
         if created:  # refused inputs leave no output folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    blocks = plan_blocks(grid.width, grid.height, (grid.scale_x, grid.scale_y), job.block, job.tile, job.overlap)
-    manifest = Manifest(out / MANIFEST, job.fingerprint())
+    manifest = Manifest(out / MANIFEST, job.fingerprint(blocks))
     todo = [b for b in blocks if b.id not in manifest.blocks]
-    log(f"{len(blocks)} blocks of {job.block} px over {grid.width}x{grid.height} px at the model's resolution; "
-        f"{len(blocks) - len(todo)} already done")
+    log(f"{len(blocks)} blocks of about {job.block} px (whole tiles of the mosaic's plan) over "
+        f"{grid.width}x{grid.height} px at the model's resolution; {len(blocks) - len(todo)} already done")
     pieces = out / "pieces"
     pieces.mkdir(exist_ok=True)
     started = time.perf_counter()

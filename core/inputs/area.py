@@ -6,8 +6,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.inputs.raster import RasterError, RasterInfo
+
+if TYPE_CHECKING:
+    from core.inputs.tiling import TilePart
 
 
 @dataclass
@@ -19,9 +23,10 @@ class Area:
     x1: float
     y1: float
     polygons: list = field(default_factory=list)  # shapely geometries in the raster's CRS
-    # The processing-grid window (x0, y0, x1, y1) to run the network on, when the caller chooses it: region runs
-    # align each block's window to the whole raster's tile grid so blocks compute exactly the tiles of one run.
-    computed: tuple[int, int, int, int] | None = None
+    # The tiles to run the network on, when the caller chooses them (else the plan fitted to the area): a region
+    # block's part of the plan of the whole mosaic, so blocks compute exactly the tiles of one run.
+    tiles: TilePart | None = None
+
 
 def _to_window(info: RasterInfo, bounds: Sequence[float], what: str) -> Area:
     from rasterio.transform import Affine

@@ -34,27 +34,12 @@ def _fitted(start: int, stop: int, tile: int, overlap: int) -> tuple[int, list[i
     return size, [start + round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
-def _starts(start: int, stop: int, tile: int, stride: int) -> list[int]:
-    """Tile origins covering [start, stop): a regular stride, the last tile shifted back to end at `stop`, so that
-    every tile lies inside the area and sees real pixels up to its edges."""
-    length = stop - start
-    if length <= tile:
-        return [start]
-    origins = list(range(start, stop - tile, stride))
-    origins.append(stop - tile)
-    return origins
-
-
 @dataclass(frozen=True)
 class TileGrid:
-    """Tiles of at most `tile` pixels overlapping by at least `overlap` over the area [x0, x1) x [y0, y1) of a
-    processing grid.
-
-    `fit` (the default): per axis, the fewest tiles that cover the area, of one size, evenly spread, so no pixel
-    is computed more often than blending needs. Without it, tiles of exactly `tile` pixels at a fixed stride from
-    (x0, y0), the last one moved back inside: region runs need that grid, which does not depend on where a block
-    ends.
-    """
+    """The tile plan over the area [x0, x1) x [y0, y1) of a processing grid: per axis, the fewest tiles of at most
+    `tile` pixels that cover the area with at least `overlap` pixels shared by neighbours, of one size, evenly
+    spread, so no pixel is computed more often than blending needs. A region run makes one plan for its whole
+    mosaic and gives each block a `part` of it, so blocks compute the tiles of the one-process run."""
 
     x0: int
     y0: int
@@ -62,7 +47,6 @@ class TileGrid:
     y1: int
     tile: int
     overlap: int
-    fit: bool = True
 
     def __post_init__(self) -> None:
         if self.tile < MIN_TILE:
@@ -73,23 +57,63 @@ class TileGrid:
             raise ValueError(f"the area is {self.x1 - self.x0}x{self.y1 - self.y0} pixels at the model's resolution; "
                              f"the model needs at least {MIN_TILE}x{MIN_TILE}")
 
-    @property
-    def stride(self) -> int:
-        return self.tile - self.overlap
-
     def rows(self) -> list[list[Tile]]:
         """Tiles row by row: each row spans the same rows of the grid, which is what lets the engine stream."""
-        if self.fit:
-            th, ys = _fitted(self.y0, self.y1, self.tile, self.overlap)
-            tw, xs = _fitted(self.x0, self.x1, self.tile, self.overlap)
-        else:
-            ys = _starts(self.y0, self.y1, self.tile, self.stride)
-            xs = _starts(self.x0, self.x1, self.tile, self.stride)
-            th, tw = min(self.tile, self.y1 - self.y0), min(self.tile, self.x1 - self.x0)
+        th, ys = _fitted(self.y0, self.y1, self.tile, self.overlap)
+        tw, xs = _fitted(self.x0, self.x1, self.tile, self.overlap)
         return [[Tile(r, c, x, y, tw, th) for c, x in enumerate(xs)] for r, y in enumerate(ys)]
 
     def __len__(self) -> int:
         return sum(len(row) for row in self.rows())
+
+    def part(self, row0: int, col0: int, row1: int, col1: int) -> TilePart:
+        return TilePart(self, row0, col0, row1, col1)
+
+
+@dataclass(frozen=True)
+class TilePart:
+    """Whole tiles of a plan, rows [row0, row1) x columns [col0, col1), over the area they cover: what a region
+    block computes, with the sizes, places and blending weights the plan gives them."""
+
+    plan: TileGrid
+    row0: int
+    col0: int
+    row1: int
+    col1: int
+
+    def __post_init__(self) -> None:
+        rows = self.plan.rows()
+        if not (0 <= self.row0 < self.row1 <= len(rows) and 0 <= self.col0 < self.col1 <= len(rows[0])):
+            raise ValueError(f"tiles rows {self.row0}-{self.row1}, columns {self.col0}-{self.col1} are not in the "
+                             f"plan's {len(rows)}x{len(rows[0])}")
+
+    def rows(self) -> list[list[Tile]]:
+        return [row[self.col0:self.col1] for row in self.plan.rows()[self.row0:self.row1]]
+
+    def __len__(self) -> int:
+        return (self.row1 - self.row0) * (self.col1 - self.col0)
+
+    @property
+    def overlap(self) -> int:
+        return self.plan.overlap
+
+    @property
+    def x0(self) -> int:
+        return self.rows()[0][0].x
+
+    @property
+    def y0(self) -> int:
+        return self.rows()[0][0].y
+
+    @property
+    def x1(self) -> int:
+        last = self.rows()[-1][-1]
+        return last.x + last.width
+
+    @property
+    def y1(self) -> int:
+        last = self.rows()[-1][-1]
+        return last.y + last.height
 
 
 @lru_cache(maxsize=8)
