@@ -30,8 +30,11 @@ WORKER_MODULE = "training.worker"  # the engine's worker with fine-tuning (the e
 WORKER_FILE = Path(*WORKER_MODULE.split(".")).with_suffix(".py")
 # Where the engine's source lives: beside the plugin in a checkout, inside it in an installed plugin zip.
 ENGINE_SOURCE_CANDIDATES = (PLUGIN_DIR / "engine", PLUGIN_DIR.parent)
+# onnx, onnxscript, onnxruntime (about 40 MB together): the runtime `auto` takes on CPUs without native bf16,
+# 1.35x torch fp32 there (docs/performance.md, "Runtimes"); without them the engine runs torch.
 ENGINE_REQUIREMENTS = ("torch", "numpy<2", "rasterio", "affine<3", "shapely>=2", "pyogrio", "networkx", "scipy",
-                       "scikit-image", "opencv-python-headless", "tqdm", "pyyaml")
+                       "scikit-image", "opencv-python-headless", "tqdm", "pyyaml", "onnx", "onnxscript",
+                       "onnxruntime")
 
 
 class EngineError(Exception):
