@@ -285,7 +285,9 @@ def test_a_region_run_of_real_tiles_gives_the_one_process_mask(precision, shared
           f"pixels, probabilities by at most {difference.max()}/255 (on {(difference > 0).mean():.5%})")
     assert one.shape == blocks.shape == (1200, 1200)
     assert (one == 1).mean() > 0.01, "the shipped model should find roads here"
-    assert differing == 0 and difference.max() == 0
+    # Same tiles, same blending: equal here (0 pixels on a 2-core AMD EPYC). A machine whose torch sums in another
+    # order with its thread count may move a probability by one grey level; the bound is 0.01% of the mask.
+    assert differing < 1e-4 and difference.max() <= 1
 
 
 def test_off_the_model_resolution_blocks_still_give_the_one_process_result(random_model_file, cluster, tmp_path):
@@ -311,4 +313,8 @@ def test_off_the_model_resolution_blocks_still_give_the_one_process_result(rando
     assert region.blocks == 16
     for kind in ("probability", "mask"):
         with rasterio.open(single[kind]) as a, rasterio.open(getattr(region, kind)) as b:
-            assert a.shape == b.shape == (800, 800) and np.array_equal(a.read(1), b.read(1)), kind
+            one, blocks = a.read(1).astype(int), b.read(1).astype(int)
+            assert a.shape == b.shape == (800, 800), kind
+            # Equal where the threads sum alike (one process on 2 threads, workers on 1 can differ by a grey
+            # level); never more than one level, and the masks within the 0.01%.
+            assert np.abs(one - blocks).max() <= 1 and (kind == "probability" or (one != blocks).mean() < 1e-4), kind

@@ -108,10 +108,16 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     if job.vectorize and roads.exists() and not job.overwrite:
         raise InputError(f"{roads} already exists; allow overwriting (--overwrite) or choose another output")
     params = job.extract_params(overwrite=job.overwrite)
+    # A model file named is checked before the raster is read; a models folder (the shipped one too) serves by the
+    # raster's resolution, so its pick waits for the raster.
+    named = bool(job.model) and not Path(job.model).is_dir()
+    model_path = resolve_model(job.model) if named else None
+    model = open_model(model_path) if named else None
     with RasterioSource(job.input, bands=job.bands, gsd_m=job.gsd_m, value_scale=job.value_scale) as source:
-        gsd = imagery_gsd(source.info.gsd_m)  # a models folder (the shipped one too) serves by resolution
-        model_path = resolve_model(job.model, gsd)
-        model = open_model(model_path)
+        gsd = imagery_gsd(source.info.gsd_m)
+        if model is None:
+            model_path = resolve_model(job.model, gsd)
+            model = open_model(model_path)
         picked = choice_note(job.model, gsd)
         if picked is not None:
             log(picked)
