@@ -125,11 +125,12 @@ def test_exported_runtimes_agree_with_torch_fp32_on_massachusetts_tiles(shared_d
     # The cache's key follows the weights: another model gets another file.
     from core.model.onnx_cache import export_key
 
+    # The key follows the weights in memory, not the file they came from: fine-tuning scores mixes of a parent
+    # loaded from its file, and each must run its own weights (a stale export made every mix the parent).
     other = load_model(default_model())
     with torch.no_grad():
         next(other.network.parameters()).add_(1.0)
-    other.report.source = "<memory>"
-    assert export_key(other) != export_key(shipped)
+    assert other.report.source == shipped.report.source and export_key(other) != export_key(shipped)
 
 
 def test_auto_runs_openvino_where_it_chose_it(monkeypatch, shipped, cache):
@@ -157,3 +158,10 @@ def _tiny_onnx(folder):
                           Architecture(config, {}))
         export_onnx(model, path, sample_size=64)
     return path
+
+
+def test_training_scores_the_torch_network_it_holds():
+    """Fine-tuning's mixes and training's figures are of the torch weights in memory, whatever `auto` would pick."""
+    from training.evaluate import Inference
+
+    assert Inference().extract_params().runtime == "torch"

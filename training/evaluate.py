@@ -48,6 +48,10 @@ class Inference(InferenceOptions):
     default (as the model card measures)."""
 
     scales: tuple[float, ...] = (1.0,)
+    # Training scores the torch network it holds in memory (fine-tuning's mixes differ from any file); the other
+    # runtimes are gated against torch on their own (tests/test_runtimes.py), and an export per mix would cost
+    # seconds each.
+    runtime: str = "torch"
 
     def extract_params(self) -> ExtractParams:
         return ExtractParams(**self.inference_options(), overwrite=True)

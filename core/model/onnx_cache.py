@@ -30,14 +30,6 @@ def cache_dir() -> Path:
     return Path(base) / "road-extractor"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weights_digest(model: RoadModel) -> str:
     digest = hashlib.sha256()
     for name, tensor in model.network.state_dict().items():
@@ -51,8 +43,10 @@ def export_key(model: RoadModel, opset: int = DEFAULT_OPSET) -> str:
     import onnx
     import torch
 
-    source = Path(model.report.source)
-    weights = _file_digest(source) if source.is_file() else _weights_digest(model)
+    # The weights as they are in memory, never the file's digest: a network loaded from a file may have been
+    # changed since (fine-tuning scores mixes of its parent's weights), and a stale export would be a silent wrong
+    # answer.
+    weights = _weights_digest(model)
     parts = {"weights": weights, "info": model.info.to_dict(), "opset": opset, "torch": torch.__version__,
              "onnx": onnx.__version__, "road_extractor": __version__}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
