@@ -9,7 +9,6 @@ without native bf16 arithmetic (as here: an AMD EPYC with AVX2)."""
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,10 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.model.checkpoint import Architecture, CheckpointError, LoadReport, ModelInfo, RoadModel
 from core.model.onnx_export import IO_KEY
 
-INSTALL = "pip install 'road-extractor[openvino]'"
 # The engine's precision names -> OpenVINO's INFERENCE_PRECISION_HINT, and back.
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 PRECISION_OF_HINT = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
@@ -79,27 +76,3 @@ def compiled_network(path: str, precision: str | None, threads: int | None) -> O
     """One compiled network per file, precision and thread count in a process: a region run's blocks and the
     worker's repeated jobs compile it once (a compile takes about a second)."""
     return OpenVinoNetwork(Path(path), precision, threads)
-
-
-def load_openvino_model(path: str | Path, precision: str | None = None) -> RoadModel:
-    """An ONNX export of a road model run by OpenVINO; raises CheckpointError with a one-line reason."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file; check the path")
-    if openvino_version() is None:
-        raise CheckpointError(f"running a model through OpenVINO needs it installed: {INSTALL}")
-    try:
-        network = compiled_network(str(path), precision, torch.get_num_threads())
-    except Exception as exc:  # OpenVINO raises its own exception types for unreadable graphs
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not an ONNX model OpenVINO can run ({reason})") from None
-    metadata = network.metadata
-    if "road_extractor" not in metadata:
-        raise CheckpointError(f"{path} has no road_extractor description in its metadata (model classes, GSD, "
-                              f"normalisation); export it with road-extractor export --onnx")
-    if metadata.get(IO_KEY, "road-extractor") != "road-extractor":
-        raise CheckpointError(f"{path} is an export for {metadata[IO_KEY]} (fixed tiles, probabilities out); run the "
-                              f"engine on the model file, or on an export made without --for")
-    info = ModelInfo.from_dict(json.loads(metadata["road_extractor"]))
-    report = LoadReport(str(path), f"ONNX model (OpenVINO {openvino_version()})")
-    return RoadModel(network, info, report, Architecture(info.config, {}))
