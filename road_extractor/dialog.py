@@ -39,6 +39,7 @@ from .runner import (
     engine_running,
     metres_per_unit,
     plan_run,
+    road_layer_file,
     selection_area,
     transform_extent,
 )
@@ -112,6 +113,21 @@ class ExtractRoadsDialog(QDialog):
         area_row.addWidget(self.area_layer, 1)
         area_row.addWidget(self.draw)
         form.addRow("Area", area_row)
+
+        # A second mode of the same run: with a road layer chosen, Run finds the roads it lacks (update-map).
+        self.compare = QgsMapLayerComboBox()
+        self.compare.setObjectName("RoadExtractorCompare")
+        self.compare.setFilters(QgsMapLayerProxyModel.LineLayer)
+        self.compare.setAllowEmptyLayer(True)
+        self.compare.setLayer(None)
+        self.compare.setToolTip("An existing road layer (an OpenStreetMap export, a municipal layer): Run then "
+                                "finds the roads of the imagery it lacks (missing), its roads the imagery does not "
+                                "show (unconfirmed) and how far the rest is off (matched), to review and edit. "
+                                "Empty: extract roads")
+        self.compare_label = QLabel("")
+        self.compare_label.setWordWrap(True)
+        form.addRow("Compare with", self.compare)
+        form.addRow("", self.compare_label)
 
         self.model = QgsFileWidget()
         self.model.setFilter("Model files (*.pt *.pth *.onnx)")
@@ -201,7 +217,8 @@ class ExtractRoadsDialog(QDialog):
         output_row.addWidget(self.overwrite)
         holder = QWidget()
         holder.setLayout(output_row)
-        output_form.addRow("Roads GeoPackage", holder)
+        self.output_label = QLabel("Roads GeoPackage")
+        output_form.addRow(self.output_label, holder)
         layout.addLayout(output_form)
 
         # What stops Run, beside the buttons: the dialog stays open with the choices as they were.
@@ -224,6 +241,8 @@ class ExtractRoadsDialog(QDialog):
         self.buttons.helpRequested.connect(self.open_help)
 
         self.area.currentIndexChanged.connect(self._area_changed)
+        self.compare.layerChanged.connect(lambda *_: self._compare_changed())
+        self._compare_changed()
         self.draw.clicked.connect(self._draw_rectangle)
         self.test_device.clicked.connect(self.check_device)
         self.setup.clicked.connect(self.set_up_engine)
@@ -493,8 +512,20 @@ class ExtractRoadsDialog(QDialog):
         if self.model_error:
             raise UserError(f"the model cannot be used: {self.model_error.splitlines()[0]}; choose another model "
                             f"file or clear the field for the shipped model")
-        return plan_run(describe_layer(self.layer.currentLayer()), self.area_request(), settings,
-                        self.model_info.get("gsd_m"))
+        raster, area = describe_layer(self.layer.currentLayer()), self.area_request()
+        compare = self.compare.currentLayer()
+        compare_file = road_layer_file(compare, Path(tempfile.mkdtemp(prefix="road_compare_"))) if compare else None
+        return plan_run(raster, area, settings, self.model_info.get("gsd_m"), compare_roads=compare_file,
+                        compare_name=compare.name() if compare else "")
+
+    def _compare_changed(self) -> None:
+        """What Run will do, said under the field; the output's label follows."""
+        layer = self.compare.currentLayer()
+        self.compare_label.setText(
+            f"Run finds the roads missing from '{layer.name()}' and its roads the imagery does not show: a "
+            f"GeoPackage of missing, unconfirmed and matched roads, each with a review field (new / accepted / "
+            f"rejected)" if layer else "empty: Run extracts roads; choose a line layer to find what it lacks")
+        self.output_label.setText("Map update GeoPackage" if layer else "Roads GeoPackage")
 
     def show_problem(self, message: str) -> None:
         self.problem.setText(message)

@@ -12,9 +12,14 @@ from qgis.core import QgsSettings
 # Before a first run has measured this machine: the shipped ResNet-18 on a 2-core CPU (2.5-4.5 s per megapixel-pass
 # measured with benchmarks/plugin_estimate.py, vectorizing a dense suburb included) and on a mid-range GPU.
 DEFAULT_SECONDS_PER_MP = {"cpu": 3.0, "cuda": 0.02}
-# Seconds every run costs beside the network: starting the engine (torch, the model: measured 3-6 s on 2 CPU
+# Seconds every run costs beside the network: starting the engine (Python and torch: measured 3-6 s on 2 CPU
 # cores) unless it is already running, and reading, writing and vectorizing (about 1-2 s for a small raster).
 ENGINE_START_S, RUN_OVERHEAD_S = 5.0, 2.0
+# What the engine does before the first tile (the engine reports it as prepare_seconds): loading the model and its
+# runtime, which a fresh engine process does in full (the first run on a machine also exports the model to ONNX)
+# and a running one mostly has in memory. Learnt apart from the cost per megapixel, once per kind: a first run's
+# preparation counted as tile work made the next run's estimate 4.5x too long (benchmarks/plugin_estimate.py).
+PREPARE_S = {"cold": 2.0, "warm": 0.5}
 AUGMENT_PASSES = {"none": 1, "flip": 2, "d4": 8}
 SETTINGS_KEY = "road_extractor/measured_seconds_per_mp_pass/"
 
@@ -45,6 +50,11 @@ def engine_start_s(settings: QgsSettings | None = None) -> float:
     return measured("engine_start_s", ENGINE_START_S, settings)
 
 
+def prepare_s(cold: bool, settings: QgsSettings | None = None) -> float:
+    kind = "cold" if cold else "warm"
+    return measured(f"prepare_s/{kind}", PREPARE_S[kind], settings)
+
+
 @dataclass(frozen=True)
 class Workload:
     megapixels: float  # at the model's resolution
@@ -54,17 +64,23 @@ class Workload:
 
     def seconds(self, settings: QgsSettings | None = None) -> float:
         return (self.megapixels * self.passes * seconds_per_mp(self.device, settings)
-                + overhead_s(self.device, settings) + (engine_start_s(settings) if self.cold else 0.0))
+                + overhead_s(self.device, settings) + prepare_s(self.cold, settings)
+                + (engine_start_s(settings) if self.cold else 0.0))
 
-    def learn(self, wall_seconds: float, start_seconds: float | None, settings: QgsSettings | None = None) -> None:
+    def learn(self, wall_seconds: float, start_seconds: float | None, prepare_seconds: float | None = None,
+              settings: QgsSettings | None = None) -> None:
         """Keeps this machine's figures from a finished run: the engine's start (measured apart when this run
-        started it), then this run's (megapixel-passes, seconds) beside the last RUNS_KEPT runs', from which the
-        fixed cost and the seconds per megapixel-pass are fitted (`fit_costs`)."""
+        started it) and its preparation before the first tile (as the engine measured it, kept per cold / warm
+        engine), then the rest of the run's time against its megapixel-passes beside the last RUNS_KEPT runs',
+        from which the fixed cost and the seconds per megapixel-pass are fitted (`fit_costs`)."""
         settings = settings or QgsSettings()
         rest = wall_seconds
         if self.cold and start_seconds is not None:
             settings.setValue(SETTINGS_KEY + "engine_start_s", start_seconds)
             rest -= start_seconds
+        if prepare_seconds is not None and 0 <= prepare_seconds <= rest:
+            settings.setValue(SETTINGS_KEY + f"prepare_s/{'cold' if self.cold else 'warm'}", prepare_seconds)
+            rest -= prepare_seconds
         if rest <= 0:
             return
         key = SETTINGS_KEY + f"{self.device}/runs"

@@ -75,31 +75,41 @@ def road_layers(roads_gpkg: str | Path, title: str = "", names: tuple[str, ...] 
     return layers
 
 
-def run_title(name: str, model: str = "", project: QgsProject | None = None, now=None) -> str:
+GROUP_PREFIX = {"extract": "Roads", "update_map": "Map update"}  # a run's group: "Roads - vegas"
+
+
+def run_title(name: str, model: str = "", project: QgsProject | None = None, now=None, operation: str = "extract"
+              ) -> str:
     """What a run's group and layers are called: the input's name, and for a later run of the same input its
     number, model and time, so that three runs are three names ("vegas", "vegas (run 2, shipped model, 14:05)")."""
     import datetime
 
     root = (project or QgsProject.instance()).layerTreeRoot()
-    earlier = [g for g in root.findGroups(True) if g.name() == f"Roads - {name}" or
-               g.name().startswith(f"Roads - {name} (run ")]
+    prefix = GROUP_PREFIX[operation]
+    earlier = [g for g in root.findGroups(True) if g.name() == f"{prefix} - {name}" or
+               g.name().startswith(f"{prefix} - {name} (run ")]
     if not earlier:
         return name
     when = (now or datetime.datetime.now()).strftime("%H:%M")
     return f"{name} (run {len(earlier) + 1}, {Path(model).stem if model else 'shipped model'}, {when})"
 
 
-def add_results(result: dict, title: str, project: QgsProject | None = None, canvas=None, view=None) -> list:
+def add_results(result: dict, title: str, project: QgsProject | None = None, canvas=None, view=None,
+                operation: str = "extract") -> list:
     """Adds the run's layers in a new group at the top of the layer tree, opened in the layers panel (`view`),
-    and zooms the canvas to them."""
+    and zooms the canvas to them: an extraction's roads, junctions and probability, or a comparison's missing,
+    unconfirmed and matched roads."""
     project = project or QgsProject.instance()
-    group = QgsLayerTreeGroup(f"Roads - {title}")
+    group = QgsLayerTreeGroup(f"{GROUP_PREFIX[operation]} - {title}")
     group.setExpanded(True)
-    layers = road_layers(result["roads"], title) if result.get("roads") else []
-    probability = QgsRasterLayer(result["probability"], f"road probability - {title}")
-    if probability.isValid():
-        probability_renderer(probability)
-        layers.append(probability)
+    if operation == "update_map":
+        layers = road_layers(result["out"], title, MAP_UPDATE_LAYERS)
+    else:
+        layers = road_layers(result["roads"], title) if result.get("roads") else []
+        probability = QgsRasterLayer(result["probability"], f"road probability - {title}")
+        if probability.isValid():
+            probability_renderer(probability)
+            layers.append(probability)
     added = []
     for layer in layers:  # each named after its input, so two runs' layers can be told apart
         layer.setCustomProperty(OUTPUT_PROPERTY, True)

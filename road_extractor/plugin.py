@@ -9,7 +9,7 @@ from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from .engine import EngineMissing, find_engine_python
 from .engine_options import in_dialog_words
 from .layers import RESOURCES, add_results, run_title
-from .runner import UserError, describe_result, profile_dir, shutdown_engine
+from .runner import UserError, describe_map_update, describe_result, profile_dir, shutdown_engine
 from .tasks import LOG_TAG, ExtractRoadsTask
 
 MENU = "&Road extractor"
@@ -103,7 +103,8 @@ class RoadExtractorPlugin:
         task.workload = dialog.workload
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
-        self.say(Qgis.Info, f"extracting roads from '{raster.name}' (see the task manager)")
+        doing = f"finding roads missing from '{run.compare_name}' in" if run.compare_roads else "extracting roads from"
+        self.say(Qgis.Info, f"{doing} '{raster.name}' (see the task manager)")
         return task
 
     def say(self, level, text: str, details: str = "") -> None:
@@ -131,26 +132,34 @@ class RoadExtractorPlugin:
         if result is None:
             task.run_plan.discard()
             if error == "cancelled":
-                self.say(Qgis.Info, "road extraction cancelled; nothing was written")
+                self.say(Qgis.Info, f"{'comparison' if task.run_plan.compare_roads else 'road extraction'} "
+                                    f"cancelled; nothing was written")
             else:
                 self.report_error(error or "the run failed")
             return
         layers_panel = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
-        title = run_title(task.run_plan.raster.name, task.run_plan.settings.model)
-        add_results(result, title, canvas=self.iface.mapCanvas(), view=layers_panel)
+        plan = task.run_plan
+        title = run_title(plan.raster.name, plan.settings.model, operation=plan.operation)
+        add_results(result, title, canvas=self.iface.mapCanvas(), view=layers_panel, operation=plan.operation)
         if task.workload is not None:
-            task.workload.learn(task.wall_seconds, task.engine_start_seconds)  # this machine's figures
+            task.workload.learn(task.wall_seconds, task.engine_start_seconds,  # this machine's figures
+                                result.get("prepare_seconds"))
             if self.dialog is not None:  # the next estimate uses them at once, not after a field changes
                 self.dialog.update_estimate()
-        line, warnings = describe_result(result, task.run_plan.settings)
-        QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
+        if plan.operation == "update_map":
+            line = describe_map_update(result, plan.compare_name)
+            warnings = [note for note in result.get("notes", []) if note.startswith("warning")]
+            QgsMessageLog.logMessage(f"{line} -> {result['out']}", LOG_TAG, Qgis.Info)
+        else:
+            line, warnings = describe_result(result, plan.settings)
+            QgsMessageLog.logMessage(f"{line} -> {result['roads']}", LOG_TAG, Qgis.Info)
         for warning in warnings:
             QgsMessageLog.logMessage(warning, LOG_TAG, Qgis.Warning)
         warnings = [in_dialog_words(w) for w in warnings]
         if not warnings:
             self.say(Qgis.Success, line)
         else:  # one message: the first warning (a run without roads: why) and the summary; all of it in Details
-            first = warnings[0] if not result["road_count"] else f"{line}; {warnings[0]}"
+            first = warnings[0] if not result.get("road_count", 1) else f"{line}; {warnings[0]}"
             self.say(Qgis.Warning, first + (f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""),
                      "\n\n".join([line, *warnings]))
 

@@ -79,6 +79,14 @@ class ExtractionRun:
     model_gsd_m: float = MODEL_GSD_FALLBACK_M
     notes: list[str] = field(default_factory=list)
     temporary: bool = False  # out_dir was made for this run (no output file chosen): removed if the run fails
+    # "Compare with a road layer": the layer written out for the engine, and its name. The run is then
+    # `update-map`: `roads` is the GeoPackage of missing, unconfirmed and matched roads.
+    compare_roads: str | None = None
+    compare_name: str = ""
+
+    @property
+    def operation(self) -> str:
+        return "update_map" if self.compare_roads else "extract"
 
     def discard(self) -> None:
         """After a failed or cancelled run: its temporary folder goes, so nothing piles up in the temp folder."""
@@ -119,6 +127,25 @@ def selection_area(layer, folder: Path) -> AreaRequest:
         raise UserError(f"could not write the selected polygons to {path}: {result[1]}")
     extent = layer.boundingBoxOfSelected()
     return AreaRequest("selection", extent, layer.crs(), str(path))
+
+
+def road_layer_file(layer, folder: Path) -> str:
+    """The line layer to compare with, written whole to a GeoPackage the engine reads (any provider: a file, a
+    memory layer of lines just drawn, a web layer), with its CRS; the engine reprojects it."""
+    if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.LineGeometry:
+        name = layer.name() if layer is not None else "nothing"
+        raise UserError(f"'{name}' is not a line layer; choose the road lines to compare with (an OpenStreetMap "
+                        f"export, a municipal road layer)")
+    if layer.featureCount() == 0:
+        raise UserError(f"the road layer '{layer.name()}' has no features; choose a layer with road lines")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    path = folder / "existing_roads.gpkg"
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
+                                                       options)
+    if result[0] != QgsVectorFileWriter.NoError:
+        raise UserError(f"could not write the road layer '{layer.name()}' for the engine: {result[1]}")
+    return str(path)
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> float:
@@ -196,8 +223,8 @@ def area_outside(raster: RasterInput, area: AreaRequest) -> str | None:
     return f"{AREA_WORDS.get(area.kind, 'the area')} lies outside the imagery of '{raster.name}'; {fix}"
 
 
-def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, model_gsd_m: float | None = None
-             ) -> ExtractionRun:
+def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, model_gsd_m: float | None = None,
+             compare_roads: str | None = None, compare_name: str = "") -> ExtractionRun:
     settings.scale_list()  # refuses bad scales before anything starts
     outside = area_outside(raster, area)
     if outside:
@@ -216,15 +243,19 @@ def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, 
         out_dir = roads.parent
     else:
         out_dir = Path(tempfile.mkdtemp(prefix="road_extractor_"))
-        roads = out_dir / f"{safe_name(raster.name)}_roads.gpkg"
+        roads = out_dir / f"{safe_name(raster.name)}_{'map_update' if compare_roads else 'roads'}.gpkg"
     return ExtractionRun(raster, area, settings, out_dir, roads, model_gsd_m or MODEL_GSD_FALLBACK_M,
-                         temporary=not settings.output)
+                         temporary=not settings.output, compare_roads=compare_roads, compare_name=compare_name)
 
 
 def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:
     s = run.settings
-    job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, **s.inference_options(),
-           "overwrite": s.overwrite, "roads": str(run.roads), "vectorize_options": s.vectorize_options()}
+    if run.compare_roads:  # update-map: the extraction's rasters stay in its scratch folder, one GeoPackage out
+        job = {"input": input_path, "roads": run.compare_roads, "out": str(run.roads), "model": s.model or None,
+               **s.inference_options(), "overwrite": s.overwrite, "vectorize_options": s.vectorize_options()}
+    else:
+        job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, **s.inference_options(),
+               "overwrite": s.overwrite, "roads": str(run.roads), "vectorize_options": s.vectorize_options()}
     if run.area.polygons_file:
         job["aoi"] = run.area.polygons_file
     elif run.area.extent is not None and not exported:
@@ -277,6 +308,16 @@ def engine_request(settings: ExtractSettings, op: str, args: dict | None = None,
         return engine_client(settings).request(op, args, **callbacks)
 
 
+def describe_map_update(result: dict, layer_name: str) -> str:
+    """A comparison's one line for the message bar (the command line prints the same on four)."""
+    offset = result.get("offset_mean_m")
+    offset_text = f", {offset:.1f} m apart on average" if isinstance(offset, (int, float)) and offset == offset \
+        else ""
+    return (f"compared with '{layer_name}': {result['missing_km']:.2f} km of roads missing from it "
+            f"({result['missing_pieces']} pieces to review), {result['unconfirmed_km']:.2f} km of it the imagery "
+            f"does not show, {result['matched_km']:.2f} km on both{offset_text}, in {result['seconds']:.0f} s")
+
+
 def describe_result(result: dict, settings: ExtractSettings) -> tuple[str, list[str]]:
     """One line about a finished run, and the warnings an analyst should see beside it (not only in the log): why
     a run found no roads, with the setting that would change that (first), and the engine's notes on resolution
@@ -312,7 +353,7 @@ def execute(run: ExtractionRun, on_progress: Callable[[float, str], None], is_ca
         if is_cancelled():
             raise EngineError("cancelled; nothing was written", "cancelled")
         job = job_for(run, str(exported_path) if exported else run.raster.path, exported)
-        result = engine_request(run.settings, "extract", job, on_progress=on_progress, on_log=on_log,
+        result = engine_request(run.settings, run.operation, job, on_progress=on_progress, on_log=on_log,
                                 is_cancelled=is_cancelled)
     except BaseException:
         if exported:

@@ -15,9 +15,15 @@ from .runner import ExtractionRun, engine_start_seconds, execute
 LOG_TAG = "Road extractor"
 
 
+def task_name(run: ExtractionRun) -> str:
+    if run.operation == "update_map":
+        return f"Find roads missing from {run.compare_name} in {run.raster.name}"
+    return f"Extract roads from {run.raster.name}"
+
+
 class ExtractRoadsTask(QgsTask):
     def __init__(self, run: ExtractionRun, on_done: Callable[[dict | None, str | None], None]) -> None:
-        super().__init__(f"Extract roads from {run.raster.name}", QgsTask.CanCancel)
+        super().__init__(task_name(run), QgsTask.CanCancel)
         self.run_plan, self.on_done = run, on_done
         self.result: dict | None = None
         self.error: str | None = None
@@ -41,10 +47,14 @@ class ExtractRoadsTask(QgsTask):
             self.wall_seconds = time.monotonic() - started
             self.engine_start_seconds = engine_start_seconds()
             # QGIS notifies "Task complete" with this text when its window is not the active one: say the result.
-            found = (f"{self.result.get('road_count', 0)} roads, {self.result.get('length_km', 0.0):.1f} km"
-                     if "road_count" in self.result else "done")
-            self.setDescription(f"Extract roads from {self.run_plan.raster.name}: {found} in "
-                                f"{_duration(self.wall_seconds)}")
+            if "missing_km" in self.result:
+                found = (f"{self.result['missing_km']:.1f} km missing, {self.result['unconfirmed_km']:.1f} km "
+                         f"unconfirmed")
+            elif "road_count" in self.result:
+                found = f"{self.result['road_count']} roads, {self.result.get('length_km', 0.0):.1f} km"
+            else:
+                found = "done"
+            self.setDescription(f"{task_name(self.run_plan)}: {found} in {_duration(self.wall_seconds)}")
             return True
         except EngineError as exc:
             self.error = "cancelled" if exc.kind == "cancelled" else str(exc)
@@ -56,7 +66,7 @@ class ExtractRoadsTask(QgsTask):
     def describe(self, fraction: float, message: str, elapsed_s: float) -> str:
         """What the task manager shows: the stage and its counts as the engine says them (reading, tile k of n,
         vectorizing, writing), the time spent and, once a tenth is done, the time left at the pace so far."""
-        text = f"Extract roads from {self.run_plan.raster.name}"
+        text = task_name(self.run_plan)
         message = re.sub(r", about [^,]* left$", "", message)  # the engine's stage ETA: the whole run's follows
         if message:
             text += f": {message}"

@@ -275,6 +275,7 @@ def cmd_update_map(args: argparse.Namespace) -> int:
 
     job = UpdateMapJob(input=args.input, roads=args.roads, out=args.out, model=args.model, bands=args.bands,
                        value_scale=args.value_scale, overwrite=args.overwrite,
+                       bbox=list(args.bbox) if args.bbox else None, bbox_crs=args.bbox_crs, aoi=args.aoi,
                        compare_options=from_flags(CompareOptions, args).compare_options(),
                        vectorize_options=_vectorize_options(args), **_inference_options(args))
 
@@ -450,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--bands", help="bands fed as red,green,blue (as for extract)")
     update.add_argument("--value-scale", choices=("auto", "percentile", "none"), default="auto",
                         help="auto: 8-bit as is, other types by 2-98%% percentiles to 0..255")
+    update.add_argument("--bbox", type=comma_floats, help="xmin,ymin,xmax,ymax to compare (in --bbox-crs): roads "
+                                                          "of the layer outside it are not judged")
+    update.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
+    update.add_argument("--aoi", help="vector file with polygons: only the imagery inside them is compared")
     update.add_argument("--overwrite", action="store_true", help="replace an existing output")
     update.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(update, CompareOptions, title="comparison (lengths in metres)")

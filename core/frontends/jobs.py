@@ -6,6 +6,7 @@ importing anything heavy, send it over the worker protocol, and get a JSON-able 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -101,6 +102,7 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     from core.inputs.raster import RasterioSource
     from core.model.catalog import choice_note, imagery_gsd, open_model, resolve_model
 
+    job_started = time.perf_counter()
     if job.bbox and job.aoi:
         raise InputError("give a bounding box or an area-of-interest file, not both")
     vectorize = vectorize_params(job.vectorize_options)
@@ -151,6 +153,9 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
     summary: dict[str, Any] = {
         "probability": str(result.probability), "mask": str(result.mask), "tiles": result.tiles,
         "seconds": result.seconds, "network_seconds": result.network_seconds,
+        # What came before the tiles (the model, its runtime: an ONNX export the first time, the raster's brightness):
+        # the plugin's estimate learns it apart from the cost per megapixel.
+        "prepare_seconds": max(0.0, time.perf_counter() - job_started - result.seconds),
         "input_megapixels": result.input_megapixels, "road_fraction": result.road_fraction,
         "notes": [picked, *result.notes] if picked else result.notes,
         "model": str(model_path)}
@@ -183,6 +188,9 @@ class UpdateMapJob(InferenceJob):
     out: str
     gsd_m: float | None = None
     value_scale: str = "auto"
+    bbox: list[float] | None = None  # as ExtractJob's: the part of the imagery compared
+    bbox_crs: str | None = None
+    aoi: str | None = None
     compare_options: dict = field(default_factory=dict)
     overwrite: bool = False
 
@@ -227,7 +235,8 @@ def run_update_map(job: UpdateMapJob, progress: Callable | None = None, cancel=N
         log(note)
     with tempfile.TemporaryDirectory(prefix=".update-map-", dir=out.parent) as work:
         extract = ExtractJob(input=job.input, out_dir=work, model=job.model, bands=job.bands, gsd_m=job.gsd_m,
-                             value_scale=job.value_scale, overwrite=True, vectorize=True,
+                             value_scale=job.value_scale, bbox=job.bbox, bbox_crs=job.bbox_crs, aoi=job.aoi,
+                             overwrite=True, vectorize=True,
                              vectorize_options=job.vectorize_options, roads=str(Path(work) / "extracted.gpkg"),
                              **job.inference_options())
         extracted_summary = run_extract(extract, progress=progress, cancel=cancel, log=log)
