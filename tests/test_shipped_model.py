@@ -1,18 +1,21 @@
-"""Regression test of the shipped model on held-out Massachusetts tiles: the road IoU must not fall below the
+"""Regression test of each shipped model on its held-out Massachusetts tiles: the road IoU must not fall below the
 figure its model card (and its own metadata) states, minus a small margin. Skips where the data is absent (a
-user's machine without ../shared/data); the model itself is part of the project and must be there."""
+user's machine without ../shared/data); the models themselves are part of the project and must be there."""
 
-from core.model.catalog import DEFAULT_MODEL
+import pytest
+
+from core.model.catalog import SHIPPED_MODELS, read_catalog
 
 MARGIN = 0.01
 
 
-def test_shipped_model_keeps_its_held_out_road_iou(shared_data):
+@pytest.mark.parametrize("entry", read_catalog(SHIPPED_MODELS), ids=lambda e: e.path.name)
+def test_each_shipped_model_keeps_its_held_out_road_iou(shared_data, entry):
     from core.model.checkpoint import load_model
     from training.data import find_pairs, inspect_labels, read_pair
     from training.evaluate import Inference, evaluate_tiles
 
-    model = load_model(DEFAULT_MODEL)
+    model = load_model(entry.path)
     metrics, provenance = model.info.metrics, model.info.provenance
     assert "heldout_road_iou" in metrics and provenance.get("validation_tiles"), \
         "the model file must record its held-out road IoU and the tiles it was measured on"

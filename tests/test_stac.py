@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.frontends.cli import main
-from core.model.catalog import DEFAULT_MODEL
+from core.model.catalog import DEFAULT_MODEL, SHIPPED_MODELS, read_catalog
 from core.model.checkpoint import load_model
 from core.model.stac import MLM_SCHEMA, item_path, stac_item
 
@@ -25,7 +25,7 @@ REFERENCED = {
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json": "raster-v1.0.0.schema.json",
     "https://stac-extensions.github.io/raster/v1.0.0/schema.json": "raster-v1.0.0.schema.json",
 }
-COMMITTED = item_path(DEFAULT_MODEL)
+SHIPPED = [entry.path for entry in read_catalog(SHIPPED_MODELS)]  # each shipped model has its item committed
 
 
 def mlm_validator(*, with_artifact_type: bool = True):
@@ -47,9 +47,14 @@ def errors(item, **kwargs) -> list[str]:
     return [f"{list(e.absolute_path)}: {e.message}" for e in mlm_validator(**kwargs).iter_errors(item)]
 
 
+@pytest.fixture(scope="module", params=SHIPPED, ids=lambda path: path.name)
+def shipped(request) -> Path:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def committed():
-    return json.loads(COMMITTED.read_text(encoding="utf-8"))
+def committed(shipped):
+    return json.loads(item_path(shipped).read_text(encoding="utf-8"))
 
 
 def test_committed_item_is_valid(committed):
@@ -59,22 +64,22 @@ def test_committed_item_is_valid(committed):
         "['assets', 'model']: 'mlm:artifact_type' does not match any of the regexes: '^(?!mlm:)'"]
 
 
-def test_committed_item_is_up_to_date_with_the_model_file(committed):
+def test_committed_item_is_up_to_date_with_the_model_file(committed, shipped):
     """Remade from the model file now, the item is the one committed: same bytes (checksum, size), same figures.
-    When the model changes: road-extractor export resources/models/roads-resnet18-massachusetts.pt --stac
-    --overwrite"""
-    model = load_model(DEFAULT_MODEL)
-    fresh = stac_item(model, DEFAULT_MODEL, "road-extractor model")
+    When a model changes: road-extractor export resources/models/MODEL.pt --stac --overwrite"""
+    model = load_model(shipped)
+    fresh = stac_item(model, shipped, "road-extractor model")
     assert fresh == committed
     properties = committed["properties"]
     assert properties["road_extractor:metrics"] == model.info.metrics
-    assert properties["road_extractor:metrics"]["heldout_road_iou"] == pytest.approx(0.4996, abs=1e-4)
+    if shipped == DEFAULT_MODEL:  # version 4, as its card states
+        assert properties["road_extractor:metrics"]["heldout_road_iou"] == pytest.approx(0.4996, abs=1e-4)
     assert properties["gsd"] == model.info.gsd_m
     assert properties["road_extractor:validation_tiles"] == model.info.provenance["validation_tiles"]
     model_asset = committed["assets"]["model"]
     assert "mlm:model" in model_asset["roles"] and model_asset["mlm:artifact_type"] == "torch.save"
-    assert model_asset["file:size"] == DEFAULT_MODEL.stat().st_size
-    assert (COMMITTED.parent / model_asset["href"]).resolve() == DEFAULT_MODEL.resolve()
+    assert model_asset["file:size"] == shipped.stat().st_size
+    assert (item_path(shipped).parent / model_asset["href"]).resolve() == shipped.resolve()
 
 
 def test_required_fields_are_enforced(committed):
