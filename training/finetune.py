@@ -667,8 +667,6 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
         raise FinetuneError(f"the folder {out.parent} does not exist; create it or choose another --out")
     imagery = _first_raster_gsd(spec)
     parent, parent_path = parent_model(spec.init, imagery)
-    if (picked := choice_note(spec.init, imagery)) is not None:
-        log(picked.replace("model: ", "parent: ", 1))
     if out.resolve() == parent_path.resolve():
         raise FinetuneError(f"--out {out} is the parent model itself; choose another file (the parent would be "
                             f"replaced, and with it what the new model is compared with)")
@@ -682,6 +680,9 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     log(f"data        {len(scenes)} raster(s) at {gsd:g} m/px, roads {spec.road_width_m:g} m wide; "
         f"{labelled:.3f} km^2 of trusted labels, {sum(int(s.check.sum()) for s in scenes) * gsd * gsd / 1e6:.3f} "
         f"km^2 to check ({time.perf_counter() - started:.1f} s)")
+    # Said once the inputs are known to be usable: a refusal stays one line.
+    if (picked := choice_note(spec.init, imagery)) is not None:
+        log(picked.replace("model: ", "parent: ", 1))
     log(f"parent      {parent_path.name} ({parent_gsd:g} m/px); {device}, {precision.why}")
     data = parent_data(parent, log)
 

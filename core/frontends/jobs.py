@@ -121,13 +121,13 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
             model_path = resolve_model(job.model, gsd)
             model = open_model(model_path)
         picked = choice_note(job.model, gsd)
-        if picked is not None:
-            log(picked)
         area = None
         if job.bbox:
             area = area_from_bbox(source.info, job.bbox, job.bbox_crs)
         elif job.aoi:
             area = area_from_vector(source.info, job.aoi)
+        if picked is not None:  # said once the area is known to be usable: a refusal stays one line
+            log(picked)
         networks = []
 
         def vectorized(probability: Path, scratch: Path) -> list[tuple[Path, Path]]:
