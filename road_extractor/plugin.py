@@ -129,6 +129,7 @@ class RoadExtractorPlugin:
     def run_finished(self, task: ExtractRoadsTask, result: dict | None, error: str | None) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
+        task.run_plan.remove_written_inputs()
         if result is None:
             task.run_plan.discard()
             if error == "cancelled":

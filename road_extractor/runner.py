@@ -88,6 +88,13 @@ class ExtractionRun:
     def operation(self) -> str:
         return "update_map" if self.compare_roads else "extract"
 
+    def remove_written_inputs(self) -> None:
+        """After the run, whatever its end: the selected polygons and the road layer written out for the engine
+        (each in a temporary folder of its own) go."""
+        for written in (self.area.polygons_file, self.compare_roads):
+            if written:
+                shutil.rmtree(Path(written).parent, ignore_errors=True)
+
     def discard(self) -> None:
         """After a failed or cancelled run: its temporary folder goes, so nothing piles up in the temp folder."""
         if self.temporary:

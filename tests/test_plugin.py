@@ -911,6 +911,8 @@ def test_the_dialog_compares_with_a_road_layer_in_the_chosen_area_and_loads_the_
     _wait(task)
     assert task.error is None, task.error
     assert task.result["matched_km"] > 0 and task.result["unconfirmed_km"] >= 0
+    written = [Path(task.run_plan.compare_roads), Path(task.run_plan.area.polygons_file)]
+    assert not any(path.parent.exists() for path in written), "the layers written out for the engine must go"
     groups = [g.name() for g in QgsProject.instance().layerTreeRoot().findGroups()]
     assert "Map update - vegas" in groups, groups
     loaded = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
