@@ -39,6 +39,7 @@ from .runner import (
     engine_running,
     metres_per_unit,
     plan_run,
+    remove_written,
     road_layer_file,
     selection_area,
     transform_extent,
@@ -514,9 +515,15 @@ class ExtractRoadsDialog(QDialog):
                             f"file or clear the field for the shipped model")
         raster, area = describe_layer(self.layer.currentLayer()), self.area_request()
         compare = self.compare.currentLayer()
-        compare_file = road_layer_file(compare, Path(tempfile.mkdtemp(prefix="road_compare_"))) if compare else None
-        return plan_run(raster, area, settings, self.model_info.get("gsd_m"), compare_roads=compare_file,
-                        compare_name=compare.name() if compare else "")
+        compare_file = None
+        try:
+            if compare:
+                compare_file = road_layer_file(compare, Path(tempfile.mkdtemp(prefix="road_compare_")))
+            return plan_run(raster, area, settings, self.model_info.get("gsd_m"), compare_roads=compare_file,
+                            compare_name=compare.name() if compare else "")
+        except BaseException:  # a refused plan leaves none of the files it wrote for the engine
+            remove_written(area.polygons_file, compare_file)
+            raise
 
     def _compare_changed(self) -> None:
         """What Run will do, said under the field; the output's label follows."""

@@ -50,9 +50,12 @@ def engine_start_s(settings: QgsSettings | None = None) -> float:
     return measured("engine_start_s", ENGINE_START_S, settings)
 
 
+def _engine_kind(cold: bool) -> str:
+    return "cold" if cold else "warm"
+
+
 def prepare_s(cold: bool, settings: QgsSettings | None = None) -> float:
-    kind = "cold" if cold else "warm"
-    return measured(f"prepare_s/{kind}", PREPARE_S[kind], settings)
+    return measured(f"prepare_s/{_engine_kind(cold)}", PREPARE_S[_engine_kind(cold)], settings)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class Workload:
             settings.setValue(SETTINGS_KEY + "engine_start_s", start_seconds)
             rest -= start_seconds
         if prepare_seconds is not None and 0 <= prepare_seconds <= rest:
-            settings.setValue(SETTINGS_KEY + f"prepare_s/{'cold' if self.cold else 'warm'}", prepare_seconds)
+            settings.setValue(SETTINGS_KEY + f"prepare_s/{_engine_kind(self.cold)}", prepare_seconds)
             rest -= prepare_seconds
         if rest <= 0:
             return

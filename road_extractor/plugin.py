@@ -103,7 +103,8 @@ class RoadExtractorPlugin:
         task.workload = dialog.workload
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
-        doing = f"finding roads missing from '{run.compare_name}' in" if run.compare_roads else "extracting roads from"
+        doing = f"finding roads missing from '{run.compare_name}' in" if run.operation == "update_map" \
+            else "extracting roads from"
         self.say(Qgis.Info, f"{doing} '{raster.name}' (see the task manager)")
         return task
 
@@ -129,15 +130,15 @@ class RoadExtractorPlugin:
     def run_finished(self, task: ExtractRoadsTask, result: dict | None, error: str | None) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
-        task.run_plan.remove_written_inputs()
         if result is None:
-            task.run_plan.discard()
+            task.run_plan.discard()  # the written inputs with it
             if error == "cancelled":
-                self.say(Qgis.Info, f"{'comparison' if task.run_plan.compare_roads else 'road extraction'} "
+                self.say(Qgis.Info, f"{'comparison' if task.run_plan.operation == 'update_map' else 'road extraction'} "
                                     f"cancelled; nothing was written")
             else:
                 self.report_error(error or "the run failed")
             return
+        task.run_plan.remove_written_inputs()
         layers_panel = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
         plan = task.run_plan
         title = run_title(plan.raster.name, plan.settings.model, operation=plan.operation)

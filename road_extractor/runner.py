@@ -8,6 +8,7 @@ raster provider at the model's resolution into a temporary GeoTIFF first.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -90,13 +91,12 @@ class ExtractionRun:
 
     def remove_written_inputs(self) -> None:
         """After the run, whatever its end: the selected polygons and the road layer written out for the engine
-        (each in a temporary folder of its own) go."""
-        for written in (self.area.polygons_file, self.compare_roads):
-            if written:
-                shutil.rmtree(Path(written).parent, ignore_errors=True)
+        go."""
+        remove_written(self.area.polygons_file, self.compare_roads)
 
     def discard(self) -> None:
         """After a failed or cancelled run: its temporary folder goes, so nothing piles up in the temp folder."""
+        self.remove_written_inputs()
         if self.temporary:
             shutil.rmtree(self.out_dir, ignore_errors=True)
 
@@ -118,20 +118,32 @@ def describe_layer(layer) -> RasterInput:
     return RasterInput(layer.name(), path, layer.crs(), layer.extent(), layer.providerType(), layer.source())
 
 
+def remove_written(*paths: str | None) -> None:
+    """Files `write_for_engine` wrote, each in a temporary folder of its own: the folders go."""
+    for written in paths:
+        if written:
+            shutil.rmtree(Path(written).parent, ignore_errors=True)
+
+
+def write_for_engine(layer, path: Path, what: str, only_selected: bool = False) -> Path:
+    """A vector layer (any provider) written to a GeoPackage the engine reads, with its CRS."""
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.onlySelectedFeatures = only_selected
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
+                                                       options)
+    if result[0] != QgsVectorFileWriter.NoError:
+        raise UserError(f"could not write {what} to {path} for the engine: {result[1]}")
+    return path
+
+
 def selection_area(layer, folder: Path) -> AreaRequest:
     """The selected polygons of `layer`, written to a GeoPackage the engine reads (with their CRS)."""
     if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
         raise UserError("the area 'selected features' needs a polygon layer; choose one in the dialog")
     if layer.selectedFeatureCount() == 0:
         raise UserError(f"no features are selected in '{layer.name()}'; select the polygons to extract roads in")
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.onlySelectedFeatures = True
-    path = folder / "area.gpkg"
-    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
-                                                       options)
-    if result[0] != QgsVectorFileWriter.NoError:
-        raise UserError(f"could not write the selected polygons to {path}: {result[1]}")
+    path = write_for_engine(layer, folder / "area.gpkg", "the selected polygons", only_selected=True)
     extent = layer.boundingBoxOfSelected()
     return AreaRequest("selection", extent, layer.crs(), str(path))
 
@@ -145,14 +157,7 @@ def road_layer_file(layer, folder: Path) -> str:
                         f"export, a municipal road layer)")
     if layer.featureCount() == 0:
         raise UserError(f"the road layer '{layer.name()}' has no features; choose a layer with road lines")
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    path = folder / "existing_roads.gpkg"
-    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
-                                                       options)
-    if result[0] != QgsVectorFileWriter.NoError:
-        raise UserError(f"could not write the road layer '{layer.name()}' for the engine: {result[1]}")
-    return str(path)
+    return str(write_for_engine(layer, folder / "existing_roads.gpkg", f"the road layer '{layer.name()}'"))
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> float:
@@ -257,12 +262,12 @@ def plan_run(raster: RasterInput, area: AreaRequest, settings: ExtractSettings, 
 
 def job_for(run: ExtractionRun, input_path: str, exported: bool) -> dict:
     s = run.settings
-    if run.compare_roads:  # update-map: the extraction's rasters stay in its scratch folder, one GeoPackage out
-        job = {"input": input_path, "roads": run.compare_roads, "out": str(run.roads), "model": s.model or None,
-               **s.inference_options(), "overwrite": s.overwrite, "vectorize_options": s.vectorize_options()}
+    job = {"input": input_path, "model": s.model or None, **s.inference_options(), "overwrite": s.overwrite,
+           "vectorize_options": s.vectorize_options()}
+    if run.operation == "update_map":  # the extraction's rasters stay in its scratch folder, one GeoPackage out
+        job.update(roads=run.compare_roads, out=str(run.roads))
     else:
-        job = {"input": input_path, "out_dir": str(run.out_dir), "model": s.model or None, **s.inference_options(),
-               "overwrite": s.overwrite, "roads": str(run.roads), "vectorize_options": s.vectorize_options()}
+        job.update(out_dir=str(run.out_dir), roads=str(run.roads))
     if run.area.polygons_file:
         job["aoi"] = run.area.polygons_file
     elif run.area.extent is not None and not exported:
@@ -318,8 +323,8 @@ def engine_request(settings: ExtractSettings, op: str, args: dict | None = None,
 def describe_map_update(result: dict, layer_name: str) -> str:
     """A comparison's one line for the message bar (the command line prints the same on four)."""
     offset = result.get("offset_mean_m")
-    offset_text = f", {offset:.1f} m apart on average" if isinstance(offset, (int, float)) and offset == offset \
-        else ""
+    measured = isinstance(offset, (int, float)) and math.isfinite(offset)
+    offset_text = f", {offset:.1f} m apart on average" if measured else ""
     return (f"compared with '{layer_name}': {result['missing_km']:.2f} km of roads missing from it "
             f"({result['missing_pieces']} pieces to review), {result['unconfirmed_km']:.2f} km of it the imagery "
             f"does not show, {result['matched_km']:.2f} km on both{offset_text}, in {result['seconds']:.0f} s")

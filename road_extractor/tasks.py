@@ -47,7 +47,7 @@ class ExtractRoadsTask(QgsTask):
             self.wall_seconds = time.monotonic() - started
             self.engine_start_seconds = engine_start_seconds()
             # QGIS notifies "Task complete" with this text when its window is not the active one: say the result.
-            if "missing_km" in self.result:
+            if self.run_plan.operation == "update_map":
                 found = (f"{self.result['missing_km']:.1f} km missing, {self.result['unconfirmed_km']:.1f} km "
                          f"unconfirmed")
             elif "road_count" in self.result:

@@ -788,11 +788,12 @@ def test_a_run_says_one_thing_in_the_dialogs_words_and_replaces_the_previous_run
     from qgis.gui import QgsMessageBarItem
     from qgis.PyQt.QtWidgets import QPushButton
 
-    from road_extractor.runner import ExtractionRun
+    from road_extractor.runner import AreaRequest, ExtractionRun
 
     class Finished:  # what run_finished reads of a finished task
         workload = None
-        run_plan = ExtractionRun(raster=SimpleNamespace(name="dark"), area=None, settings=ExtractSettings(),
+        run_plan = ExtractionRun(raster=SimpleNamespace(name="dark"), area=AreaRequest("layer"),
+                                 settings=ExtractSettings(),
                                  out_dir=Path("."), roads=Path("r.gpkg"))
 
     bar = qgis_iface.messageBar()
