@@ -355,6 +355,20 @@ def _same_grid(predicted, crs, transform, reference, ref_crs, ref_transform) -> 
                           f"{transform.f:g} at {abs(transform.a):g}); warp the reference onto the prediction's grid")
 
 
+def _road_raster(ds, path):
+    """How a prediction or reference raster reads as roads (`core.inputs.road_raster`), refusing the one
+    convention that would score without a word of warning on the wrong pixels: NoData 0, which hides every pixel
+    without a road, so road IoU and precision are measured on the roads alone."""
+    from core.inputs.raster import RasterError
+    from core.inputs.road_raster import background_is_nodata, road_values
+
+    values = road_values(ds, path)
+    if background_is_nodata(ds):
+        raise RasterError(f"{path} has NoData 0, which is also its background value: every pixel without a road "
+                          f"would be left out of the score; clear it with: gdal_edit.py -unsetnodata {path}")
+    return values
+
+
 def evaluate_files(predicted, reference, options: EvaluateOptions | None = None, *, ignore=None, area=None) -> dict:
     """Vectors are compared as graphs (APLS, completeness/correctness/quality); rasters as pixels (IoU, F1,
     relaxed precision/recall). A raster prediction against reference lines rasterises the lines `road_width_m`
@@ -395,15 +409,10 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
         return {"kind": "graph", **apls(truth, proposal, apls_params), **length_metrics(truth, proposal, buffer_m),
                 **({"skipped": "; ".join(notes)} if notes else {})}
     with rasterio.open(predicted) as ds:
-        if ds.count != 1:
-            raise RasterError(f"{predicted} has {ds.count} bands; give a road mask or probability raster (one band, "
-                              f"as extract writes them), not the imagery")
+        prediction = _road_raster(ds, predicted)
         values = ds.read(1)
         valid = ds.read_masks(1) > 0
-        binary = ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road")
-        threshold = float(ds.tags(1).get("THRESHOLD", 0.5))
-        predicted_roads = (values == 1) if binary else (values >= round(threshold * 255)) if values.max() > 1 \
-            else values.astype(bool)
+        predicted_roads = prediction.roads(values) & valid
         shape, transform, crs = values.shape, ds.transform, ds.crs
         gsd = abs(transform.a)
     if vector_ref:
@@ -423,12 +432,11 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
             if (ds.height, ds.width) != shape:
                 raise RasterError(f"{reference} is {ds.width}x{ds.height} pixels and {predicted} "
                                   f"{shape[1]}x{shape[0]}; give rasters on the same grid")
+            labels = _road_raster(ds, reference)
             _same_grid(predicted, crs, transform, reference, ds.crs, ds.transform)
             ref_values = ds.read(1)
             reference_valid = ds.read_masks(1) > 0
-            if ds.nodata is not None:
-                reference_valid &= ref_values != ds.nodata
-            truth = ref_values > (127 if ref_values.max() > 1 else 0)
+            truth = labels.roads(ref_values) & reference_valid
     ignored = ~(valid & reference_valid)
     if area is not None:
         from rasterio.features import rasterize
@@ -449,4 +457,6 @@ def evaluate_files(predicted, reference, options: EvaluateOptions | None = None,
     results = {"kind": "pixels", **pixel_metrics(predicted_roads, truth, ignored),
                **relaxed_metrics(predicted_roads, truth, rho, ignored)}
     results["gsd_m"] = gsd if crs is not None and not crs.is_geographic else None
+    if prediction.note or not vector_ref and labels.note:
+        results["note"] = "; ".join(n for n in (prediction.note, None if vector_ref else labels.note) if n)
     return results

@@ -155,7 +155,7 @@ def test_a_plain_0_1_mask_is_read_as_a_mask(tmp_path):
 
 
 def test_a_probability_raster_is_still_read_as_probabilities(tmp_path):
-    from core.roads.vectorize import reads_as_mask
+    from core.inputs.road_raster import road_values
 
     values = np.zeros((64, 64), np.uint8)
     values[30:34] = 200
@@ -164,8 +164,67 @@ def test_a_probability_raster_is_still_read_as_probabilities(tmp_path):
                        transform=from_origin(500000, 4000000, 1, 1)) as ds:
         ds.write(values, 1)
     with rasterio.open(path) as ds:
-        binary, why = reads_as_mask(ds)
-    assert not binary and "up to 200" in why
+        read = road_values(ds, path)
+    assert not read.binary and "up to 200" in read.read_as
+
+
+_CROSS = np.zeros((96, 96), bool)
+_CROSS[40:48, :] = _CROSS[:, 40:48] = True
+
+
+_CONVENTIONS = [
+    ("float-probability", np.where(_CROSS, 0.9, 0.1), "float32", None, "roads"),
+    ("float-mask", _CROSS * 1.0, "float64", None, "roads"),
+    ("int16-mask", _CROSS * 1, "int16", None, "roads"),
+    ("uint16-0-255", _CROSS * 255, "uint16", None, "roads"),
+    ("uint16-probability", np.where(_CROSS, 60000, 3000), "uint16", None, "gdal_translate -ot Byte -scale 0 60000"),
+    ("float-out-of-range", np.where(_CROSS, 9.0, -1.0), "float32", None, "neither a 0/1 mask nor probabilities"),
+    ("percent", np.where(_CROSS, 90, 10), "uint8", None, "if it holds percentages"),
+    ("nodata-0", _CROSS * 255, "uint8", 0, "roads"),
+]
+
+
+@pytest.mark.parametrize("name, stored, dtype, nodata, outcome", _CONVENTIONS, ids=[c[0] for c in _CONVENTIONS])
+def test_road_rasters_in_every_value_convention_read_alike_in_vectorize_and_evaluate(tmp_path, name, stored, dtype,
+                                                                                   nodata, outcome):
+    """A road raster of another tool is read the same way by `vectorize` and `evaluate`: as a mask or a
+    probability, told by its type and values, or refused with the conversion (0.1 float probabilities were all
+    road to `evaluate`, 16-bit probabilities all road, float and 16-bit masks refused by `vectorize`)."""
+    path = tmp_path / f"{name}.tif"
+    grid = {"crs": "EPSG:32619", "transform": from_origin(330000, 4690000, 1, 1), "width": 96, "height": 96}
+    with rasterio.open(path, "w", driver="GTiff", count=1, dtype=dtype, nodata=nodata, **grid) as ds:
+        ds.write(stored.astype(dtype), 1)
+    truth = tmp_path / "truth.tif"
+    with rasterio.open(truth, "w", driver="GTiff", count=1, dtype="uint8", **grid) as ds:
+        ds.write(_CROSS.astype(np.uint8) * 255, 1)
+    traced = _cli("vectorize", path, "--out", tmp_path / "roads.gpkg")
+    scored = _cli("evaluate", path, truth, "--json", tmp_path / "scores.json")
+    if outcome == "roads":
+        assert traced.returncode == 0 and "4 roads" in traced.stdout, traced.stdout + traced.stderr
+        if nodata == 0:  # every background pixel would be left out of the score: refused there
+            assert "NoData 0, which is also its background" in _one_line(scored)
+        else:
+            assert scored.returncode == 0, scored.stderr
+            assert json.loads((tmp_path / "scores.json").read_text())["road_iou"] == 1.0
+    elif outcome.startswith("if it holds"):
+        assert traced.returncode == 0 and outcome in traced.stderr
+        assert scored.returncode == 0 and outcome in scored.stdout
+    else:
+        assert outcome in _one_line(traced) and outcome in _one_line(scored)
+        assert not (tmp_path / "roads.gpkg").exists() and not (tmp_path / "scores.json").exists()
+
+
+def test_evaluate_refuses_rotated_grids_rather_than_scoring_at_their_x_term(tmp_path):
+    """Two masks on one rotated grid were scored with gsd_m 0.866 (the x term of a 30-degree rotation of 1 m
+    pixels) and the relaxed tolerance drawn at that scale."""
+    turned = Affine.translation(330000, 4690000) * Affine.rotation(30) * Affine.scale(1, -1)
+    paths = []
+    for name in ("predicted", "reference"):
+        paths.append(tmp_path / f"{name}.tif")
+        with rasterio.open(paths[-1], "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                           crs="EPSG:32619", transform=turned) as ds:
+            ds.write(np.pad(np.ones((64, 8), np.uint8), ((0, 0), (28, 28)))[:, :64], 1)
+    assert "rotated 30.0 degrees" in _one_line(_cli("evaluate", *paths))
 
 
 def test_a_kill_9_during_a_finetune_leaves_no_scratch_for_good(suburb, random_model_file, tmp_path):

@@ -24,6 +24,7 @@ from skimage.morphology import skeletonize
 
 from core.errors import OutputError
 from core.inputs.raster import metres_per_degree
+from core.inputs.road_raster import RoadValues, road_values
 from core.options import VectorizeOptions
 from core.roads.geopackage import write_road_network
 from core.roads.network import RoadNetwork
@@ -585,12 +586,12 @@ def vectorize_windows(read, width: int, height: int, grid: PixelGrid, params: Ve
 class RasterWindows:
     """Windows of road probability from a mask or probability GeoTIFF; picklable, so workers open it themselves."""
 
-    def __init__(self, path, binary: bool) -> None:
-        self.path, self.binary = str(path), binary
+    def __init__(self, path, values: RoadValues) -> None:
+        self.path, self.values = str(path), values
         self._dataset = None
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "binary": self.binary, "_dataset": None}
+        return {"path": self.path, "values": self.values, "_dataset": None}
 
     def __call__(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         import rasterio
@@ -601,9 +602,10 @@ class RasterWindows:
         window = Window(x0, y0, x1 - x0, y1 - y0)
         values = self._dataset.read(1, window=window)
         valid = self._dataset.read_masks(1, window=window) > 0
-        if self.binary:
+        if self.values.binary:
             return ((values == 1) & valid).astype(np.float32)
-        return np.where(valid, values / np.float32(255), np.float32(0)).astype(np.float32)
+        probability = values.astype(np.float32) / np.float32(self.values.scale)
+        return np.where(valid & np.isfinite(probability), probability, np.float32(0)).astype(np.float32)
 
     def close(self) -> None:
         if self._dataset is not None:
@@ -618,29 +620,13 @@ def vectorize_array(probability: np.ndarray, grid: PixelGrid, params: VectorizeP
     return vectorize_windows(lambda x0, y0, x1, y1: probability[y0:y1, x0:x1], width, height, grid, params)
 
 
-def reads_as_mask(ds) -> tuple[bool, str]:
-    """Whether a one-band uint8 raster is a road mask (1 road) or a road probability (0..255), and why: the
-    project's own rasters say so (NoData 255 on masks, a ROLE tag); any other raster is told by its values, since a
-    plain 0/1 mask read as probabilities would be 1/255 everywhere and give no road at all."""
-    if ds.nodata == 255 or ds.tags(1).get("ROLE", "").startswith("1 road"):
-        return True, "a road mask (1 road, 0 background, 255 no data), as extract writes it"
-    if ds.tags(1).get("ROLE", "").startswith("road probability"):
-        return False, "a road probability (0-255), as extract writes it"
-    highest = 0
-    for _, window in ds.block_windows(1):
-        highest = max(highest, int(ds.read(1, window=window).max()))
-        if highest > 1:
-            return False, f"a road probability (values up to {highest} read as value/255)"
-    return True, "a road mask (its values are 0 and 1: 1 is road)"
-
-
 def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, overwrite: bool = False,
                    metadata: dict | None = None, cancel=None, workers: int = 0,
                    gsd_m: float | None = None, log=None) -> RoadNetwork:
     """A road mask (1 road, 0 background, 255 no data) or probability GeoTIFF (0..255) -> a road GeoPackage.
 
     A raster without georeferencing needs `gsd_m`; its lines are then in pixel coordinates (x right, y down).
-    `log` hears which of the two the raster was read as (`reads_as_mask`)."""
+    `log` hears which of the two the raster was read as (`core.inputs.road_raster.road_values`)."""
     import rasterio
 
     from core.inputs.raster import RasterError, RasterioSource
@@ -659,16 +645,15 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
         raise RasterError(f"{path} has no georeferencing, so lengths in metres are unknown; give --gsd "
                           f"METRES_PER_PIXEL (coordinates are then pixels)")
     with rasterio.open(path) as ds:
-        if ds.count != 1 or ds.dtypes[0] != "uint8":
-            raise RasterError(f"{path} has {ds.count} band(s) of {ds.dtypes[0]}; give a road mask or probability "
-                              f"raster as written by road-extractor extract (one uint8 band)")
-        binary, read_as = reads_as_mask(ds)
+        values = road_values(ds, path)
         if log:
-            log(f"read {Path(path).name} as {read_as}")
+            log(f"read {Path(path).name} as {values.read_as}")
+            if values.note:
+                log(values.note)
         width, height = ds.width, ds.height
         # A raster written by `extract` says which model and parameters made it: the GeoPackage keeps that.
         provenance = {key.lower(): value for key, value in ds.tags().items() if key.startswith("ROAD_EXTRACTOR_")}
-    reader = RasterWindows(path, binary)
+    reader = RasterWindows(path, values)
     grid = PixelGrid(info.transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0), info.gsd_m, info.is_geographic)
     try:
         network = vectorize_windows(reader, width, height, grid, params, cancel, workers)
