@@ -8,6 +8,7 @@ this project can be checked by hand.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,12 +283,20 @@ def read_lines(path, target_crs_wkt: str | None = None, layer: str | None = None
         shapes, crs = read_geometries(path, target_crs_wkt, layer, notes)
     except ValueError as exc:
         raise RasterError(f"{path}: {exc}") from None
-    lines = []
-    for geometry in shapes:
-        if geometry.geom_type == "LineString":
-            lines.append(geometry)
-        elif geometry.geom_type == "MultiLineString":
-            lines.extend(geometry.geoms)
+    lines, others = [], Counter()
+    for part in shapely.get_parts(shapely.get_parts(shapely.get_parts(list(shapes)))):  # collections of multi-parts
+        if part.geom_type == "LineString":
+            lines.append(part)
+        elif not part.is_empty:
+            others[part.geom_type] += 1
+    if others:
+        kinds = ", ".join(f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in others.most_common())
+        if not lines:  # a file of points or polygons read as no road at all would score 0 with exit 0
+            raise RasterError(f"{path} holds {kinds} and no lines; give road centrelines (LineStrings); road "
+                              f"surfaces drawn as polygons can be burnt into a mask raster (gdal_rasterize) and given "
+                              f"as one")
+        if notes is not None:
+            notes.append(f"{Path(path).name}: {kinds} skipped (not lines)")
     return lines, crs
 
 

@@ -485,3 +485,41 @@ def test_a_check_area_over_all_the_labels_is_named_as_the_reason(suburb, tmp_pat
                           tmp_path / "m.pt", "--minutes", "0.05", module="training"))
     # It blamed NoData: "the imagery has no valid pixels ... where the labels are trusted".
     assert "covers all of the labelled area" in line and not (tmp_path / "m.pt").exists()
+
+
+def _features(path: Path, geometries: list) -> Path:
+    features = [{"type": "Feature", "properties": {}, "geometry": g} for g in geometries]
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name",
+                                                                      "properties": {"name": "EPSG:32619"}},
+                                "features": features}))
+    return path
+
+
+def test_road_lines_of_every_geometry_kind_in_every_line_input(suburb, random_model_file, tmp_path):
+    """Points or polygons given as road lines were dropped without a word: `evaluate` scored the prediction against
+    nothing (completeness 0, exit 0). Now a file without lines is refused in one line by every command that reads
+    road lines; lines inside a GeometryCollection are read; a few points among lines are skipped with a count."""
+    from core.metrics import read_lines
+
+    raster, roads = suburb
+    lines, _ = read_lines(roads)
+    as_json = [json.loads(json.dumps(line.__geo_interface__)) for line in lines]
+    points = _features(tmp_path / "points.geojson", [{"type": "Point", "coordinates": g["coordinates"][0]}
+                                                     for g in as_json])
+    surfaces = _features(tmp_path / "surfaces.geojson", [json.loads(json.dumps(line.buffer(3).__geo_interface__))
+                                                         for line in lines])
+    for wrong, kind in ((points, "Points"), (surfaces, "Polygons")):
+        for result in (_cli("evaluate", roads, wrong), _cli("evaluate", wrong, roads),
+                       _cli("finetune", "--raster", raster, "--roads", wrong, "--out", tmp_path / "m.pt",
+                            "--minutes", "0.05", module="training")):
+            assert f"holds {len(lines)} {kind} and no lines" in _one_line(result)
+        assert "no usable road lines" in _one_line(_cli("update-map", raster, "--roads", wrong, "--model",
+                                                        random_model_file, "--out", tmp_path / "u.gpkg"))
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "u.gpkg").exists()
+    collection = _features(tmp_path / "collection.geojson", [{"type": "GeometryCollection", "geometries": as_json}])
+    mixed = _features(tmp_path / "mixed.geojson", as_json + [{"type": "Point", "coordinates": [330010, 4689990]}])
+    notes: list[str] = []
+    assert len(read_lines(collection)[0]) == len(lines)
+    assert len(read_lines(mixed, notes=notes)[0]) == len(lines) and "1 Point skipped (not lines)" in notes[0]
+    scored = _cli("evaluate", collection, mixed)
+    assert scored.returncode == 0 and "1 Point skipped" in scored.stdout, scored.stderr
