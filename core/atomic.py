@@ -49,6 +49,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_output_file(path: str | os.PathLike[str], overwrite: bool, allow: str = "--overwrite") -> Path:
+    """Refuses, before any work, an output file that may not or cannot be written: one that exists (unless
+    `overwrite`; `allow` names how the user allows it), a folder of that name (the final rename would fail after
+    the work, `IsADirectoryError`), or a missing parent folder. Returns the path."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder; give a file name for the output")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} already exists; allow overwriting ({allow}) or choose another file")
+    folder = target.parent if str(target.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder; give a path in a folder for the output")
+    return target
+
+
 # What the C libraries say when the file system refuses a write; GDAL and SQLite pass it on as text, if at all.
 _REFUSAL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _REFUSAL_TEXTS = ("no space left", "file too large", "disk quota", "database or disk is full")

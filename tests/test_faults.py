@@ -208,7 +208,7 @@ def test_export_refuses_a_folder_an_existing_file_and_an_unwritable_place(random
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
-    cases = [(tmp_path, "is a folder"), (existing, "already exists; give --overwrite"),
+    cases = [(tmp_path, "is a folder"), (existing, "already exists; allow overwriting (--overwrite)"),
              (tmp_path / "missing" / "m.pt", "does not exist")]
     if os.geteuid() != 0:  # root writes anywhere
         cases.append((readonly / "m.pt", "not writable"))

@@ -523,3 +523,27 @@ def test_road_lines_of_every_geometry_kind_in_every_line_input(suburb, random_mo
     assert len(read_lines(mixed, notes=notes)[0]) == len(lines) and "1 Point skipped (not lines)" in notes[0]
     scored = _cli("evaluate", collection, mixed)
     assert scored.returncode == 0 and "1 Point skipped" in scored.stdout, scored.stderr
+
+
+def test_a_folder_where_an_output_file_goes_is_refused_before_any_work(suburb, random_model_file, tmp_path):
+    """A folder left where an output file goes (a `roads.gpkg` folder, an earlier run's `--json` path made a
+    folder): `vectorize --overwrite` traced the whole raster, then ended in `IsADirectoryError` with exit 1."""
+    raster, roads = suburb
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(mask, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32619",
+                       transform=from_origin(330000, 4690000, 1, 1)) as ds:
+        ds.write(np.pad(np.ones((64, 8), np.uint8), ((0, 0), (28, 28))), 1)
+    folder = tmp_path / "roads.gpkg"
+    (folder / "kept").mkdir(parents=True)
+    out = tmp_path / "out"
+    (out / "sample_road_probability.tif").mkdir(parents=True)
+    (tmp_path / "model.pt").mkdir()
+    for result in (_cli("vectorize", mask, "--out", folder, "--overwrite"),
+                   _cli("evaluate", roads, roads, "--json", folder, "--overwrite"),
+                   _cli("update-map", raster, "--roads", roads, "--model", random_model_file, "--out", folder,
+                        "--overwrite"),
+                   _cli("finetune", "--raster", raster, "--roads", roads, "--out", tmp_path / "model.pt",
+                        "--minutes", "0.05", module="training"),
+                   _cli("extract", raster, "--model", random_model_file, "--out", out, "--overwrite")):
+        assert "is a folder; give a file name for the output" in _one_line(result)
+    assert (folder / "kept").is_dir() and sorted(p.name for p in out.iterdir()) == ["sample_road_probability.tif"]

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import InputError
+from core.atomic import check_output_file
+from core.errors import InputError, OutputError
 from core.extraction.brightness import image_brightness, widened
 from core.extraction.devices import resolve_device, resolve_precision
 from core.extraction.inference import normalize
@@ -659,8 +660,10 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     import torch.nn.functional as F
 
     out = Path(spec.out)
-    if out.exists() and not spec.overwrite:
-        raise FinetuneError(f"{out} already exists; choose another --out (or give --overwrite to replace it)")
+    try:
+        check_output_file(out, spec.overwrite)
+    except OutputError as exc:
+        raise FinetuneError(f"--out {exc}") from None
     if out.suffix.lower() != ".pt":
         raise FinetuneError(f"--out {out} must be a .pt model file")
     if not out.parent.exists():

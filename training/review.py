@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from core.atomic import check_output_file
 from core.errors import InputError
 
 
@@ -38,8 +39,7 @@ def teach_from_review(review_path: str, minutes: float, *, imagery: str = "", la
     compared = Path(out) if out else next_round(review.path)
     model_out, layer_out = compared.with_suffix(".pt"), compared.with_name(f"{compared.stem}-roads.gpkg")
     for path in (compared, model_out, layer_out):
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists; allow overwriting (--overwrite) or give another --out")
+        check_output_file(path, overwrite)
     log(f"review      {review.path.name}: {review.counts()}")
     lines, _ = read_lines(layer, review.crs_wkt)
     updated = reviewed_layer(lines, review)

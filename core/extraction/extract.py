@@ -25,7 +25,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from core import __version__
-from core.atomic import folder_lock, remove_if_empty, remove_stale_scratch, storage_refused
+from core.atomic import check_output_file, folder_lock, remove_if_empty, remove_stale_scratch, storage_refused
 from core.errors import InputError, OutputError
 from core.extraction.brightness import apply_gamma, match_brightness
 from core.extraction.devices import DeviceError, resolve_device, resolve_precision
@@ -304,10 +304,8 @@ def _check_outputs(out_dir: Path, paths: Sequence[Path], overwrite: bool) -> boo
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output folder {out_dir} is a file; choose a folder for the outputs")
     existed = out_dir.exists()
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise OutputError(f"{existing[0]} already exists; allow overwriting (--overwrite; Overwrite in QGIS) or "
-                          f"choose another output folder")
+    for path in paths:
+        check_output_file(path, overwrite, "--overwrite; Overwrite in QGIS")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

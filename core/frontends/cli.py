@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.atomic import check_output_file
 from core.errors import InputError, OutputError, quiet_gdal
 from core.options import (
     DEEPNESS_TILE,
@@ -171,10 +172,7 @@ def _check_target(path: Path, overwrite: bool) -> None:
     """An output file that can be written, refused before any work when it cannot or may not be."""
     import os
 
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder; give a file name for the output")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; give --overwrite to replace it, or another file name")
+    check_output_file(path, overwrite)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"the folder {folder} does not exist; create it or give another path")
@@ -320,8 +318,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         target = Path(args.json).resolve()
         if target in (Path(args.prediction).resolve(), Path(args.reference).resolve()):
             raise OutputError(f"--json {args.json} is one of the files being compared; give another file name")
-        if target.exists() and not args.overwrite:
-            raise OutputError(f"{args.json} already exists; give --overwrite to replace it, or another file name")
+        check_output_file(target, args.overwrite)
     results = evaluate_files(args.prediction, args.reference, from_flags(EvaluateOptions, args), ignore=args.ignore,
                              area=args.area)
     print(format_table(results))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core.atomic import check_output_file
 from core.errors import InputError, unknown_fields
 from core.options import EvaluateOptions, InferenceOptions, VectorizeOptions
 
@@ -107,8 +108,8 @@ def run_extract(job: ExtractJob, progress: Callable | None = None, cancel=None,
         raise InputError("give a bounding box or an area-of-interest file, not both")
     vectorize = vectorize_params(job.vectorize_options)
     roads = job.roads_path()
-    if job.vectorize and roads.exists() and not job.overwrite:
-        raise InputError(f"{roads} already exists; allow overwriting (--overwrite) or choose another output")
+    if job.vectorize:
+        check_output_file(roads, job.overwrite)
     params = job.extract_params(overwrite=job.overwrite)
     # A model file named is checked before the raster is read; a models folder (the shipped one too) serves by the
     # raster's resolution, so its pick waits for the raster.
@@ -220,8 +221,7 @@ def run_update_map(job: UpdateMapJob, progress: Callable | None = None, cancel=N
     if out.exists() and Path(job.roads).exists() and out.resolve() == Path(job.roads).resolve():
         raise OutputError(f"the output {out} is the road layer being compared; choose another file (the layer "
                           f"would be replaced)")
-    if out.exists() and not job.overwrite:
-        raise OutputError(f"{out} already exists; allow overwriting (--overwrite) or choose another file")
+    check_output_file(out, job.overwrite)
     if not out.parent.is_dir():
         raise OutputError(f"the folder {out.parent} does not exist; create it or give another path")
     compare = _from_dict(CompareOptions, dict(job.compare_options))

@@ -22,6 +22,7 @@ import shapely
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
+from core.atomic import check_output_file
 from core.errors import OutputError
 from core.inputs.raster import metres_per_degree
 from core.inputs.road_raster import RoadValues, road_values
@@ -634,9 +635,7 @@ def vectorize_file(path, out_gpkg, params: VectorizeParams | None = None, *, ove
     params = params or VectorizeParams()
     workers = workers or int(os.environ.get("ROAD_EXTRACTOR_WORKERS", 0)) or min(os.cpu_count() or 1, 8)
     out_gpkg = Path(out_gpkg)
-    if out_gpkg.exists() and not overwrite:
-        raise OutputError(f"{out_gpkg} already exists; allow overwriting (--overwrite; Overwrite in QGIS) or choose "
-                          f"another file")
+    check_output_file(out_gpkg, overwrite, "--overwrite; Overwrite in QGIS")
     if out_gpkg.suffix.lower() != ".gpkg":
         raise OutputError(f"the road output {out_gpkg} must end in .gpkg (a GeoPackage)")
     with RasterioSource(path, bands=(1, 1, 1), value_scale="none", gsd_m=gsd_m) as source:  # checks, measures GSD
