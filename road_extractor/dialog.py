@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -368,7 +367,7 @@ class ExtractRoadsDialog(QDialog):
                 raise UserError("no rectangle has been drawn; press 'Draw…' and drag a rectangle on the map")
             return AreaRequest("rectangle", QgsRectangle(self.drawn_rectangle), canvas_crs)
         if kind == "selection":
-            return selection_area(self.area_layer.currentLayer(), Path(tempfile.mkdtemp(prefix="road_area_")))
+            return selection_area(self.area_layer.currentLayer())
         return AreaRequest("layer")
 
     # ---------------------------------------------------------------------------------------- engine checks
@@ -518,7 +517,7 @@ class ExtractRoadsDialog(QDialog):
         compare_file = None
         try:
             if compare:
-                compare_file = road_layer_file(compare, Path(tempfile.mkdtemp(prefix="road_compare_")))
+                compare_file = road_layer_file(compare)
             return plan_run(raster, area, settings, self.model_info.get("gsd_m"), compare_roads=compare_file,
                             compare_name=compare.name() if compare else "")
         except BaseException:  # a refused plan leaves none of the files it wrote for the engine

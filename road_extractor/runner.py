@@ -125,30 +125,35 @@ def remove_written(*paths: str | None) -> None:
             shutil.rmtree(Path(written).parent, ignore_errors=True)
 
 
-def write_for_engine(layer, path: Path, what: str, only_selected: bool = False) -> Path:
-    """A vector layer (any provider) written to a GeoPackage the engine reads, with its CRS."""
+def write_for_engine(layer, name: str, what: str, only_selected: bool = False) -> Path:
+    """A vector layer (any provider) written to a GeoPackage `name` the engine reads, with its CRS, in a temporary
+    folder of its own that `remove_written` takes away; made only once the layer is known to be usable, and gone
+    again if the write fails, so a refused run leaves no empty folder in the temp folder."""
+    folder = Path(tempfile.mkdtemp(prefix="road_extractor_input_"))
+    path = folder / name
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.onlySelectedFeatures = only_selected
     result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
                                                        options)
     if result[0] != QgsVectorFileWriter.NoError:
+        shutil.rmtree(folder, ignore_errors=True)
         raise UserError(f"could not write {what} to {path} for the engine: {result[1]}")
     return path
 
 
-def selection_area(layer, folder: Path) -> AreaRequest:
+def selection_area(layer) -> AreaRequest:
     """The selected polygons of `layer`, written to a GeoPackage the engine reads (with their CRS)."""
     if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
         raise UserError("the area 'selected features' needs a polygon layer; choose one in the dialog")
     if layer.selectedFeatureCount() == 0:
         raise UserError(f"no features are selected in '{layer.name()}'; select the polygons to extract roads in")
-    path = write_for_engine(layer, folder / "area.gpkg", "the selected polygons", only_selected=True)
+    path = write_for_engine(layer, "area.gpkg", "the selected polygons", only_selected=True)
     extent = layer.boundingBoxOfSelected()
     return AreaRequest("selection", extent, layer.crs(), str(path))
 
 
-def road_layer_file(layer, folder: Path) -> str:
+def road_layer_file(layer) -> str:
     """The line layer to compare with, written whole to a GeoPackage the engine reads (any provider: a file, a
     memory layer of lines just drawn, a web layer), with its CRS; the engine reprojects it."""
     if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.LineGeometry:
@@ -157,7 +162,7 @@ def road_layer_file(layer, folder: Path) -> str:
                         f"export, a municipal road layer)")
     if layer.featureCount() == 0:
         raise UserError(f"the road layer '{layer.name()}' has no features; choose a layer with road lines")
-    return str(write_for_engine(layer, folder / "existing_roads.gpkg", f"the road layer '{layer.name()}'"))
+    return str(write_for_engine(layer, "existing_roads.gpkg", f"the road layer '{layer.name()}'"))
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> float:

@@ -195,6 +195,33 @@ def test_a_run_limited_to_a_selected_polygon_covers_only_it(plugin, vegas, rando
     assert 0.8 < valid.mean() <= 1.0
 
 
+def test_a_refused_selection_or_compare_layer_leaves_no_folder_in_the_temp_folder(plugin, vegas, random_model_file,
+                                                                                   tmp_path):
+    """The dialog made a temporary folder for the selected polygons (and the compare layer) before checking that
+    there was anything to write: each refused Run left an empty `road_area_*` folder behind."""
+    import tempfile
+
+    def folders() -> set:
+        return {p for p in Path(tempfile.gettempdir()).glob("road_*") if p.is_dir()}
+
+    before = folders()
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "nothing selected", "memory")
+    QgsProject.instance().addMapLayer(polygons)
+    dialog = _dialog(plugin, vegas, random_model_file, tmp_path / "roads.gpkg")
+    dialog.area.setCurrentIndex(dialog.area.findData("selection"))
+    dialog.area_layer.setLayer(polygons)
+    with pytest.raises(UserError, match="no features are selected in 'nothing selected'"):
+        dialog.plan()
+    dialog.area.setCurrentIndex(dialog.area.findData("layer"))
+    empty_lines = QgsVectorLayer("LineString?crs=EPSG:4326", "no roads", "memory")
+    QgsProject.instance().addMapLayer(empty_lines)
+    dialog.compare.setLayer(empty_lines)
+    with pytest.raises(UserError, match="the road layer 'no roads' has no features"):
+        dialog.plan()
+    assert folders() == before
+    QgsProject.instance().removeMapLayers([polygons.id(), empty_lines.id()])
+
+
 def test_cancel_stops_the_task_and_leaves_nothing(plugin, vegas, random_model_file, tmp_path):
     out = tmp_path / "cancelled"
     out.mkdir()
