@@ -1,4 +1,4 @@
-"""`python -m training fit | evaluate | doctor | ablate | export | average | promote | finetune`."""
+"""`python -m training fit | evaluate | doctor | ablate | export | average | promote | finetune | review | pack`."""
 
 import argparse
 import json
@@ -174,12 +174,34 @@ def main(argv=None) -> int:
     review_parser.add_argument("--out", default="", help="the round's GeoPackage (default: NAME-roundN.gpkg beside "
                                                          "the review; its model and layer beside it)")
     review_parser.add_argument("--overwrite", action="store_true")
+    pack_parser = sub.add_parser(
+        "pack", help="a small copy of training data (training images, fine ones averaged down, JPEG) to take to a "
+                     "machine with a size limit; prints the fit --data flags for it")
+    pack_parser.add_argument("--data", action="append", default=[], metavar="FOLDER[:WEIGHT]",
+                             help="as for fit (weights are carried into the printed flags); repeatable")
+    pack_parser.add_argument("--out", required=True, help="a new folder")
+    pack_parser.add_argument("--max-mb", type=float, default=24.0, help="size limit of the copy (default 24)")
+    pack_parser.add_argument("--finest-gsd-m", type=float, default=0.5,
+                             help="images finer than this are averaged down to it (default 0.5)")
+    pack_parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    pack_parser.add_argument("--keep-validation", type=int, default=2, metavar="N",
+                             help="validation images of the first source kept, for fit's validation (default 2)")
+    pack_parser.add_argument("--whole", action="append", default=[], metavar="NAME",
+                             help="a source (its packed folder's name) never trimmed; repeatable")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_pack(args) -> int:
+    from .pack import pack
+
+    print(pack(args.data, Path(args.out), args.max_mb, args.finest_gsd_m, args.quality, args.keep_validation,
+               tuple(args.whole)))
+    return 0
 
 
 def cmd_fit(args) -> int:
@@ -409,7 +431,7 @@ def _read_evaluation(path: Path) -> dict:
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "doctor": cmd_doctor, "ablate": cmd_ablate,
             "export": cmd_export, "average": cmd_average, "finetune": cmd_finetune,
-            "promote": cmd_promote, "review": cmd_review}
+            "promote": cmd_promote, "review": cmd_review, "pack": cmd_pack}
 
 if __name__ == "__main__":
     sys.exit(main())

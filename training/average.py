@@ -23,7 +23,7 @@ from core.extraction.inference import normalize
 from core.model.checkpoint import ModelInfo, Normalization, save_model
 
 from .config import TrainConfig
-from .fit import precision_for, record_evaluation, road_model, training_crops
+from .fit import precision_for, record_evaluation, road_model, training_crops, training_device
 
 # What describes one state of a run, not the mean of several (the steps of each are kept in `averaged_steps`).
 ONE_STATE = ("epoch", "global_step", "file")
@@ -47,12 +47,15 @@ def recompute_batchnorm(network: torch.nn.Module, normalization: Normalization, 
     precision = precision_for(config)
     print(f"batchnorm   statistics from {len(dataset)} crops of {', '.join(config.data)} ({config.augment} "
           f"augmentation, seed {config.seed}), {precision.why}", file=sys.stderr)
-    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=0)
-    batches = (normalize(images, normalization).contiguous(memory_format=torch.channels_last) for images, _ in loader)
-    network.float()
-    with torch.no_grad(), torch.autocast("cpu", dtype=precision.autocast or torch.bfloat16,
+    device = training_device(config)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers)
+    batches = (normalize(images.to(device), normalization).contiguous(memory_format=torch.channels_last)
+               for images, _ in loader)
+    network.float().to(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=precision.autocast or torch.bfloat16,
                                          enabled=precision.autocast is not None):
         update_bn(batches, network)
+    network.cpu()
     return {"crops": len(dataset), "data": list(config.data), "augment": config.augment, "seed": config.seed,
             "precision": precision.name}
 

@@ -69,6 +69,9 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 50  # mid-epoch checkpoints, so a killed run loses little
     # Keep the weights of every Nth epoch as checkpoints/epoch-NN.ckpt (0: none), e.g. for `training average`.
     epoch_snapshots: int = 0
+    # Epochs between validations (0: none, e.g. on a machine without GDAL, whose tiled validation writes GeoTIFFs;
+    # the run's result is then its last epoch).
+    validate_every: int = 1
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig(backbone="resnet18").to_dict())
 
     def check(self) -> None:
@@ -82,7 +85,8 @@ class TrainConfig:
                           ("log_every_n_steps", 1), ("checkpoint_every_n_steps", 1), ("val_tile", 64)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 refuse(name, f"a whole number of at least {low}")
-        for name in ("stage1_epochs", "stage2_epochs", "val_overlap", "num_workers", "epoch_snapshots"):
+        for name in ("stage1_epochs", "stage2_epochs", "val_overlap", "num_workers", "epoch_snapshots",
+                     "validate_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 refuse(name, "a whole number, 0 or more")
         if self.stage1_epochs + self.stage2_epochs == 0:

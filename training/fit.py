@@ -175,8 +175,13 @@ def precision_for(config: TrainConfig) -> Precision:
     """auto | fp32 | bf16 | fp16 (or Lightning's own names) on the accelerator the run uses: bf16 autocast where
     the GPU or the CPU has native bf16 arithmetic (core.extraction.devices), else fp32."""
     requested = LIGHTNING_PRECISIONS.get(config.precision, config.precision)
+    return resolve_precision(requested, training_device(config))
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    """The device a run with this configuration computes on: its --accelerator, auto: the GPU where there is one."""
     gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
-    return resolve_precision(requested, torch.device("cuda" if gpu else "cpu"))
+    return torch.device("cuda" if gpu else "cpu")
 
 
 def fit(config: TrainConfig) -> Path:
@@ -221,15 +226,18 @@ def fit(config: TrainConfig) -> Path:
                                                    every_n_train_steps=config.checkpoint_every_n_steps,
                                                    save_top_k=1, enable_version_counter=False)
     snapshots = [EpochSnapshots(checkpoints, config.epoch_snapshots)] if config.epoch_snapshots else []
+    validating = config.validate_every > 0
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=config.stage1_epochs + config.stage2_epochs,
         accelerator=config.accelerator, devices=config.devices, strategy=_strategy(config),
         num_nodes=config.num_nodes, precision=precision.lightning, gradient_clip_val=config.grad_clip or None,
         logger=[ResumableCSVLogger(out, name="logs", version="", flush_logs_every_n_steps=config.log_every_n_steps),
                 L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="")],
-        callbacks=[best, last, periodic, *snapshots, schedule, TrainingClock(),
+        callbacks=[*([best] if validating else []), last, periodic, *snapshots, schedule, TrainingClock(),
                    *([LineScores(line_pairs, config)] if line_pairs else [])], use_distributed_sampler=False,
         log_every_n_steps=config.log_every_n_steps,
+        check_val_every_n_epoch=max(1, config.validate_every), limit_val_batches=None if validating else 0,
+        num_sanity_val_steps=None if validating else 0,
         deterministic=False, enable_model_summary=False,
     )
     resume = _latest(checkpoints)
@@ -241,7 +249,7 @@ def fit(config: TrainConfig) -> Path:
     if nonfinite_tensors(module.network.state_dict()):
         raise InputError(f"training diverged: the weights in {checkpoints} hold NaN or infinity; lower the learning "
                          f"rate (--lr-stage2, --lr-stage1) and train into a new --out")
-    return Path(best.best_model_path) if best.best_model_path else checkpoints / "last.ckpt"
+    return Path(best.best_model_path) if validating and best.best_model_path else checkpoints / "last.ckpt"
 
 
 def _strategy(config: TrainConfig):
