@@ -1,5 +1,7 @@
 """Training data: pairs found, labels unambiguous, white no-data ignored, crops reproducible."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -296,3 +298,38 @@ def test_a_batch_of_only_no_data_gives_a_zero_loss_not_nan():
         assert loss.item() == 0.0
         loss.backward()
         assert torch.isfinite(logits.grad).all()
+
+
+def test_pack_copies_training_images_only_within_its_size_and_fit_reads_the_copy(shared_data, tmp_path):
+    import yaml
+
+    from training.__main__ import main
+    from training.data import split_dataset
+    from training.description import resolve_data
+
+    repo = Path(__file__).resolve().parents[1]
+    japan, vegas = repo / "datasets/world/gsi_japan.yaml", repo / "datasets/world/spacenet3_vegas.yaml"
+    out = tmp_path / "packed"
+    assert main(["pack", "--data", f"{vegas}:2", "--data", f"{japan}:1.5", "--out", str(out), "--max-mb", "2.5",
+                 "--keep-validation", "1", "--whole", "gsi_japan"]) == 0
+    source_vegas, source_japan = resolve_data(vegas), resolve_data(japan)
+    packed_vegas = sorted(p.stem for p in (out / "spacenet3_vegas/images").iterdir())
+    packed_japan = sorted(p.stem for p in (out / "gsi_japan/images").iterdir())
+    # The first source keeps one validation image (fit validates on it) and is trimmed to fit; the second, kept
+    # whole, has every training image and none of the per-place table's held-out ones.
+    assert [n for n in packed_vegas if source_vegas.held_out(n)] == [source_vegas.validation[0]]
+    assert len(packed_japan) == 24 and not any(source_japan.held_out(n) for n in packed_japan)
+    assert len(packed_vegas) - 1 < 24
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.suffix != ".yaml")
+    assert size <= 2.5 * 2**20
+    description = yaml.safe_load((out / "gsi_japan/dataset.yaml").read_text())
+    assert description["gsd_m"] == 0.5 and description["label"] == "surface" and "validation" not in description
+    # Japan's 0.2 m images were averaged down to 0.5 m: 2.5 times smaller on each side, a road's width kept.
+    original = Image.open(next((source_japan.folder / "images").glob("*")))
+    packed = Image.open(next((out / "gsi_japan/images").glob("*")))
+    assert abs(packed.width - original.width / 2.5) <= 1
+    split = split_dataset([f"{out / 'spacenet3_vegas'}:2", str(out / "gsi_japan")], val_tiles=1)
+    assert [p.name for p in split.val] == [source_vegas.validation[0]] and split.sources[0].weight == 2
+    assert main(["pack", "--data", str(vegas), "--out", str(out)]) == 2  # not empty: refused, nothing changed
+    assert main(["pack", "--data", str(vegas), "--out", str(tmp_path / "tiny"), "--max-mb", "0.01"]) == 2
+    assert not (tmp_path / "tiny").exists()

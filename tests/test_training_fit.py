@@ -189,3 +189,22 @@ def test_a_candidate_replaces_the_shipped_model_only_on_a_clear_gain():
     with pytest.raises(InputError, match="line metric version 2, the shipped model's by version 1"):
         promotion_verdict({**better, "lines_metric_version": 2}, shipped)
     assert promotion_verdict({**better, "lines_metric_version": 2}, {**shipped, "lines_metric_version": 2})[0]
+
+
+def test_a_run_without_validation_trains_and_returns_its_last_checkpoint(dataset, tmp_path):
+    # --validate-every 0 (a GPU machine without GDAL, whose tiled validation writes GeoTIFFs): no validation tile is
+    # scored, no best.ckpt is written, and the run's result is its last epoch, which the engine reads.
+    config = _config(dataset, tmp_path / "run", stage1_epochs=0, stage2_epochs=2, validate_every=0,
+                     epoch_snapshots=1)
+    result = fit(config)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert result == checkpoints / "last.ckpt" and result.exists() and not (checkpoints / "best.ckpt").exists()
+    assert sorted(p.name for p in checkpoints.glob("epoch-*.ckpt")) == ["epoch-00.ckpt", "epoch-01.ckpt"]
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as log:
+        columns = next(csv.reader(log))
+    assert "train/loss" in columns and not any(c.startswith("val/") for c in columns)
+    _, metrics, provenance = load_checkpoint(result)
+    assert metrics == {} and provenance["global_step"] == 4  # 2 epochs of 8 crops in batches of 4
+    assert load_model(result).info.config == config.model_config()
+    with pytest.raises(InputError, match="--validate-every"):
+        _config(dataset, tmp_path / "bad", validate_every=-1)
