@@ -10,6 +10,23 @@ class OutputError(InputError):
     that is a file or not writable."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, `kill`, a closing session), raised where it arrives as Ctrl-C's KeyboardInterrupt
+    is, so that every command cleans up its outputs the same way for both."""
+
+
+def stop_on_sigterm() -> None:
+    """Turns SIGTERM into `Terminated` in this process (only the main thread may set a signal handler)."""
+    import signal
+    import threading
+
+    def terminate(signum, frame) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
+
+
 def unknown_fields(dataclass_type, data: dict) -> list[str]:
     """Keys of `data` that are not fields of `dataclass_type`: a configuration from a newer version, or a typo."""
     from dataclasses import fields

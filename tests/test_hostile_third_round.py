@@ -547,3 +547,69 @@ def test_a_folder_where_an_output_file_goes_is_refused_before_any_work(suburb, r
                    _cli("extract", raster, "--model", random_model_file, "--out", out, "--overwrite")):
         assert "is a folder; give a file name for the output" in _one_line(result)
     assert (folder / "kept").is_dir() and sorted(p.name for p in out.iterdir()) == ["sample_road_probability.tif"]
+
+
+def test_a_raster_cut_short_is_named_before_any_work_alone_or_among_a_region_runs_inputs(random_model_file,
+                                                                                          tmp_path):
+    # A copy cut short (a download or transfer stopped): GDAL opens it, and the first read of its missing end failed
+    # with "Read failed. See previous exception", naming no file; in a region run, hours in.
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        with rasterio.open(tiles / f"t{i}.tif", "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8",
+                           crs="EPSG:26986", transform=from_origin(200000 + 200 * i, 900000, 1, 1)) as ds:
+            ds.write(rng.integers(0, 255, (3, 200, 200), dtype=np.uint8))
+    whole = (tiles / "t1.tif").read_bytes()
+    (tiles / "t1.tif").write_bytes(whole[:len(whole) // 3])
+    for inputs, extra in (([tiles / "t1.tif"], []), ([tiles], ["--workers", "2"])):
+        out = tmp_path / f"out{len(extra)}"
+        line = _one_line(_cli("extract", *inputs, "--out", out, "--model", random_model_file, "--tta-scales", "1",
+                              *extra))
+        assert "t1.tif cannot be read at its end" in line and "copy or download it again" in line, line
+        assert not out.exists()
+
+
+def _stop_when(process, ready, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+
+
+def test_sigterm_during_a_finetune_training_leaves_no_model_and_says_so(suburb, random_model_file, tmp_path):
+    # SIGTERM in the middle of fine-tuning (after its "before" scoring): the process died of the signal with no
+    # word said; now it stops as Ctrl-C does, in one line, with exit 143, and writes no model.
+    raster, roads = suburb
+    log = tmp_path / "log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "training", "finetune", "--raster", str(raster), "--roads",
+                                    str(roads), "--init", str(random_model_file), "--out", str(tmp_path / "k.pt"),
+                                    "--minutes", "5", "--crop", "64", "--batch-size", "2"], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=handle)
+        _stop_when(process, lambda: "before (parent" in log.read_text() or "before (elsewhere" in log.read_text(),
+                   "the fine-tune's first scoring")
+        process.wait(timeout=120)
+    assert process.returncode == 143, log.read_text()
+    assert log.read_text().strip().splitlines()[-1] == "python -m training finetune: terminated; no output was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+def test_sigterm_during_fit_says_how_to_resume_and_the_run_folder_resumes(road_tiles, tmp_path):
+    # Lightning's graceful shutdown ended in sys.exit(1) with its own lines only; a job scheduler's SIGTERM now
+    # gets exit 143 and the line that says the run resumes, and running the command again does.
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "training", "fit", "--data", str(road_tiles), "--val-tiles", "1", "--out",
+               str(out), "--stage1-epochs", "0", "--stage2-epochs", "1", "--crops-per-epoch", "4000", "--crop", "64",
+               "--batch-size", "2", "--checkpoint-every-n-steps", "2", "--val-tile", "160", "--val-overlap", "0"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _stop_when(process, lambda: (out / "checkpoints" / "last-step.ckpt").exists(), "a mid-epoch checkpoint")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert f"python -m training fit: terminated; run the same command again to resume from {out}'s last " \
+           f"checkpoint" in stderr
+    again = subprocess.run([*command[:command.index("--crops-per-epoch") + 1], "8",
+                            *command[command.index("--crops-per-epoch") + 2:]], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert "resume      from" in again.stderr, again.stderr

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.errors import InputError, quiet_gdal
+from core.errors import InputError, Terminated, quiet_gdal, stop_on_sigterm
 from core.options import EvaluateOptions, InferenceOptions, describe
 
 from .config import add_flags, resolve
@@ -189,11 +189,18 @@ def main(argv=None) -> int:
     pack_parser.add_argument("--whole", action="append", default=[], metavar="NAME",
                              help="a source (its packed folder's name) never trimmed; repeatable")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     try:
         return COMMANDS[args.command](args)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as `Terminated`: outputs are written atomically
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        after = (f"run the same command again to resume from {args.out}'s last checkpoint" if args.command == "fit"
+                 else "no output was written")
+        print(f"python -m training {args.command}: {stopped}; {after}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def cmd_pack(args) -> int:
@@ -294,11 +301,7 @@ def cmd_finetune(args) -> int:
 
     spec = FinetuneSpec(**{f.name: getattr(args, f.name) for f in fields(FinetuneSpec)
                            if getattr(args, f.name, None) is not None})  # flags left out keep the defaults
-    try:
-        result = finetune(spec, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        print("python -m training finetune: cancelled; nothing was written", file=sys.stderr)
-        return 130
+    result = finetune(spec, log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         _write_json(Path(args.json), result)
     print(result["model"])
@@ -308,13 +311,9 @@ def cmd_finetune(args) -> int:
 def cmd_review(args) -> int:
     from .review import teach_from_review
 
-    try:
-        result = teach_from_review(args.review, args.minutes, imagery=args.raster, layer=args.roads,
-                                   init=args.init, out=args.out, overwrite=args.overwrite,
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        print("python -m training review: cancelled; nothing was written", file=sys.stderr)
-        return 130
+    result = teach_from_review(args.review, args.minutes, imagery=args.raster, layer=args.roads, init=args.init,
+                               out=args.out, overwrite=args.overwrite,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
     from core.frontends.cli import format_map_update
 
     print(format_map_update(result))

@@ -243,7 +243,14 @@ def fit(config: TrainConfig) -> Path:
     resume = _latest(checkpoints)
     if resume:
         print(f"resume      from {resume}", file=sys.stderr)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    except SystemExit as exc:
+        # Lightning ends its graceful shutdown after Ctrl-C (or SIGTERM, as core.errors.Terminated) in sys.exit(1):
+        # the interrupt goes on to the command line, which says how to resume, with its own exit status.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
+        raise
     if module.skipped_steps:
         print(f"skipped     {module.skipped_steps} step(s) whose loss was not finite", file=sys.stderr)
     if nonfinite_tensors(module.network.state_dict()):

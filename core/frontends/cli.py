@@ -6,13 +6,12 @@ import argparse
 import json
 import math
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from core.atomic import check_output_file
-from core.errors import InputError, OutputError, quiet_gdal
+from core.errors import InputError, OutputError, Terminated, quiet_gdal, stop_on_sigterm
 from core.options import (
     DEEPNESS_TILE,
     DEFAULT_OPSET,
@@ -479,22 +478,10 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return joined
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM (a job scheduler, `kill`, a closing session) acts as Ctrl-C: outputs are cleaned up the same way."""
-    raise Terminated()
-
-
-class Terminated(KeyboardInterrupt):
-    pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import signal
-
     args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     quiet_gdal()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     try:
         return int(args.func(args))
     except (InputError, FileNotFoundError, ValueError) as exc:

@@ -108,8 +108,11 @@ def build_mosaic(files: list[Path], out: Path) -> Path:
     from osgeo import gdal
 
     crs, bands = {}, {}
+    from core.inputs.raster import check_complete
+
     for path in files:
         with rasterio.open(path) as ds:
+            check_complete(ds, path)  # one damaged file among many: refused now, named, not hours into the run
             crs.setdefault(ds.crs.to_string() if ds.crs else "none", path.name)
             bands.setdefault((ds.count, ds.dtypes[0]), path.name)
     if len(crs) > 1:

@@ -163,6 +163,22 @@ def _rotated_grid(path: Path, transform) -> str:
             f"north-up copy with: gdalwarp -r bilinear {path} {path.with_name(path.stem + '_north_up.tif')}")
 
 
+def check_complete(ds, path: Path) -> None:
+    """Reads the raster's last block (bottom right, every band): where a copy or download was cut short, that is
+    the part missing, and GDAL's own error later ("Read failed. See previous exception") names no file; in a
+    mosaic of many it would stop a region run hours in."""
+    from rasterio.errors import RasterioIOError
+    from rasterio.windows import Window
+
+    block_height, block_width = ds.block_shapes[0]
+    row, col = max(0, ds.height - block_height), max(0, ds.width - block_width)
+    try:
+        ds.read(window=Window(col, row, ds.width - col, ds.height - row))
+    except RasterioIOError:  # GDAL's reason is "Read failed. See previous exception for details."
+        raise RasterError(f"{path} cannot be read at its end (rows {row}-{ds.height - 1}); the file is cut short or "
+                          f"damaged: copy or download it again") from None
+
+
 def _grey_palette(ds, band: int) -> bool:
     """A colour table that is the grey ramp of its own bit depth (GDAL gives 1-bit GeoTIFFs a black and white one):
     its indices are the grey values, stretched like any low-bit band."""
@@ -207,6 +223,7 @@ class RasterioSource:
                               + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
                               + "; restore the file or rebuild the VRT")
         try:
+            check_complete(ds, path)
             self.info = self._describe(path, bands, gsd_m, value_scale)
         except BaseException:
             ds.close()
