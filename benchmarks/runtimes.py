@@ -2,6 +2,7 @@
 
     python benchmarks/runtimes.py                     # torch fp32, onnxruntime, OpenVINO fp32 (+ int8 with nncf)
     python benchmarks/runtimes.py --compile           # also torch.compile (inductor, CPU)
+    python benchmarks/runtimes.py --runtimes torch torch:auto openvino:auto   # NAME[:PRECISION], fp32 by default
 
 Each runtime runs the engine (`extract_roads`, --no-vectorize's path) on the same 1500 px tile at 1 m: its
 preparation (export, compile, quantization) timed apart, then `--runs` runs, the fastest kept. Columns: the
@@ -29,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.extraction.devices import matmul_peak_flops
+from core.extraction.devices import matmul_peak_flops, native_cpu_bf16
 from core.extraction.extract import ExtractParams, extract_roads
 from core.extraction.inference import normalize, predict_logits
 from core.inputs.raster import ArraySource
@@ -84,6 +85,14 @@ def int8_model(model: RoadModel, onnx_path: Path, folder: Path, tiles: Path) -> 
                      Architecture(model.info.config, {}))
 
 
+def precision_used(result) -> str:
+    """What the network computed in, as the run recorded it in its mask's metadata."""
+    import json
+
+    with rasterio.open(result.mask) as ds:
+        return json.loads(ds.tags().get("ROAD_EXTRACTOR_PARAMS", "{}")).get("precision_used", "?")
+
+
 def mask_of(result) -> np.ndarray:
     with rasterio.open(result.mask) as ds:
         return ds.read(1) == 1
@@ -93,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tile", type=Path, default=MASSROADS / "17278960_15.png")
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime", "openvino"])
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime", "openvino"],
+                        help="NAME[:PRECISION] each (fp32 by default; auto: bf16 autocast for torch where the CPU "
+                             "has it, OpenVINO's own choice); the first is the reference the masks are gated on")
     parser.add_argument("--int8", action="store_true", help="also OpenVINO int8 (nncf post-training quantization)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (inductor)")
     args = parser.parse_args()
@@ -102,19 +113,25 @@ def main() -> None:
     source = ArraySource(image, gsd_m=1.0)
     model = load_model(default_model())
     peak = matmul_peak_flops("cpu", torch.float32)
+    bf16 = native_cpu_bf16()
+    peak_bf16 = matmul_peak_flops("cpu", torch.bfloat16) if bf16 else None
     flops = network_flops(model, image.shape[1], image.shape[0], (1.0,))
     print(f"{args.tile.name}, {image.shape[1]}x{image.shape[0]} px, one scale, {flops / 1e9:.0f} GFLOP; "
-          f"{torch.get_num_threads()} threads; fp32 matrix-multiply peak {peak / 1e9:.1f} GFLOP/s (this run)")
+          f"{torch.get_num_threads()} threads; fp32 matrix-multiply peak {peak / 1e9:.1f} GFLOP/s"
+          + (f", bf16 {peak_bf16 / 1e9:.1f} GFLOP/s ({bf16})" if peak_bf16 else "") + " (this run)")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        variants: list[tuple[str, RoadModel, str]] = [(r, model, r) for r in args.runtimes]
+        variants: list[tuple[str, RoadModel, str, str]] = []
+        for spec in args.runtimes:
+            name, _, precision = spec.partition(":")
+            variants.append((spec, model, name, precision or "fp32"))
         if args.compile:
-            variants.append(("torch.compile", model, "torch"))
+            variants.append(("torch.compile", model, "torch", "fp32"))
         if args.int8:
-            variants.append(("openvino int8", model, "openvino"))
+            variants.append(("openvino int8", model, "openvino", "fp32"))
         reference = None
-        for label, road_model, runtime in variants:
+        for label, road_model, runtime, precision in variants:
             started = time.perf_counter()
             if label == "openvino int8":
                 from core.model.onnx_cache import cached_onnx
@@ -123,7 +140,7 @@ def main() -> None:
             elif label == "torch.compile":
                 compiled = torch.compile(model.network, dynamic=False)
                 road_model = RoadModel(compiled, model.info, model.report, model.architecture)
-            params = ExtractParams(scales=(1.0,), precision="fp32", runtime=runtime, overwrite=True)
+            params = ExtractParams(scales=(1.0,), precision=precision, runtime=runtime, overwrite=True)
             first = extract_roads(source, road_model, folder / "out", params)  # export / compile / warm-up
             prepare = time.perf_counter() - started
             best = min((extract_roads(source, road_model, folder / "out", params) for _ in range(args.runs)),
@@ -133,15 +150,18 @@ def main() -> None:
                 reference = (mask, best.network_seconds)
             iou = (mask & reference[0]).sum() / max((mask | reference[0]).sum(), 1)
             used = next((n.removeprefix("runtime: ") for n in first.notes if n.startswith("runtime: ")), runtime)
-            rows.append((label, prepare, best, iou, reference[1] / best.network_seconds, used))
+            computed = precision_used(best)
+            rows.append((label, prepare, best, iou, reference[1] / best.network_seconds, used, computed))
             print(f"  {label}: done ({used})", flush=True)
-    print("| runtime | first run (s, with export/compile) | network s | whole s | network's share | GFLOP/s | "
-          "of fp32 peak | network speed vs torch fp32 | road IoU vs torch fp32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, prepare, best, iou, speed, _ in rows:
+    first = variants[0][0]
+    print("| runtime | computes in | first run (s, with export/compile) | network s | whole s | network's share | "
+          f"GFLOP/s | of its precision's peak | network speed vs {first} | road IoU vs {first} |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, prepare, best, iou, speed, _, computed in rows:
         sustained = flops / best.network_seconds
-        print(f"| {label} | {prepare:.1f} | {best.network_seconds:.2f} | {best.seconds:.2f} | "
-              f"{best.network_seconds / best.seconds:.0%} | {sustained / 1e9:.1f} | {sustained / peak:.0%} | "
+        own_peak = peak_bf16 if computed == "bf16" and peak_bf16 else peak
+        print(f"| {label} | {computed} | {prepare:.1f} | {best.network_seconds:.2f} | {best.seconds:.2f} | "
+              f"{best.network_seconds / best.seconds:.0%} | {sustained / 1e9:.1f} | {sustained / own_peak:.0%} | "
               f"{speed:.2f}x | {iou:.4f} |")
 
 

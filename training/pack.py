@@ -52,11 +52,10 @@ class PackedSource:
         return sum(p.size for p in self.train + self.validation)
 
 
-def _encode(image: np.ndarray, road: np.ndarray, quality: int) -> tuple[bytes, bytes]:
-    jpeg, png = io.BytesIO(), io.BytesIO()
-    Image.fromarray(image).save(jpeg, "JPEG", quality=quality)
-    Image.fromarray((road > 0).astype(np.uint8) * 255).save(png, "PNG", optimize=True)
-    return jpeg.getvalue(), png.getvalue()
+def _encoded(image: np.ndarray, kind: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, kind, **options)
+    return buffer.getvalue()
 
 
 def pack_source(entry: str, first: bool, finest_gsd_m: float, quality: int, keep_validation: int) -> PackedSource:
@@ -91,10 +90,10 @@ def pack_source(entry: str, first: bool, finest_gsd_m: float, quality: int, keep
         road = labels.apply(mask)
         if resample:  # no-data pixels stay white or black in the averaged image, so the folder's rule still holds
             image, road = resample_to_gsd(image, road, gsd, finest_gsd_m)
-        jpeg, png = _encode(image, road, quality)
-        if not resample and pair.image.suffix.lower() in (".jpg", ".jpeg"):
-            jpeg = pair.image.read_bytes()  # JPEG again would lose more and, from a lower quality, take more room
-        packed = PackedPair(pair.name, jpeg, png)
+        # A JPEG kept as it is: encoded again it would lose more and, from a lower quality, take more room.
+        jpeg = pair.image.read_bytes() if not resample and pair.image.suffix.lower() in (".jpg", ".jpeg") \
+            else _encoded(image, "JPEG", quality=quality)
+        packed = PackedPair(pair.name, jpeg, _encoded((road == 1).astype(np.uint8) * 255, "PNG", optimize=True))
         (packed_val if is_held else packed_train).append(packed)
     if first and not packed_val:
         raise InputError(f"{source.path}: none of its validation images {', '.join(kept_prefixes)} was found")
@@ -159,7 +158,12 @@ def pack(entries: list[str], out: Path, max_mb: float, finest_gsd_m: float, qual
         sources = [pack_source(e, i == 0, finest_gsd_m, quality, keep_validation) for i, e in enumerate(entries)]
     except DataError as exc:
         raise InputError(str(exc)) from None
-    unknown = sorted(set(whole) - {s.folder_name for s in sources})
+    names = [s.folder_name for s in sources]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"two sources would be packed into one folder, {out / twice}; give each a description file "
+                         f"of its own name (NAME.yaml with path:)")
+    unknown = sorted(set(whole) - set(names))
     if unknown:
         raise InputError(f"--whole {', '.join(unknown)}: no such source; name one of "
                          f"{', '.join(s.folder_name for s in sources)}")
