@@ -110,7 +110,7 @@ def run_flops(model_path: str, raster: Path, scales: tuple[float, ...]) -> int:
         network = build_model(config).eval()
     counts: dict[tuple[int, int], int] = {}
     total = 0
-    for row in TileGrid(0, 0, width, height, options.tile, options.overlap, fit=True).rows():
+    for row in TileGrid(0, 0, width, height, options.tile, options.overlap).rows():
         for tile in row:
             shape = (tile.height, tile.width)
             if shape not in counts:

@@ -55,7 +55,7 @@ def network_flops(model: RoadModel, width: int, height: int, scales: tuple[float
     with torch.device("meta"):
         network = build_model(model.info.config).eval()
     total = 0
-    for row in TileGrid(0, 0, width, height, options.tile, options.overlap, fit=True).rows():
+    for row in TileGrid(0, 0, width, height, options.tile, options.overlap).rows():
         for tile in row:
             counter = FlopCounterMode(display=False)
             with counter, torch.inference_mode():

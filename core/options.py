@@ -124,9 +124,10 @@ class InferenceOptions:
     precision: str = option("auto", "auto: bf16 autocast on GPUs and on CPUs with native bf16 (AMX or AVX-512 BF16 "
                             "flags), fp16 on older GPUs, else fp32", choices=PRECISIONS,
                             label="Precision (auto: bf16 where the hardware has it)")
-    runtime: str = option("auto", "what runs the network: auto (OpenVINO on a CPU without native bf16 where it is "
-                          "installed, else torch), torch, onnxruntime or openvino (a .pt model is exported to ONNX "
-                          "once and cached); one missing or failing to load falls back to torch with a note",
+    runtime: str = option("auto", "what runs the network: auto (on a CPU without native bf16, onnxruntime, else "
+                          "OpenVINO, where installed; OpenVINO in bf16 on AVX-512 BF16 without AMX; else torch), "
+                          "torch, onnxruntime or openvino (a .pt model is exported to ONNX once and cached); one "
+                          "missing or failing to load falls back to torch with a note",
                           choices=RUNTIMES, label="Runtime (auto: OpenVINO on CPUs where it is faster)",
                           advanced=True)
     brightness: str = option("auto", "auto: a raster far darker or brighter than the model's training imagery "

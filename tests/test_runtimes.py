@@ -49,6 +49,9 @@ def test_runtime_is_one_option_with_its_choices():
     ({"avx2"}, {"openvino"}, "openvino"),
     ({"avx2"}, set(), "torch"),
     ({"avx2", "amx_bf16"}, {"onnxruntime", "openvino"}, "torch"),  # torch's bf16 autocast: unmeasured against it
+    ({"avx2", "avx512_bf16", "amx_bf16"}, {"onnxruntime", "openvino"}, "torch"),  # AMX decides
+    ({"avx2", "avx512_bf16"}, {"onnxruntime", "openvino"}, "openvino"),  # measured 1.33x torch bf16's network
+    ({"avx2", "avx512_bf16"}, {"onnxruntime"}, "torch"),  # onnxruntime computes fp32 only
 ])
 def test_auto_follows_the_cpu_flags_and_what_is_installed(monkeypatch, shipped, flags, present, expected):
     monkeypatch.delenv(AUTO_EXPORTED_ENV, raising=False)
@@ -57,7 +60,7 @@ def test_auto_follows_the_cpu_flags_and_what_is_installed(monkeypatch, shipped, 
     name, why = auto_runtime(shipped, CPU, resolve_precision("auto", CPU))
     assert name == expected, why
     # An fp32 run asked for on a bf16 CPU runs as on a CPU without it.
-    if "amx_bf16" in flags:
+    if flags & {"amx_bf16", "avx512_bf16"}:
         assert auto_runtime(shipped, CPU, resolve_precision("fp32", CPU))[0] == "onnxruntime"
     # A GPU runs torch whatever is installed.
     assert auto_runtime(shipped, torch.device("cuda"), resolve_precision("fp32", CPU))[0] == "torch"
