@@ -90,6 +90,35 @@ QUOTES = {
 }
 
 
+# The world model's figures (its description's per-place table and Vegas lines), where pages quote them.
+WORLD_QUOTES = {
+    "README.md": [
+        "(relaxed F1 {Las Vegas:.2f} Las Vegas, {Shanghai:.2f} Shanghai, {Ottawa:.2f} Ottawa, {Japan:.2f} Japan, "
+        "{Dubai:.2f} Dubai; {completeness:.0%} of the Las Vegas tile's road length at correctness {correctness:.2f},",
+    ],
+    "resources/models/README.md": [
+        "Las Vegas {Las Vegas:.3f}, Shanghai {Shanghai:.3f}, Japan {Japan:.3f}, Dubai {Dubai:.3f}, Ottawa "
+        "{Ottawa:.3f}; the SpaceNet Las Vegas tile (never trained on) {completeness:.3f} of its road length found at "
+        "correctness {correctness:.3f}",
+    ],
+}
+
+
+@pytest.mark.parametrize("page", sorted(WORLD_QUOTES))
+def test_figures_quoted_from_the_world_model_are_the_files(page):
+    pytest.importorskip("torch")
+    from core.model.checkpoint import load_model
+
+    metrics = load_model(REPO / "resources/models/roads-resnet18-world.pt").info.metrics
+    figures = {place: row["relaxed_f1"] for place, row in metrics["places"].items()}
+    figures.update(completeness=metrics["lines_completeness"], correctness=metrics["lines_correctness"])
+    text = _flat((REPO / page).read_text(encoding="utf-8"))
+    for quote in WORLD_QUOTES[page]:
+        expected = _flat(quote.format(**figures))
+        assert expected in text, (f"{page} should quote the world model file's figures as {expected!r}: the model "
+                                  f"changed, or the page did")
+
+
 @pytest.fixture(scope="module")
 def shipped_metrics() -> dict:
     pytest.importorskip("torch")
