@@ -70,7 +70,7 @@ def relaxed_f1(model, held, labels, gsd_m: float) -> float:
 
 
 def main() -> int:
-    from core.model.catalog import open_model, resolve_model
+    from core.model.catalog import open_model
     from training.data import described_pairs, inspect_labels
     from training.description import read_description
 
@@ -82,9 +82,7 @@ def main() -> int:
     args, extra = parser.parse_known_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parent_path = resolve_model(None)
-    parent = open_model(parent_path)
-    rows = []
+    rows, parents = [], []
     for place in [p.strip() for p in args.places.split(",") if p.strip()]:
         description = read_description(REPO / "datasets" / "world" / f"{DESCRIPTIONS[place]}.yaml")
         pairs = described_pairs(description)
@@ -108,7 +106,11 @@ def main() -> int:
             continue
         result = json.loads(report.read_text())
         gsd = result["gsd_m"]
-        tuned = open_model(model_file)
+        # The parent the fine-tune itself started from: with a models folder it is picked by the rasters' GSD,
+        # so it differs by place (scoring the folder's first model instead made Shanghai's parent read 0.000).
+        parent_path = Path(result["parent"])
+        parent, tuned = open_model(parent_path), open_model(model_file)
+        parents.append(f"{place}: {parent_path.name}")
         before, after = relaxed_f1(parent, held, labels, gsd), relaxed_f1(tuned, held, labels, gsd)
         home = (result["areas_before"].get("parent_tiles", {}), result["areas_after"].get("parent_tiles", {}))
         rows.append({"place": place, "images": len(rasters), "gsd_m": gsd, "parent_f1": before, "tuned_f1": after,
@@ -118,7 +120,7 @@ def main() -> int:
                      "minutes": (time.perf_counter() - started) / 60})
         print(json.dumps(rows[-1]), flush=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    print(f"\nparent {parent_path.name}; finetune flags: {' '.join(extra) or '(defaults)'}"
+    print(f"\nparents {', '.join(parents)}; finetune flags: {' '.join(extra) or '(defaults)'}"
           f"{f', {args.minutes:g} min' if args.minutes else ''}")
     print(f"{'place':<10} {'images':>6} {'m/px':>5} {'held-out relaxed F1':>21} {'check area F1':>15} "
           f"{'Mass road IoU':>15} {'mix':>4} {'steps':>5}")

@@ -822,7 +822,8 @@ def finetune(spec: FinetuneSpec, log: Callable[[str], None] = print,
     save_model(out, network, info, half=True)
     log(f"model       {out} ({out.stat().st_size / 1e6:.1f} MB); extract with: road-extractor extract IMAGE.tif "
         f"--model {out} --out results/")
-    return {"model": str(out), "before": before["check"], "after": after["check"], "areas_before": before,
+    return {"model": str(out), "parent": str(parent_path), "before": before["check"], "after": after["check"],
+            "areas_before": before,
             "areas_after": after, "mix_share": share, "steps": step, "gsd_m": gsd,
             "seconds": time.perf_counter() - started}
 
