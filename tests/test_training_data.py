@@ -333,3 +333,19 @@ def test_pack_copies_training_images_only_within_its_size_and_fit_reads_the_copy
     assert main(["pack", "--data", str(vegas), "--out", str(out)]) == 2  # not empty: refused, nothing changed
     assert main(["pack", "--data", str(vegas), "--out", str(tmp_path / "tiny"), "--max-mb", "0.01"]) == 2
     assert not (tmp_path / "tiny").exists()
+    # A write that fails half way (here a file size limit) leaves no half pack behind, and says why in one line.
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60 * 1024, 60 * 1024))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    stopped = subprocess.run([sys.executable, "-m", "training", "pack", "--data", str(vegas), "--out",
+                              str(tmp_path / "cut")], cwd=repo, capture_output=True, text=True, timeout=300,
+                             preexec_fn=limited)
+    assert stopped.returncode == 2 and "file size limit" in stopped.stderr, stopped.stderr
+    assert len(stopped.stderr.strip().splitlines()) == 1, stopped.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["packed"]

@@ -197,8 +197,9 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as `Terminated`: outputs are written atomically
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        after = (f"run the same command again to resume from {args.out}'s last checkpoint" if args.command == "fit"
-                 else "no output was written")
+        # fit and ablate keep their checkpoints; the folder is the resolved one (--out, or a --config file's out:).
+        after = (f"run the same command again to resume from {resolve(args).out}'s last checkpoint"
+                 if args.command in ("fit", "ablate") else "no output was written")
         print(f"python -m training {args.command}: {stopped}; {after}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
 

@@ -1,7 +1,8 @@
 """`python -m training pack`: a small copy of training data folders, for a machine that can take only so much (a
 rented GPU with a transfer limit, a laptop): each source's training images, those finer than `--finest-gsd-m`
-area-averaged down to it (training reads them at the model's GSD anyway), re-encoded as JPEG, each folder with its
-own `dataset.yaml`; trimmed, evenly over each source's images and largest source first, to `--max-mb`.
+area-averaged down to it (training reads them at the model's GSD anyway), as JPEG (JPEG sources byte for byte),
+each folder with its own `dataset.yaml`; trimmed, evenly over each source's images and largest source first, to
+`--max-mb`; written whole or not at all.
 
 The first source keeps `--keep-validation` of its validation images (listed in its packed description), so that
 `fit`'s epoch-by-epoch validation still has tiles; every other source's validation images are left out: they are
@@ -20,10 +21,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from core.atomic import atomic_output
-from core.errors import InputError
+from core.atomic import _UMASK, storage_refused
+from core.errors import InputError, OutputError
 
-from .data import DataError, DataSource, find_pairs, inspect_labels, resample_to_gsd
+from .data import DataError, DataSource, _read_mask, find_pairs, inspect_labels, resample_to_gsd
 from .description import DESCRIPTION_NAME, DescriptionError, resolve_data
 
 
@@ -82,8 +83,7 @@ def pack_source(entry: str, first: bool, finest_gsd_m: float, quality: int, keep
         if is_held and not any(pair.name.startswith(p) for p in kept_prefixes):
             continue
         image = np.asarray(Image.open(pair.image).convert("RGB"))
-        mask = np.asarray(Image.open(pair.mask))
-        mask = mask[..., 0] if mask.ndim == 3 else mask
+        mask = _read_mask(pair.mask)
         if mask.shape != image.shape[:2]:
             raise InputError(f"{pair.mask}: {mask.shape[1]}x{mask.shape[0]}, but its image is {image.shape[1]}x"
                              f"{image.shape[0]}; masks must match their images")
@@ -127,22 +127,39 @@ def trim(sources: list[PackedSource], max_bytes: int, whole: tuple[str, ...] = (
 
 
 def write(sources: list[PackedSource], out: Path) -> list[str]:
-    flags = []
-    for source in sources:
-        folder = out / source.folder_name
-        for sub in ("images", "masks"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        for pair in source.train + source.validation:
-            with atomic_output(folder / "images" / f"{pair.name}.jpg") as tmp:
-                Path(tmp).write_bytes(pair.image)
-            with atomic_output(folder / "masks" / f"{pair.name}.png") as tmp:
-                Path(tmp).write_bytes(pair.mask)
-        with atomic_output(folder / DESCRIPTION_NAME) as tmp:
-            Path(tmp).write_text(f"# packed by python -m training pack: {len(source.train)} training and "
-                                 f"{len(source.validation)} validation images\n"
-                                 + yaml.safe_dump(source.description, sort_keys=False, allow_unicode=True))
-        flags.append(f"--data {folder}:{source.weight:g}")
-    return flags
+    """Writes the packed folders into a scratch folder beside `out` and renames it to `out` once complete: a full
+    disk, a kill or Ctrl-C leaves no half pack that looks like a whole one."""
+    import os
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        for source in sources:
+            folder = scratch / source.folder_name
+            for sub in ("images", "masks"):
+                (folder / sub).mkdir(parents=True)
+            for pair in source.train + source.validation:
+                (folder / "images" / f"{pair.name}.jpg").write_bytes(pair.image)
+                (folder / "masks" / f"{pair.name}.png").write_bytes(pair.mask)
+            (folder / DESCRIPTION_NAME).write_text(
+                f"# packed by python -m training pack: {len(source.train)} training and {len(source.validation)} "
+                f"validation images\n" + yaml.safe_dump(source.description, sort_keys=False, allow_unicode=True))
+        os.chmod(scratch, 0o777 & ~_UMASK)  # mkdtemp's 0700 -> a folder like any other
+        if out.exists():
+            out.rmdir()  # empty: checked before any work
+        scratch.rename(out)
+    except Exception as exc:
+        refused = storage_refused(exc, out.parent, [scratch])
+        shutil.rmtree(scratch, ignore_errors=True)
+        if refused:
+            raise OutputError(f"could not write {out}: {refused}") from exc
+        raise
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return [f"--data {out / source.folder_name}:{source.weight:g}" for source in sources]
 
 
 def pack(entries: list[str], out: Path, max_mb: float, finest_gsd_m: float, quality: int,
