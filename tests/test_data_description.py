@@ -109,6 +109,21 @@ def test_a_description_gives_gsd_label_no_data_and_holds_out_its_validation_imag
     assert _width_m(target, 1.0) == pytest.approx(10, abs=1)
 
 
+def test_the_runs_gsd_and_road_width_reach_image_and_mask_folders(tmp_path):
+    """--gsd-m and --road-width-m are the run's, for mask folders as for georeferenced rasters: a folder described
+    at 1 m read for a 0.5 m model doubles in size with its roads as wide in metres (mask pairs once kept 1 m and
+    7 m whatever the run asked: a '0.5 m' model trained on 1 m pixels, and evaluated on them as if 0.5 m)."""
+    data = _folder(tmp_path / "metre", ["m1", "m2", "m3"], size=100, road=slice(40, 50))
+    (data / "dataset.yaml").write_text("gsd_m: 1.0\nlabel: surface\nnodata: none\n")
+    split = split_dataset([str(data)], 1, gsd_m=0.5, road_width_m=4.0, label_target="centreline")
+    assert {(p.gsd_m, p.road_width_m) for p in split.train + split.val} == {(0.5, 4.0)}
+    image, target = read_pair(split.train[0], split.labels)
+    assert image.shape == (200, 200, 3)
+    # The 10 m surface becomes a 4 m centre band (8 px at 0.5 m), the rest of the surface ignored.
+    assert _width_m(target, 0.5) == pytest.approx(4.0, abs=0.5)
+    assert ((target == 1) | (target == IGNORE)).sum(axis=1).mean() * 0.5 == pytest.approx(10, abs=1)
+
+
 def test_a_folder_may_carry_its_own_description_and_a_gsd_range_rescales_crops_within_it(tmp_path):
     data = _folder(tmp_path / "own", [f"t{i}" for i in range(4)], size=120, road=slice(50, 60))
     (data / "dataset.yaml").write_text("gsd_m: [1.0, 4.0]\nlabel: centreline\nnodata: none\n")

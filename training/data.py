@@ -84,7 +84,7 @@ def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = ROAD_
         if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
             masks = {p.stem: p for p in (root / mask_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
             images = sorted(p for p in (root / image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            pairs = [Pair(p, masks[p.stem]) for p in images if p.stem in masks]
+            pairs = [Pair(p, masks[p.stem], gsd_m, road_width_m) for p in images if p.stem in masks]
             unmatched = [p.name for p in images if p.stem not in masks]
             if unmatched:
                 raise DataError(f"{len(unmatched)} image(s) in {root / image_dir} have no mask of the same name in "
@@ -92,7 +92,7 @@ def find_pairs(root: str | Path, gsd_m: float = 1.0, road_width_m: float = ROAD_
             if pairs:
                 return pairs
     satellites = sorted(root.glob("*_sat.jpg")) + sorted(root.glob("*_sat.png"))
-    pairs = [Pair(p, p.with_name(p.stem.removesuffix("_sat") + "_mask.png")) for p in satellites]
+    pairs = [Pair(p, p.with_name(p.stem.removesuffix("_sat") + "_mask.png"), gsd_m, road_width_m) for p in satellites]
     pairs = [p for p in pairs if p.mask.exists()]
     if pairs:
         return pairs
