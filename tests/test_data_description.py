@@ -214,6 +214,12 @@ def test_the_per_place_rule_wants_the_mean_up_no_place_down_and_home_kept():
     assert not ok and any(r.startswith("FAIL  mean relaxed F1") for r in reasons)
     with pytest.raises(Exception, match="places"):
         places_verdict(_table({"Massachusetts": 0.7, "Vegas": 0.5}, 0.5), old)
+    # The same images read at another GSD are other references: refused, not compared.
+    halved = _table({"Massachusetts": 0.70, "Vegas": 0.45, "Japan": 0.49}, 0.495)
+    for row in halved["places"].values():
+        row["table_gsd_m"] = 0.5
+    with pytest.raises(Exception, match="read at 0.5 m per pixel"):
+        places_verdict(halved, old)
 
 
 def test_evaluate_places_prints_a_row_per_place_and_promote_reads_it(road_tiles, random_model_file, tmp_path):

@@ -91,32 +91,38 @@ QUOTES = {
 
 
 # The world model's figures (its description's per-place table and Vegas lines), where pages quote them.
-WORLD_QUOTES = {
-    "README.md": [
-        "(relaxed F1 {Las Vegas:.2f} Las Vegas, {Shanghai:.2f} Shanghai, {Ottawa:.2f} Ottawa, {Japan:.2f} Japan, "
-        "{Dubai:.2f} Dubai; {completeness:.0%} of the Las Vegas tile's road length at correctness {correctness:.2f},",
+WORLD_QUOTES = {  # (page, world model file): quotes of that file's own per-place and Vegas-tile figures
+    ("README.md", "roads-resnet18-world-0.5m.pt"): [
+        "(relaxed F1 {Las Vegas:.2f} Las Vegas, {Japan:.2f} Japan, {Ottawa:.2f} Ottawa; {completeness:.0%} of the "
+        "Las Vegas tile's road length at correctness {correctness:.2f},",
     ],
-    "resources/models/README.md": [
+    ("README.md", "roads-resnet18-world.pt"): ["resolution (relaxed F1 {Shanghai:.2f} Shanghai, {Dubai:.2f} Dubai):"],
+    ("resources/models/README.md", "roads-resnet18-world-0.5m.pt"): [
         "Las Vegas {Las Vegas:.3f}, Shanghai {Shanghai:.3f}, Japan {Japan:.3f}, Dubai {Dubai:.3f}, Ottawa "
         "{Ottawa:.3f}; the SpaceNet Las Vegas tile (never trained on) {completeness:.3f} of its road length found at "
         "correctness {correctness:.3f}",
     ],
+    ("resources/models/README.md", "roads-resnet18-world.pt"): [
+        "Las Vegas {Las Vegas:.3f}, Shanghai {Shanghai:.3f}, Japan {Japan:.3f}, Dubai {Dubai:.3f}, Ottawa "
+        "{Ottawa:.3f}; the SpaceNet Las Vegas tile {completeness:.3f} of its road length found at correctness "
+        "{correctness:.3f}",
+    ],
 }
 
 
-@pytest.mark.parametrize("page", sorted(WORLD_QUOTES))
-def test_figures_quoted_from_the_world_model_are_the_files(page):
+@pytest.mark.parametrize("page, model", sorted(WORLD_QUOTES), ids=lambda value: str(value))
+def test_figures_quoted_from_the_world_model_are_the_files(page, model):
     pytest.importorskip("torch")
     from core.model.checkpoint import load_model
 
-    metrics = load_model(REPO / "resources/models/roads-resnet18-world.pt").info.metrics
+    metrics = load_model(REPO / "resources/models" / model).info.metrics
     figures = {place: row["relaxed_f1"] for place, row in metrics["places"].items()}
     figures.update(completeness=metrics["lines_completeness"], correctness=metrics["lines_correctness"])
     text = _flat((REPO / page).read_text(encoding="utf-8"))
-    for quote in WORLD_QUOTES[page]:
+    for quote in WORLD_QUOTES[page, model]:
         expected = _flat(quote.format(**figures))
-        assert expected in text, (f"{page} should quote the world model file's figures as {expected!r}: the model "
-                                  f"changed, or the page did")
+        assert expected in text, (f"{page} should quote {model}'s figures as {expected!r}: the model changed, or "
+                                  f"the page did")
 
 
 @pytest.fixture(scope="module")

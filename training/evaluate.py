@@ -178,7 +178,7 @@ def evaluate_places(model: RoadModel | Callable[[float], tuple[RoadModel, str]],
         tiles = ((pair.name, *read_pair(replace(pair, target=PLACE_TARGET), labels)) for pair, labels in held)
         summary = evaluate_tiles(place_model, tiles, gsd_m, [inference], rho=PLACE_RHO_M / gsd_m,
                                  graphs=index == 0, log=log)[inference.label]
-        places[place] = {**summary, "rho_m": PLACE_RHO_M, **({"model": name} if name else {})}
+        places[place] = {**summary, "rho_m": PLACE_RHO_M, "table_gsd_m": gsd_m, **({"model": name} if name else {})}
     return places
 
 

@@ -94,6 +94,12 @@ def places_verdict(candidate: dict, shipped: dict) -> tuple[bool, list[str]]:
         if sorted(new_table[place]["tile_names"]) != sorted(old_table[place]["tile_names"]):
             raise InputError(f"{place}: the two models were scored on other held-out images; score both with the "
                              f"same descriptions (datasets/)")
+    # The table's grid (`gsd_m` of --config datasets/places.yaml): the same images read at 1 m or at 0.5 m are
+    # other references (tables written before 2026-12-04 do not say; they were read at 1 m).
+    new, old = (next(iter(table.values())).get("table_gsd_m", 1.0) for table in (new_table, old_table))
+    if new != old:
+        raise InputError(f"the candidate's per-place table was read at {new:g} m per pixel, the shipped model's at "
+                         f"{old:g} m; score both with the same --config datasets/places.yaml (--gsd-m)")
     new, old = candidate.get("places_arithmetic"), shipped.get("places_arithmetic")
     if new and old and new != old:
         raise InputError(f"the candidate's per-place figures come from {new} arithmetic, the shipped model's from "
